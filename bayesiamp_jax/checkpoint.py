@@ -1,0 +1,85 @@
+"""Atomic save/load of pytrees (parameters, optimizer states, posterior draws).
+
+Format: flax's msgpack serialisation of the pytree's state dict (portable, no pickle). Files are
+written to a temporary sibling, flushed and fsynced, then renamed over the target, so a reader
+never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import serialization
+
+from bayesiamp_jax import _checks
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, (np.ndarray, jax.Array)):
+        return np.asarray(o).tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
+
+
+def save_pytree(path: str | os.PathLike, tree) -> Path:
+    """Save a pytree of arrays and strings (dicts, lists, NamedTuples, optax states) atomically."""
+    host = jax.tree_util.tree_map(_to_host, jax.device_get(tree))
+    data = serialization.msgpack_serialize(serialization.to_state_dict(host))
+    return atomic_write_bytes(path, data)
+
+
+def _to_host(leaf):
+    return leaf if isinstance(leaf, str) else np.asarray(leaf)
+
+
+def load_pytree(path: str | os.PathLike, target=None):
+    """Load a pytree saved by ``save_pytree``.
+
+    With ``target`` (a pytree of the same structure, e.g. freshly initialised params or an
+    optimizer state), the result has ``target``'s structure and types and shapes are checked;
+    without it, nested dicts of numpy arrays are returned.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path {str(path)!r} does not exist")
+    state = serialization.msgpack_restore(path.read_bytes())
+    return state if target is None else restore(target, state)
+
+
+def restore(target, state_dict):
+    """Rebuild ``target``'s pytree type from a loaded state dict, checking leaf shapes."""
+    restored = serialization.from_state_dict(target, state_dict)
+    _checks.same_structure("loaded tree", restored, "target", target)
+    return restored

@@ -1,0 +1,104 @@
+"""The vector field v_θ(t, x, c): an ELU MLP on a Fourier time embedding, x and c.
+
+``VectorField`` is a frozen (hashable) description of the architecture; its parameters are a
+plain pytree (flax linen's nested dict). ``field(params, t, x, c)`` is written for one point and
+broadcasts over leading batch axes; add posterior-draw axes with ``jax.vmap`` outside.
+
+Matmul precision is an explicit field: ``"highest"`` (true float32, the default) or
+``"default"`` (TF32 on NVIDIA GPUs: faster, but it changes adaptive step counts and summed
+log-likelihoods noticeably; see MEASURED.md). On CPUs both are identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bayesiamp_jax import _checks
+
+PRECISIONS = ("default", "high", "highest")
+
+
+def time_embedding(t: jax.Array, num_frequencies: int) -> jax.Array:
+    """[cos(kπt), sin(kπt) for k = 1..K] along a new last axis: t (...,) -> (..., 2K)."""
+    k = jnp.arange(1, num_frequencies + 1, dtype=jnp.result_type(t, jnp.float32))
+    angle = math.pi * t[..., None] * k
+    return jnp.concatenate([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+
+
+class _MLP(nn.Module):
+    hidden: tuple[int, ...]
+    out_dim: int
+    precision: str
+
+    @nn.compact
+    def __call__(self, h):
+        for width in self.hidden:
+            h = nn.elu(nn.Dense(width, precision=self.precision)(h))
+        return nn.Dense(self.out_dim, precision=self.precision)(h)
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorField:
+    """Architecture of v_θ; the reference is 9 → 32 → 32 → 32 → 2 (2,498 parameters).
+
+    Attributes:
+        data_dim: dimension d of x (2 for the ring).
+        cond_dim: dimension of the condition c (1: r_mean). 0 for an unconditional field.
+        hidden: widths of the hidden ELU layers.
+        num_frequencies: K in the cos/sin(kπt) embedding (2K time inputs).
+        precision: float32 matmul precision, one of "default", "high", "highest".
+    """
+
+    data_dim: int = 2
+    cond_dim: int = 1
+    hidden: tuple[int, ...] = (32, 32, 32)
+    num_frequencies: int = 3
+    precision: str = "highest"
+
+    def __post_init__(self):
+        _checks.positive_int("data_dim", self.data_dim)
+        if not isinstance(self.cond_dim, int) or self.cond_dim < 0:
+            raise ValueError(f"cond_dim must be an integer >= 0, got {self.cond_dim!r}")
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        for i, w in enumerate(self.hidden):
+            _checks.positive_int(f"hidden[{i}]", w)
+        if not isinstance(self.num_frequencies, int) or self.num_frequencies < 0:
+            raise ValueError(f"num_frequencies must be an integer >= 0, got {self.num_frequencies!r}")
+        _checks.one_of("precision", self.precision, PRECISIONS)
+
+    @property
+    def input_dim(self) -> int:
+        return 2 * self.num_frequencies + self.data_dim + self.cond_dim
+
+    @property
+    def _module(self) -> _MLP:
+        return _MLP(self.hidden, self.data_dim, self.precision)
+
+    def init(self, key: jax.Array):
+        """Initial parameters (flax default initialisers) as a nested dict pytree."""
+        return self._module.init(key, jnp.zeros((1, self.input_dim)))["params"]
+
+    def num_params(self) -> int:
+        widths = (self.input_dim,) + self.hidden + (self.data_dim,)
+        return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+    def __call__(self, params, t, x, c=None) -> jax.Array:
+        """v_θ(t, x, c): t (...) or scalar, x (..., d), c (..., cond_dim) -> (..., d)."""
+        x = jnp.asarray(x)
+        _checks.last_dim("x", x, self.data_dim)
+        batch = x.shape[:-1]
+        t = jnp.broadcast_to(jnp.asarray(t, dtype=x.dtype), batch)
+        parts = [time_embedding(t, self.num_frequencies), x]
+        if self.cond_dim:
+            if c is None:
+                raise ValueError(f"c is required: this field has cond_dim={self.cond_dim}")
+            c = jnp.asarray(c, dtype=x.dtype)
+            _checks.last_dim("c", c, self.cond_dim)
+            parts.append(jnp.broadcast_to(c, batch + (self.cond_dim,)))
+        h = jnp.concatenate(parts, axis=-1)
+        return self._module.apply({"params": params}, h)
