@@ -4,7 +4,8 @@ from bayesiamp_jax import checkpoint, data, flow, integrate, network, training
 from bayesiamp_jax.checkpoint import load_pytree, save_pytree
 from bayesiamp_jax.data import quantile_edges, sample_ring, sample_ring_varying, to_polar
 from bayesiamp_jax.flow import cfm_loss, decode, encode, log_prob, log_prob_hutchinson, sample
-from bayesiamp_jax.integrate import Solver, integrate as integrate_ode
+from bayesiamp_jax.integrate import Solver
+from bayesiamp_jax.integrate import integrate as integrate_ode
 from bayesiamp_jax.network import VectorField
 from bayesiamp_jax.training import TrainState, adam, fit
 

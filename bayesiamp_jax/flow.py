@@ -22,6 +22,7 @@ from bayesiamp_jax import _checks
 from bayesiamp_jax.integrate import Solver, integrate
 
 SIGMA_MIN = 1e-4
+DEFAULT_SOLVER = Solver("rk4", 20)
 
 
 def _check_sigma_min(sigma_min):
@@ -45,7 +46,8 @@ def cfm_loss_from_noise(field, params, x, c, t, z, sigma_min: float = SIGMA_MIN)
 def draw_cfm_noise(key: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """t ~ U(0, 1) of shape (n,) and z ~ N(0, I) of x's shape."""
     key_t, key_z = jax.random.split(key)
-    return jax.random.uniform(key_t, x.shape[:-1], x.dtype), jax.random.normal(key_z, x.shape, x.dtype)
+    t = jax.random.uniform(key_t, x.shape[:-1], x.dtype)
+    return t, jax.random.normal(key_z, x.shape, x.dtype)
 
 
 def cfm_loss(key: jax.Array, field, params, x, c, sigma_min: float = SIGMA_MIN) -> jax.Array:
@@ -63,19 +65,19 @@ def _transport(field, params, y0, c, solver, t0, t1):
     return integrate(_velocity(field, params, c), y0, t0, t1, solver).y1
 
 
-def decode(field, params, z, c, solver: Solver = Solver()) -> jax.Array:
+def decode(field, params, z, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
     """Noise (n, d) -> data (n, d): integrate dx/dt = v from t = 1 to t = 0."""
     _check_points("z", z)
     return _transport(field, params, z, c, solver, 1.0, 0.0)
 
 
-def encode(field, params, x, c, solver: Solver = Solver()) -> jax.Array:
+def encode(field, params, x, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
     """Data (n, d) -> noise (n, d): integrate dx/dt = v from t = 0 to t = 1."""
     _check_points("x", x)
     return _transport(field, params, x, c, solver, 0.0, 1.0)
 
 
-def sample(key: jax.Array, field, params, c, solver: Solver = Solver()) -> jax.Array:
+def sample(key: jax.Array, field, params, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
     """One sample per row of ``c`` (n, cond_dim): z ~ N(0, I), then ``decode``. -> (n, d)."""
     c = jnp.asarray(c)
     z = jax.random.normal(key, c.shape[:-1] + (field.data_dim,))
@@ -108,7 +110,7 @@ def _log_prob(dynamics, x, solver):
     return standard_normal_log_prob(z) + trace_integral
 
 
-def log_prob(field, params, x, c, solver: Solver = Solver()) -> jax.Array:
+def log_prob(field, params, x, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
     """Exact CNF log-density log p(x | c) of points x (n, d) -> (n,).
 
     Differentiable in ``params``; with a fixed-step solver, ``Solver(..., checkpoint=True)``
@@ -124,7 +126,7 @@ def _log_prob_exact(field, params, x, c, solver):
 
 
 def log_prob_hutchinson(
-    key: jax.Array, field, params, x, c, solver: Solver = Solver(), rademacher: bool = True
+    key: jax.Array, field, params, x, c, solver: Solver = DEFAULT_SOLVER, rademacher: bool = True
 ) -> jax.Array:
     """Unbiased Hutchinson estimate of log p(x | c), one probe per point fixed along the path."""
     _check_points("x", x)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -68,7 +69,9 @@ class VectorField:
         for i, w in enumerate(self.hidden):
             _checks.positive_int(f"hidden[{i}]", w)
         if not isinstance(self.num_frequencies, int) or self.num_frequencies < 0:
-            raise ValueError(f"num_frequencies must be an integer >= 0, got {self.num_frequencies!r}")
+            raise ValueError(
+                f"num_frequencies must be an integer >= 0, got {self.num_frequencies!r}"
+            )
         _checks.one_of("precision", self.precision, PRECISIONS)
 
     @property
@@ -81,7 +84,7 @@ class VectorField:
 
     def init(self, key: jax.Array):
         """Initial parameters (flax default initialisers) as a nested dict pytree."""
-        return self._module.init(key, jnp.zeros((1, self.input_dim)))["params"]
+        return _init(self, key)
 
     def num_params(self) -> int:
         widths = (self.input_dim,) + self.hidden + (self.data_dim,)
@@ -91,14 +94,29 @@ class VectorField:
         """v_θ(t, x, c): t (...) or scalar, x (..., d), c (..., cond_dim) -> (..., d)."""
         x = jnp.asarray(x)
         _checks.last_dim("x", x, self.data_dim)
-        batch = x.shape[:-1]
-        t = jnp.broadcast_to(jnp.asarray(t, dtype=x.dtype), batch)
-        parts = [time_embedding(t, self.num_frequencies), x]
         if self.cond_dim:
             if c is None:
                 raise ValueError(f"c is required: this field has cond_dim={self.cond_dim}")
             c = jnp.asarray(c, dtype=x.dtype)
             _checks.last_dim("c", c, self.cond_dim)
-            parts.append(jnp.broadcast_to(c, batch + (self.cond_dim,)))
-        h = jnp.concatenate(parts, axis=-1)
-        return self._module.apply({"params": params}, h)
+        else:
+            c = None
+        return _apply(self, params, t, x, c)
+
+
+@partial(jax.jit, static_argnums=0)
+def _init(field: VectorField, key: jax.Array):
+    # jitted: one compilation instead of one per initialiser op (seconds on a CPU)
+    return field._module.init(key, jnp.zeros((1, field.input_dim)))["params"]
+
+
+@partial(jax.jit, static_argnums=0)
+def _apply(field: VectorField, params, t, x, c):
+    # jitted so that eager calls compile once per shape; inlined inside an outer jit
+    batch = x.shape[:-1]
+    t = jnp.broadcast_to(jnp.asarray(t, dtype=x.dtype), batch)
+    parts = [time_embedding(t, field.num_frequencies), x]
+    if c is not None:
+        parts.append(jnp.broadcast_to(c, batch + (field.cond_dim,)))
+    h = jnp.concatenate(parts, axis=-1)
+    return field._module.apply({"params": params}, h)

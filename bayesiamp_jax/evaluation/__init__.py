@@ -1,0 +1,135 @@
+"""Evaluation: posterior-batched generation into histograms, calibration, amplification, figures.
+
+One call from weight draws to all numbers of the paper, one call to all figures::
+
+    from bayesiamp_jax import evaluation as ev
+
+    result = ev.evaluate(
+        key, field, posterior,            # PosteriorDraws / params (S, ...) / list of R runs
+        num_train=10_000,
+        calibration_bins=(5, 10, 50), num_samples=10_000_000,     # same noise for every draw
+        scaled_bins=(2, 3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 200, 500),
+        samples_per_cell=1000,                                     # 1000 · n² fresh per draw
+        fit_bins=(15, 20, 30, 40, 50, 70, 100, 200),
+        solver=Solver("rk4", 20), chunk_size=2**15, output_dir=None,
+    )                                      # -> EvaluationResult
+    result.same_noise["50x50"].calibration.mad            # BinningResult per label
+    result.scaled["200x200"].calibration.deviation_r      # signed coverage deviation per r bin
+    result.scaled["100x100"].amplification.amplification  # (R,) N_eq / N_train per run
+    result.fit.a, result.fit.b, result.fit.a_err, result.fit.b_err
+    ev.save_results("results.json", result)               # JSON via ev.to_dict
+    figs = ev.plot_all(result, train_x=x_train)           # dict name -> matplotlib Figure
+
+Building blocks: ``histogram_same_noise`` / ``histogram_scaled`` -> ``PosteriorHistograms``
+(counts (R, S, n_r, n_φ) per binning; ``save_histograms`` / ``load_histograms``), ``analyse``
+and ``analyse_saved`` (numbers from saved histograms), ``calibrate``, ``amplification``,
+``fit_power_law``, ``closure``, ``jensen_shannon`` and the plotting functions in ``figures``.
+"""
+
+from bayesiamp_jax.evaluation.amplification import (
+    Amplification,
+    Closure,
+    PowerLawFit,
+    amplification,
+    cell_equivalent_events,
+    closure,
+    equivalent_events,
+    fit_power_law,
+    jensen_shannon,
+)
+from bayesiamp_jax.evaluation.binning import (
+    Binning,
+    as_binnings,
+    histogram_polar,
+    make_binning,
+    quantile_binning,
+    ring_cell_probabilities,
+)
+from bayesiamp_jax.evaluation.calibration import (
+    NOMINAL_LEVELS,
+    Calibration,
+    calibrate,
+    interval_coverage,
+    pulls,
+)
+from bayesiamp_jax.evaluation.figures import (
+    plot_all,
+    plot_amplification,
+    plot_closure,
+    plot_coverage_curves,
+    plot_coverage_deviation,
+    plot_mad,
+    plot_training_data,
+)
+from bayesiamp_jax.evaluation.generate import (
+    PosteriorHistograms,
+    generate_samples,
+    histogram_same_noise,
+    histogram_scaled,
+    stack_runs,
+)
+from bayesiamp_jax.evaluation.pipeline import (
+    CALIBRATION_BINS,
+    FIT_BINS,
+    SCALED_BINS,
+    BinningResult,
+    EvaluationResult,
+    analyse,
+    analyse_saved,
+    evaluate,
+    fit_scaled,
+    load_histograms,
+    load_results,
+    save_histograms,
+    save_results,
+    to_dict,
+)
+
+__all__ = [
+    "CALIBRATION_BINS",
+    "FIT_BINS",
+    "NOMINAL_LEVELS",
+    "SCALED_BINS",
+    "Amplification",
+    "Binning",
+    "BinningResult",
+    "Calibration",
+    "Closure",
+    "EvaluationResult",
+    "PosteriorHistograms",
+    "PowerLawFit",
+    "amplification",
+    "analyse",
+    "analyse_saved",
+    "as_binnings",
+    "calibrate",
+    "cell_equivalent_events",
+    "closure",
+    "equivalent_events",
+    "evaluate",
+    "fit_power_law",
+    "fit_scaled",
+    "generate_samples",
+    "histogram_polar",
+    "histogram_same_noise",
+    "histogram_scaled",
+    "interval_coverage",
+    "jensen_shannon",
+    "load_histograms",
+    "load_results",
+    "make_binning",
+    "plot_all",
+    "plot_amplification",
+    "plot_closure",
+    "plot_coverage_curves",
+    "plot_coverage_deviation",
+    "plot_mad",
+    "plot_training_data",
+    "pulls",
+    "quantile_binning",
+    "ring_cell_probabilities",
+    "save_histograms",
+    "save_results",
+    "stack_runs",
+    "to_dict",
+]

@@ -1,0 +1,123 @@
+"""Calibration of histogram uncertainties: central-interval coverage, MAD, pulls.
+
+Inputs are bin fractions of R runs × S weight draws, shape (R, S, n_r, n_φ), and the truth cell
+probabilities (n_r, n_φ) (1/n_Q for the quantile grids; any truth works). Analysis runs on the
+host in float64 numpy (small arrays, no compile time).
+
+For nominal level c the central interval of the S draws of one cell is
+[Q((1 − c)/2), Q((1 + c)/2)] with Q the empirical quantile with linear interpolation
+(``numpy.quantile``'s default); the truth is covered if it lies in it, bounds inclusive. The
+paper's levels are c_i = (2i + 1)/99, i = 0..49 (the symmetric pairs of the 100 quantile levels
+j/99). Coverage is averaged over runs, then over cells: c̄(c). MAD = mean_c |c̄(c) − c|;
+MAD_r averages coverage over φ first and then takes mean_{c, rows} |c̄_r(c) − c|; MAD_φ likewise
+over angular columns. Since c̄ is the mean of the row curves, |c̄ − c| <= mean_rows |c̄_r − c|,
+so MAD <= min(MAD_r, MAD_φ) always holds (no order between MAD_r and MAD_φ).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+NOMINAL_LEVELS = (2.0 * np.arange(50) + 1.0) / 99.0
+
+
+class Calibration(NamedTuple):
+    """Coverage results of one binning (L nominal levels, n_r × n_φ cells, R runs).
+
+    levels: (L,) nominal levels c.
+    coverage: (L, n_r, n_φ) fraction of runs whose central interval covers the truth.
+    curve: (L,) mean empirical coverage c̄(c) over cells.
+    curve_r: (L, n_r) coverage averaged over φ; curve_phi: (L, n_φ) averaged over r.
+    mad, mad_r, mad_phi: scalars (see module docstring).
+    deviation_r: (n_r,) signed coverage deviation per radial bin, mean_c (c̄_r(c) − c);
+        > 0 over-covers (too wide), < 0 under-covers.
+    pulls: (R, n_r, n_φ) (μ − truth)/σ per run and cell, σ the std over draws (ddof 0);
+        NaN where σ = 0.
+    """
+
+    levels: np.ndarray
+    coverage: np.ndarray
+    curve: np.ndarray
+    curve_r: np.ndarray
+    curve_phi: np.ndarray
+    mad: np.ndarray
+    mad_r: np.ndarray
+    mad_phi: np.ndarray
+    deviation_r: np.ndarray
+    pulls: np.ndarray
+
+
+def check_fractions(fractions, truth, name: str = "fractions"):
+    """Validate fractions (R, S, n_r, n_φ) against truth (n_r, n_φ); return float64 arrays."""
+    f = np.asarray(fractions, np.float64)
+    t = np.asarray(truth, np.float64)
+    if t.ndim != 2:
+        raise ValueError(f"truth must have shape (n_r, n_phi), got shape {t.shape}")
+    if t.size < 2:
+        raise ValueError(f"a binning needs at least 2 cells, got truth of shape {t.shape}")
+    if f.ndim != 4 or f.shape[2:] != t.shape:
+        raise ValueError(
+            f"{name} must have shape (runs, draws, n_r, n_phi) = (R, S) + {t.shape}, "
+            f"got shape {f.shape}"
+        )
+    if f.shape[1] < 2:
+        raise ValueError(
+            f"{name} needs at least 2 draws per run, got {f.shape[1]} (shape {f.shape})"
+        )
+    if not np.all(np.isfinite(f)):
+        bad = int(f.size - np.count_nonzero(np.isfinite(f)))
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+    if not np.all(np.isfinite(t)):
+        raise ValueError("truth contains non-finite value(s) (NaN or inf)")
+    return f, t
+
+
+def check_levels(levels) -> np.ndarray:
+    lv = np.asarray(levels, np.float64)
+    if lv.ndim != 1 or lv.size == 0 or np.any(~np.isfinite(lv)) or np.any((lv < 0) | (lv > 1)):
+        raise ValueError(f"levels must be a non-empty 1-D array in [0, 1], got {levels!r}")
+    return lv
+
+
+def interval_coverage(draws, truth, levels=NOMINAL_LEVELS) -> np.ndarray:
+    """Whether the central interval of the draws covers the truth: draws (S, *cells), truth
+    (*cells) -> bool (L, *cells). Empirical quantiles with linear interpolation, inclusive."""
+    lv = check_levels(levels)
+    x = np.asarray(draws, np.float64)
+    t = np.asarray(truth, np.float64)
+    q = np.quantile(x, np.concatenate([(1.0 - lv) / 2.0, (1.0 + lv) / 2.0]), axis=0)
+    lo, hi = q[: lv.size], q[lv.size:]
+    return (lo <= t) & (t <= hi)
+
+
+def pulls(fractions, truth) -> np.ndarray:
+    """(μ − truth)/σ per run and cell from fractions (R, S, n_r, n_φ): (R, n_r, n_φ)."""
+    f, t = check_fractions(fractions, truth)
+    mu, sd = f.mean(axis=1), f.std(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 0, (mu - t) / sd, np.nan)
+
+
+def calibrate(fractions, truth, levels=NOMINAL_LEVELS) -> Calibration:
+    """Coverage, mean coverage curves, MAD, MAD_r, MAD_φ, deviation per radial bin, pulls."""
+    f, t = check_fractions(fractions, truth)
+    lv = check_levels(levels)
+    inside = np.stack([interval_coverage(run, t, lv) for run in f])  # (R, L, n_r, n_φ)
+    coverage = inside.mean(axis=0)
+    curve = coverage.mean(axis=(1, 2))
+    curve_r = coverage.mean(axis=2)
+    curve_phi = coverage.mean(axis=1)
+    return Calibration(
+        levels=lv,
+        coverage=coverage,
+        curve=curve,
+        curve_r=curve_r,
+        curve_phi=curve_phi,
+        mad=np.mean(np.abs(curve - lv)),
+        mad_r=np.mean(np.abs(curve_r - lv[:, None])),
+        mad_phi=np.mean(np.abs(curve_phi - lv[:, None])),
+        deviation_r=np.mean(curve_r - lv[:, None], axis=0),
+        pulls=pulls(f, t),
+    )

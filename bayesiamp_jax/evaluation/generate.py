@@ -1,0 +1,340 @@
+"""Posterior-batched CNF generation straight into polar histograms, in compiled chunks.
+
+For every weight draw (and run) the CNF decodes ``num_samples`` noise points chunk by chunk inside
+one compiled loop; each chunk is mapped to (r, φ) and added to the fused counts of all binnings, so
+samples never reach host memory and memory stays at one chunk per draw in flight.
+
+Noise is counter-based: point i of a draw uses ``normal(fold_in(noise_key, i))``, so the counts do
+not depend on ``chunk_size``, on how draws are grouped, or on the number of devices (for fixed-step
+solvers; an adaptive solver picks one step size per chunk). Two modes, as in the paper:
+
+- same noise (``histogram_same_noise``): one ``noise_key`` for every draw and run; all binnings are
+  filled from the same samples in one pass.
+- scaled (``histogram_scaled``): for binning b and global draw m (= run · S + draw), fresh
+  noise from ``fold_in(fold_in(key, b), m)`` and ``samples_per_cell · n_cells`` points per draw.
+
+With several devices, the flattened (run, draw) axis is sharded over them with ``jax.shard_map``
+(padded to a multiple of the device count); with one device no sharding code runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Sequence
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
+from tqdm.auto import tqdm
+
+from bayesiamp_jax import _checks, data, flow
+from bayesiamp_jax.checkpoint import atomic_write_bytes
+from bayesiamp_jax.evaluation.binning import (
+    accumulate,
+    as_binnings,
+    device_edges,
+    split_counts,
+)
+from bayesiamp_jax.integrate import Solver
+from bayesiamp_jax.posteriors.draws import PosteriorDraws
+
+DEFAULT_SOLVER = Solver("rk4", num_steps=20)
+DEFAULT_CHUNK = 2**15
+SAME_NOISE, SCALED = "same_noise", "scaled"
+
+
+class PosteriorHistograms(NamedTuple):
+    """Raw generated histograms of R runs × S draws for several binnings.
+
+    counts: per binning, int64 array (R, S, n_r, n_φ).
+    num_samples: per binning, generated points per draw (fractions = counts / num_samples).
+    binnings: the ``Binning`` of each entry (edges and truth).
+    mode: "same_noise" or "scaled".
+    """
+
+    counts: tuple
+    num_samples: tuple
+    binnings: tuple
+    mode: str
+
+    @property
+    def fractions(self) -> tuple:
+        return tuple(c / float(n) for c, n in zip(self.counts, self.num_samples, strict=True))
+
+    @property
+    def labels(self) -> tuple:
+        return tuple(b.label for b in self.binnings)
+
+
+# ----------------------------------------------------------------------------------- inputs
+
+
+def stack_runs(posterior, has_run_axis: bool = False):
+    """Params with leading axes (R, S) from a PosteriorDraws / params pytree (one run, axis S),
+    a sequence of those (R runs, equal S), or a pytree with leading (R, S) (``has_run_axis``)."""
+    if isinstance(posterior, (list, tuple)) and not isinstance(posterior, PosteriorDraws):
+        if len(posterior) == 0:
+            raise ValueError("posterior must hold at least one run, got an empty sequence")
+        runs = [_params_of(p) for p in posterior]
+        for i, p in enumerate(runs[1:], start=1):
+            _checks.same_structure("posterior[0]", runs[0], f"posterior[{i}]", p)
+        params = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *runs)
+    else:
+        params = _params_of(posterior)
+        if not has_run_axis:
+            params = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[None], params)
+    leaves = jax.tree_util.tree_leaves(params)
+    if not leaves:
+        raise ValueError("posterior params hold no arrays")
+    lead = {tuple(np.shape(leaf)[:2]) for leaf in leaves}
+    if len(lead) != 1 or len(next(iter(lead))) != 2:
+        raise ValueError(f"every params leaf needs the same leading (runs, draws) axes, got {lead}")
+    (num_runs, num_draws), = lead
+    if num_draws < 2:
+        raise ValueError(f"posterior needs at least 2 weight draws per run, got {num_draws}")
+    return params
+
+
+def _params_of(p):
+    return p.params if isinstance(p, PosteriorDraws) else p
+
+
+def generate_samples(key, field, params, num_samples: int, *, c=data.DEFAULT_R_MEAN,
+                     solver: Solver = DEFAULT_SOLVER, draw_index: int | None = None) -> jax.Array:
+    """The points (n, 2) one draw ``params`` generates in this module's noise convention.
+
+    ``draw_index=None``: same-noise mode (``key`` is the noise key); otherwise the scaled-mode
+    noise of global draw ``draw_index`` with ``key`` = fold_in(key, binning index). For tests,
+    plots and small samples; it materialises all points.
+    """
+    n = _checks.positive_int("num_samples", num_samples)
+    noise_key = key if draw_index is None else jax.random.fold_in(key, draw_index)
+    z = _noise(noise_key, jnp.arange(n, dtype=jnp.int32), field.data_dim)
+    return flow.decode(field, params, z, _condition(field, c), solver)
+
+
+def _noise(noise_key, idx, dim):
+    return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(noise_key, i), (dim,)))(idx)
+
+
+def _condition(field, c):
+    cond_dim = getattr(field, "cond_dim", 1)
+    if cond_dim == 0:
+        return None
+    return jnp.broadcast_to(jnp.asarray(c, jnp.float32), (cond_dim,))
+
+
+# ---------------------------------------------------------------------------- compiled core
+
+
+def _draw_counts(field, solver, chunk, total_cells, num_samples, params, noise_key, c, edges):
+    """Fused counts (total_cells,) of one draw: a loop over chunks of decode + histogram.
+
+    ``num_samples`` is traced (one compilation serves every sample size).
+    """
+    num_chunks = (num_samples + chunk - 1) // chunk
+
+    def body(k, counts):
+        idx = k * chunk + jnp.arange(chunk, dtype=jnp.int32)
+        z = _noise(noise_key, idx, field.data_dim)
+        x = flow.decode(field, params, z, c, solver)
+        r, phi = data.to_polar(x)
+        return accumulate(counts, r, phi, idx < num_samples, edges)
+
+    return jax.lax.fori_loop(0, num_chunks, body, jnp.zeros(total_cells, jnp.int32))
+
+
+@lru_cache(maxsize=64)
+def _block_fn(field, solver, chunk, total_cells, fresh, mesh):
+    def block(key, num_samples, params, draw_ids, c, edges):
+        def one(args):
+            p, m = args
+            noise_key = jax.random.fold_in(key, m) if fresh else key
+            return _draw_counts(field, solver, chunk, total_cells, num_samples, p, noise_key, c,
+                                edges)
+
+        return jax.lax.map(one, (params, draw_ids))
+
+    if mesh is not None:
+        spec, rep = PartitionSpec("draws"), PartitionSpec()
+        block = jax.shard_map(block, mesh=mesh, in_specs=(rep, rep, spec, spec, rep, rep),
+                              out_specs=spec, check_vma=False)
+    return jax.jit(block)
+
+
+# ------------------------------------------------------------------------------ host driver
+
+
+def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, chunk_size,
+               devices, draws_per_device, progress_bar, ckpt, group):
+    num_models = jax.tree_util.tree_leaves(flat_params)[0].shape[0]
+    total_cells = sum(b.num_cells for b in binnings)
+    # a chunk beyond the sample size only wastes work; powers of two bound the compilations
+    chunk = min(chunk_size, 1 << max(num_samples - 1, 1).bit_length())
+    mesh = Mesh(np.asarray(devices), ("draws",)) if len(devices) > 1 else None
+    fn = _block_fn(field, solver, chunk, total_cells, fresh, mesh)
+    block = len(devices) * draws_per_device
+    edges = device_edges(binnings)
+    c = ckpt.condition
+    counts, done = ckpt.get(group, num_models, total_cells)
+    for start in range(0, num_models, block):
+        stop = min(start + block, num_models)
+        if done[start:stop].all():
+            progress_bar.update(stop - start)
+            continue
+        ids = np.minimum(np.arange(start, start + block), num_models - 1)  # pad with the last
+        params = jax.tree_util.tree_map(partial(_take, ids=ids), flat_params)
+        out = np.asarray(fn(key, np.int32(num_samples), params, jnp.asarray(ids, jnp.int32), c,
+                            edges))
+        counts[start:stop] = out[: stop - start]
+        done[start:stop] = True
+        ckpt.put(group, counts, done)
+        progress_bar.update(stop - start)
+    return split_counts(counts, binnings)
+
+
+def _take(leaf, ids):
+    return np.asarray(leaf)[ids]
+
+
+class _Checkpoint:
+    """Per-group fused counts and done flags, saved atomically to one npz after every block."""
+
+    def __init__(self, path, signature: dict, condition):
+        self.path = None if path is None else Path(path)
+        self.signature = json.dumps(signature, sort_keys=True)
+        self.condition = condition
+        self.state = {}
+        if self.path is not None and self.path.is_file():
+            with np.load(self.path) as f:
+                if str(f["signature"]) == self.signature:
+                    self.state = {k: f[k] for k in f.files if k != "signature"}
+
+    def get(self, group, num_models, total_cells):
+        counts = self.state.get(f"counts_{group}")
+        if counts is None or counts.shape != (num_models, total_cells):
+            return np.zeros((num_models, total_cells), np.int64), np.zeros(num_models, bool)
+        return counts.copy(), self.state[f"done_{group}"].copy()
+
+    def put(self, group, counts, done):
+        self.state[f"counts_{group}"], self.state[f"done_{group}"] = counts, done
+        if self.path is not None:
+            atomic_write_bytes(self.path, _npz_bytes(signature=self.signature, **self.state))
+
+    def finish(self, keep: bool):
+        if not keep and self.path is not None and self.path.is_file():
+            os.unlink(self.path)
+
+
+def fingerprint(tree) -> str:
+    """SHA-256 of a pytree's structure, shapes, dtypes and bytes (identifies a posterior)."""
+    h = hashlib.sha256(str(jax.tree_util.tree_structure(tree)).encode())
+    for leaf in jax.tree_util.tree_leaves(tree):
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{arr.shape}{arr.dtype}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _histogram(key, field, posterior, binnings, num_samples_per_group, groups, fresh, mode, *,
+               c, solver, chunk_size, devices, draws_per_device, has_run_axis, progress,
+               checkpoint_path, keep_checkpoint=False):
+    c = _checks.non_negative("c", c)
+    if getattr(field, "data_dim", 2) != 2:
+        raise ValueError(f"polar histograms need a 2-D field, got data_dim={field.data_dim!r}")
+    if not isinstance(solver, Solver):
+        raise TypeError(f"solver must be a bayesiamp_jax.Solver, got {solver!r}")
+    chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    draws_per_device = _checks.positive_int("draws_per_device", draws_per_device)
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices must hold at least one device, got an empty sequence")
+    params = stack_runs(posterior, has_run_axis)
+    num_runs, num_draws = jax.tree_util.tree_leaves(params)[0].shape[:2]
+    flat = jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[2:]), params)
+    signature = {"mode": mode, "num_samples": list(num_samples_per_group),
+                 "labels": [[b.label for b in g] for g in groups],
+                 "shape": [int(num_runs), int(num_draws)],
+                 "key": np.asarray(jax.random.key_data(key)).tolist(), "c": float(c),
+                 "posterior": fingerprint(flat), "solver": repr(solver), "field": repr(field)}
+    ckpt = _Checkpoint(checkpoint_path, signature, _condition(field, c))
+    counts = []
+    total = num_runs * num_draws * len(groups)
+    with tqdm(total=total, desc=f"histograms ({mode})", disable=not progress, unit="draw") as bar:
+        for g, (group, n) in enumerate(zip(groups, num_samples_per_group, strict=True)):
+            group_key = jax.random.fold_in(key, g) if fresh else key
+            per_binning = _run_group(group_key, field, flat, group, n, fresh, solver, chunk_size,
+                                     devices, draws_per_device, bar, ckpt, g)
+            counts += [x.reshape((num_runs, num_draws) + x.shape[1:]) for x in per_binning]
+    ckpt.finish(keep_checkpoint)
+    nums = [n for g, n in zip(groups, num_samples_per_group, strict=True) for _ in g]
+    flat_bins = tuple(b for g in groups for b in g)
+    return PosteriorHistograms(tuple(counts), tuple(nums), flat_bins, mode)
+
+
+def histogram_same_noise(key, field, posterior, binnings, num_samples: int = 10_000_000, *,
+                         c=data.DEFAULT_R_MEAN, solver: Solver = DEFAULT_SOLVER,
+                         chunk_size: int = DEFAULT_CHUNK, devices: Sequence | None = None,
+                         draws_per_device: int = 1, has_run_axis: bool = False,
+                         progress: bool = True, checkpoint_path=None,
+                         keep_checkpoint: bool = False) -> PosteriorHistograms:
+    """Histograms of ``num_samples`` points per draw, the same noise for every draw and run.
+
+    Args:
+        key: noise key (shared by all draws).
+        field: the vector field (e.g. ``VectorField``; hashable, ``field(params, t, x, c)``).
+        posterior: ``PosteriorDraws`` or params pytree with leading draw axis S (one run), a
+            sequence of those (R runs), or a pytree with leading (R, S) and ``has_run_axis=True``.
+        binnings: ints n (n × n truth-quantile grid) and/or ``Binning``s, filled in one pass.
+        num_samples: points per draw.
+        c: condition value (r_mean) for every point.
+        solver: ODE solver (fixed-step RK4-20 by default).
+        chunk_size: points decoded at once per draw (bounds memory).
+        devices: devices to shard the (run, draw) axis over; default all.
+        draws_per_device: draws per device per compiled call (one call = one progress/ckpt step).
+        progress: tqdm progress bar over draws.
+        checkpoint_path: npz file for partial results, written atomically after every block; a
+            call with the same key, posterior, sizes and binnings resumes from it. Deleted on
+            completion unless ``keep_checkpoint``.
+    Returns: ``PosteriorHistograms`` with counts (R, S, n_r, n_φ) per binning.
+    """
+    n = _checks.positive_int("num_samples", num_samples)
+    bins = as_binnings(binnings, _checks.non_negative("c", c))
+    return _histogram(key, field, posterior, bins, [n], [bins], False, SAME_NOISE, c=c,
+                      solver=solver, chunk_size=chunk_size, devices=devices,
+                      draws_per_device=draws_per_device, has_run_axis=has_run_axis,
+                      progress=progress, checkpoint_path=checkpoint_path,
+                      keep_checkpoint=keep_checkpoint)
+
+
+def histogram_scaled(key, field, posterior, binnings, samples_per_cell: int = 1000, *,
+                     c=data.DEFAULT_R_MEAN, solver: Solver = DEFAULT_SOLVER,
+                     chunk_size: int = DEFAULT_CHUNK, devices: Sequence | None = None,
+                     draws_per_device: int = 1, has_run_axis: bool = False,
+                     progress: bool = True, checkpoint_path=None,
+                     keep_checkpoint: bool = False) -> PosteriorHistograms:
+    """"Scaled" histograms: per binning and draw, ``samples_per_cell · n_cells`` fresh points.
+
+    Arguments as in ``histogram_same_noise``; binning b, global draw m use noise
+    fold_in(fold_in(key, b), m).
+    """
+    k = _checks.positive_int("samples_per_cell", samples_per_cell)
+    bins = as_binnings(binnings, _checks.non_negative("c", c))
+    return _histogram(key, field, posterior, bins, [k * b.num_cells for b in bins],
+                      [[b] for b in bins], True, SCALED, c=c, solver=solver,
+                      chunk_size=chunk_size, devices=devices, draws_per_device=draws_per_device,
+                      has_run_axis=has_run_axis, progress=progress,
+                      checkpoint_path=checkpoint_path, keep_checkpoint=keep_checkpoint)

@@ -1,0 +1,264 @@
+"""One call from posterior draws to every calibration and amplification number of the paper.
+
+    result = evaluate(key, field, posterior, num_train=10_000)      # EvaluationResult
+    figures = plot_all(result)                                      # see ``figures``
+
+``evaluate`` = ``histogram_same_noise`` (calibration binnings, ``num_samples`` shared-noise points
+per draw) + ``histogram_scaled`` (scaled binnings, ``samples_per_cell · n_Q`` fresh points per draw
+and binning) + ``analyse`` of both. ``analyse`` works on saved ``PosteriorHistograms`` too, so the
+numbers and figures can be redone without generating again (``save_histograms`` /
+``load_histograms``, npz with atomic writes). ``to_dict`` / ``save_results`` give plain
+JSON-ready nested dicts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from bayesiamp_jax import _checks, data
+from bayesiamp_jax.checkpoint import atomic_write_bytes, atomic_write_json
+from bayesiamp_jax.evaluation.amplification import (
+    Amplification,
+    Closure,
+    PowerLawFit,
+    amplification,
+    closure,
+    fit_power_law,
+)
+from bayesiamp_jax.evaluation.binning import Binning, make_binning
+from bayesiamp_jax.evaluation.calibration import NOMINAL_LEVELS, Calibration, calibrate
+from bayesiamp_jax.evaluation.generate import (
+    DEFAULT_CHUNK,
+    DEFAULT_SOLVER,
+    PosteriorHistograms,
+    histogram_same_noise,
+    histogram_scaled,
+)
+from bayesiamp_jax.integrate import Solver
+
+CALIBRATION_BINS = (5, 10, 50)
+SCALED_BINS = (2, 3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 200, 500)
+FIT_BINS = (15, 20, 30, 40, 50, 70, 100, 200)
+
+
+class BinningResult(NamedTuple):
+    """Everything computed for one binning: shape (n_r, n_φ), points per draw, r edges and
+    truth (for plots), and the calibration, amplification and closure results."""
+
+    label: str
+    shape: tuple
+    num_samples: int
+    r_edges: np.ndarray
+    truth: np.ndarray
+    calibration: Calibration
+    amplification: Amplification
+    closure: Closure
+
+
+class EvaluationResult(NamedTuple):
+    """same_noise / scaled: dict label -> BinningResult (e.g. "50x50"); fit: power law of
+    the scaled amplification (None if fewer than 2 binnings were selected); num_train."""
+
+    same_noise: dict
+    scaled: dict
+    fit: PowerLawFit | None
+    num_train: int
+
+
+def analyse(key: jax.Array, histograms: PosteriorHistograms, num_train: int,
+            levels=NOMINAL_LEVELS, closure_repeats: int = 100) -> dict:
+    """Calibration, amplification and closure of every binning: dict label -> BinningResult."""
+    n_train = _checks.positive_int("num_train", num_train)
+    out = {}
+    keys = jax.random.split(key, max(len(histograms.binnings), 1))
+    for k, b, frac, n in zip(keys, histograms.binnings, histograms.fractions,
+                             histograms.num_samples, strict=True):
+        amp = amplification(frac, b.truth, n_train)
+        out[b.label] = BinningResult(
+            label=b.label, shape=b.shape, num_samples=int(n), r_edges=b.r, truth=b.truth,
+            calibration=calibrate(frac, b.truth, levels),
+            amplification=amp,
+            closure=closure(k, frac, b.truth, amp.n_eq, closure_repeats),
+        )
+    return out
+
+
+def fit_scaled(results: dict, select: int | Sequence | None = FIT_BINS) -> PowerLawFit | None:
+    """Power-law fit of amplification vs n_Q over ``results`` (dict of BinningResult).
+
+    ``select``: a sequence of n (n × n grids, i.e. n_Q = n²), an int k (k largest n_Q) or None
+    (all); None is returned when fewer than two binnings qualify.
+    """
+    if not results:
+        return None
+    n_cells = np.array([r.shape[0] * r.shape[1] for r in results.values()], float)
+    amps = np.stack([r.amplification.amplification for r in results.values()], axis=1)
+    if isinstance(select, Sequence) and not isinstance(select, str):
+        wanted = [n * n for n in select if n * n in n_cells.tolist()]
+        if len(wanted) < 2:
+            return None
+        select = wanted
+    elif isinstance(select, (int, np.integer)) and min(select, n_cells.size) < 2:
+        return None
+    if np.any(~np.isfinite(amps)) or np.any(amps <= 0):
+        return None
+    return fit_power_law(n_cells, amps, select)
+
+
+def evaluate(
+    key: jax.Array,
+    field,
+    posterior,
+    num_train: int = 10_000,
+    *,
+    calibration_bins: Sequence = CALIBRATION_BINS,
+    num_samples: int = 10_000_000,
+    scaled_bins: Sequence = SCALED_BINS,
+    samples_per_cell: int = 1000,
+    fit_bins: int | Sequence | None = FIT_BINS,
+    c: float = data.DEFAULT_R_MEAN,
+    solver: Solver = DEFAULT_SOLVER,
+    chunk_size: int = DEFAULT_CHUNK,
+    levels=NOMINAL_LEVELS,
+    closure_repeats: int = 100,
+    devices: Sequence | None = None,
+    has_run_axis: bool = False,
+    progress: bool = True,
+    output_dir: str | os.PathLike | None = None,
+) -> EvaluationResult:
+    """Generate, histogram and analyse posterior draws of one or several runs.
+
+    Args:
+        key: PRNG key (split into noise keys for both evaluations and the closure test).
+        field: the vector field (``VectorField`` or any hashable ``field(params, t, x, c)``).
+        posterior: ``PosteriorDraws`` / params pytree with leading draw axis S (one run), a
+            sequence of those (R runs), or a pytree with leading (R, S) (``has_run_axis``).
+        num_train: N_train, the training-set size (amplification = N_eq / N_train).
+        calibration_bins: n of the n × n grids of the same-noise evaluation (or ``Binning``s);
+            empty to skip it.
+        num_samples: points per draw in the same-noise evaluation (paper: 10⁷).
+        scaled_bins: n of the scaled evaluation (or ``Binning``s); empty to skip it.
+        samples_per_cell: the scaled evaluation generates samples_per_cell · n_Q points per
+            draw and binning (paper: 1000).
+        fit_bins: which scaled binnings enter the power-law fit (see ``fit_scaled``).
+        c, solver, chunk_size, devices: as in ``histogram_same_noise``.
+        levels: nominal coverage levels (paper: (2i+1)/99, i = 0..49).
+        closure_repeats: truth samples of size N_eq per run in the closure test.
+        output_dir: if given, raw histograms are saved there (``same_noise.npz``,
+            ``scaled.npz``) and the JSON summary to ``results.json``; while running, generation
+            checkpoints ``*.partial.npz`` live there, so an interrupted call with the same
+            arguments resumes where it stopped (both phases).
+    Returns: ``EvaluationResult``.
+    """
+    k_same, k_scaled, k_a, k_b = jax.random.split(key, 4)
+    out = None if output_dir is None else Path(output_dir)
+    common = dict(c=c, solver=solver, chunk_size=chunk_size, devices=devices,
+                  has_run_axis=has_run_axis, progress=progress)
+    same, scaled = {}, {}
+    if len(calibration_bins):
+        hist = histogram_same_noise(
+            k_same, field, posterior, calibration_bins, num_samples, **common,
+            checkpoint_path=None if out is None else out / "same_noise.partial.npz",
+            keep_checkpoint=True)
+        if out is not None:
+            save_histograms(out / "same_noise.npz", hist)
+        same = analyse(k_a, hist, num_train, levels, closure_repeats)
+    if len(scaled_bins):
+        hist = histogram_scaled(
+            k_scaled, field, posterior, scaled_bins, samples_per_cell, **common,
+            checkpoint_path=None if out is None else out / "scaled.partial.npz",
+            keep_checkpoint=True)
+        if out is not None:
+            save_histograms(out / "scaled.npz", hist)
+        scaled = analyse(k_b, hist, num_train, levels, closure_repeats)
+    result = EvaluationResult(same, scaled, fit_scaled(scaled, fit_bins), int(num_train))
+    if out is not None:
+        save_results(out / "results.json", result)
+        for partial in ("same_noise.partial.npz", "scaled.partial.npz"):
+            (out / partial).unlink(missing_ok=True)
+    return result
+
+
+def analyse_saved(key: jax.Array, same_noise: PosteriorHistograms | None,
+                  scaled: PosteriorHistograms | None, num_train: int,
+                  fit_bins: int | Sequence | None = FIT_BINS, levels=NOMINAL_LEVELS,
+                  closure_repeats: int = 100) -> EvaluationResult:
+    """``evaluate``'s analysis part on saved histograms (either may be None)."""
+    _, _, k_a, k_b = jax.random.split(key, 4)  # the keys ``evaluate`` uses for the analysis
+    same = {} if same_noise is None else analyse(k_a, same_noise, num_train, levels,
+                                                 closure_repeats)
+    sc = {} if scaled is None else analyse(k_b, scaled, num_train, levels, closure_repeats)
+    return EvaluationResult(same, sc, fit_scaled(sc, fit_bins), int(num_train))
+
+
+# ------------------------------------------------------------------------------- save/load
+
+
+def save_histograms(path: str | os.PathLike, histograms: PosteriorHistograms) -> Path:
+    """Save raw histograms (counts, sizes, edges, truth, labels, mode) to npz atomically."""
+    arrays = {"mode": np.array(histograms.mode), "num_binnings": np.array(len(histograms.counts))}
+    for i, (cnt, n, b) in enumerate(zip(histograms.counts, histograms.num_samples,
+                                        histograms.binnings, strict=True)):
+        arrays |= {f"counts_{i}": np.asarray(cnt), f"num_samples_{i}": np.array(n),
+                   f"r_{i}": b.r, f"phi_{i}": b.phi, f"truth_{i}": b.truth,
+                   f"label_{i}": np.array(b.label)}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_histograms(path: str | os.PathLike) -> PosteriorHistograms:
+    """Load histograms saved by ``save_histograms``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path {str(path)!r} does not exist")
+    with np.load(path) as f:
+        num = int(f["num_binnings"])
+        counts = tuple(f[f"counts_{i}"] for i in range(num))
+        nums = tuple(int(f[f"num_samples_{i}"]) for i in range(num))
+        bins = tuple(Binning(f[f"r_{i}"], f[f"phi_{i}"], f[f"truth_{i}"], str(f[f"label_{i}"]))
+                     for i in range(num))
+        mode = str(f["mode"])
+    bins = tuple(make_binning(b.r, b.phi, b.truth, b.label) for b in bins)
+    return PosteriorHistograms(counts, nums, bins, mode)
+
+
+def to_dict(tree):
+    """NamedTuples -> dicts, arrays -> lists, recursively (JSON-ready)."""
+    if isinstance(tree, tuple) and hasattr(tree, "_asdict"):
+        return {k: to_dict(v) for k, v in tree._asdict().items()}
+    if isinstance(tree, dict):
+        return {str(k): to_dict(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [to_dict(v) for v in tree]
+    if isinstance(tree, (np.ndarray, np.generic, jax.Array)):
+        arr = np.asarray(tree)
+        return _json_number(arr.item()) if arr.ndim == 0 else _nan_to_none(arr.tolist())
+    return _json_number(tree) if isinstance(tree, float) else tree
+
+
+def _json_number(v):
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
+def _nan_to_none(v):
+    if isinstance(v, list):
+        return [_nan_to_none(x) for x in v]
+    return _json_number(v)
+
+
+def save_results(path: str | os.PathLike, result) -> Path:
+    """Write ``to_dict(result)`` as JSON atomically (NaN/inf become null)."""
+    return atomic_write_json(path, to_dict(result))
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text())

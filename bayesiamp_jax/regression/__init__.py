@@ -1,0 +1,42 @@
+"""Second use case: uncertainty-aware regression (heteroscedastic Bayesian network).
+
+Toy with known truth (``toy``), the mean/variance network (``network``), weight posteriors by VI
+and repulsive ensembles (``methods``), the stat/syst decomposition (``uncertainty``) and
+calibration diagnostics (``diagnostics``).
+"""
+
+from bayesiamp_jax.regression.diagnostics import (
+    PullSummary,
+    coverage_mad,
+    interval_coverage,
+    pull_summary,
+    pulls,
+)
+from bayesiamp_jax.regression.methods import fit_repulsive_regression, fit_vi_regression
+from bayesiamp_jax.regression.network import RegressionNet, gaussian_nll, nll_loss_fn
+from bayesiamp_jax.regression.toy import RegressionSample, ResponseToy
+from bayesiamp_jax.regression.uncertainty import (
+    Decomposition,
+    decompose,
+    predict_draws,
+    predictive_uncertainty,
+)
+
+__all__ = [
+    "Decomposition",
+    "PullSummary",
+    "RegressionNet",
+    "RegressionSample",
+    "ResponseToy",
+    "coverage_mad",
+    "decompose",
+    "fit_repulsive_regression",
+    "fit_vi_regression",
+    "gaussian_nll",
+    "interval_coverage",
+    "nll_loss_fn",
+    "predict_draws",
+    "predictive_uncertainty",
+    "pull_summary",
+    "pulls",
+]

@@ -1,0 +1,73 @@
+"""Calibration diagnostics of a predictive mean and uncertainty against truth.
+
+- pulls (truth − prediction) / σ: for test targets y with σ_total they should be N(0, 1); for the
+  truth mean μ(x) with σ_stat they test the statistical part alone.
+- coverage of central Gaussian predictive intervals mean ± z_{(1+c)/2} σ at nominal levels c.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.stats
+
+from bayesiamp_jax import _checks
+
+DEFAULT_LEVELS = np.linspace(0.05, 0.95, 19)
+
+
+class PullSummary(NamedTuple):
+    """Mean, width (std, ddof 0), fractions with |pull| < 1 and < 2 (68.3 %, 95.4 % if N(0, 1))."""
+
+    mean: float
+    width: float
+    within_1: float
+    within_2: float
+    num: int
+
+
+def pulls(truth, prediction, sigma) -> np.ndarray:
+    """(truth − prediction) / σ elementwise; σ must be > 0."""
+    truth, prediction, sigma = (np.asarray(a, np.float64) for a in (truth, prediction, sigma))
+    if np.any(~(sigma > 0)):
+        raise ValueError("sigma must be > 0 everywhere")
+    return (truth - prediction) / sigma
+
+
+def pull_summary(values) -> PullSummary:
+    """Summary statistics of a 1-D array of pulls."""
+    v = np.asarray(values, np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("values must hold at least one pull, got an empty array")
+    _checks.finite("values", v)
+    a = np.abs(v)
+    return PullSummary(float(v.mean()), float(v.std()), float(np.mean(a < 1)),
+                       float(np.mean(a < 2)), int(v.size))
+
+
+def interval_coverage(truth, prediction, sigma, levels=DEFAULT_LEVELS) -> np.ndarray:
+    """Empirical coverage (L,) of central Gaussian intervals at nominal ``levels`` (L,), (0, 1)."""
+    levels = np.asarray(levels, np.float64)
+    if levels.ndim != 1 or np.any((levels <= 0) | (levels >= 1)):
+        raise ValueError(f"levels must be a 1-D array in (0, 1), got {levels!r}")
+    z = scipy.stats.norm.ppf(0.5 + levels / 2)
+    a = np.abs(pulls(truth, prediction, sigma)).ravel()
+    return np.mean(a[None, :] <= z[:, None], axis=1)
+
+
+def coverage_mad(levels, coverage) -> float:
+    """Mean absolute deviation of empirical from nominal coverage."""
+    return float(np.mean(np.abs(np.asarray(coverage) - np.asarray(levels))))
+
+
+def binned_mean(x, values, edges) -> np.ndarray:
+    """Mean of ``values`` in bins of ``x`` given by ``edges`` (B+1,) -> (B,), NaN for empty bins."""
+    x, values = np.asarray(x).ravel(), np.asarray(values, np.float64).ravel()
+    idx = np.digitize(x, edges) - 1
+    out = np.full(len(edges) - 1, np.nan)
+    for b in range(len(edges) - 1):
+        sel = idx == b
+        if sel.any():
+            out[b] = values[sel].mean()
+    return out

@@ -1,0 +1,230 @@
+"""Timing, size presets and environment facts shared by every benchmark.
+
+A benchmark function returns a list of ``Record`` dicts (JSON-ready). JAX timings separate
+compile time (AOT ``lower().compile()``) from steady state (median over repeats of the compiled
+call, blocked until ready); PyTorch timings separate the first (warm-up) call likewise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """Problem sizes of one preset (see ``SIZES``)."""
+
+    name: str
+    num_train: int  # training points of an epoch
+    batch_size: int  # mini-batch of an epoch / of the AdamMCMC likelihood
+    epochs_per_call: int  # epochs inside one timed call (time is reported per epoch)
+    likelihood_steps: int  # RK4 steps of the exact likelihood (AdamMCMC, NUTS)
+    nuts_points: int  # points in the NUTS potential
+    gen_samples: int  # samples of one generation benchmark
+    pretrain_epochs: int  # flow-matching epochs before measuring solver errors
+    fixed_steps: tuple[int, ...]  # step counts of the fixed-step solvers
+    hist_points: int  # points of the histogramming benchmark
+    hist_bins: int  # n of the n × n quantile grid
+    draws: int  # S posterior draws in generation + histogramming
+    draw_samples: int  # samples per draw there
+    chunk: int  # samples per chunk of the chunked (cache-blocked) fast paths
+    repeats: int
+    all_solvers: bool = True  # also Euler, midpoint and Tsit5 (else RK4 and Dormand–Prince)
+
+
+SIZES = {
+    "tiny": Size("tiny", 512, 128, 2, 4, 256, 2048, 5, (4,), 20_000, 10, 3, 1024, 512, 3,
+                 all_solvers=False),
+    "cpu": Size("cpu", 10_000, 1000, 10, 20, 10_000, 50_000, 300, (8, 16, 32), 10_000_000,
+                50, 5, 100_000, 4096, 5),
+    "paper": Size("paper", 10_000, 1000, 10, 20, 10_000, 10_000_000, 2500, (8, 16, 32),
+                  10_000_000, 50, 50, 10_000_000, 65536, 5),
+}
+
+
+def get_size(name: str) -> Size:
+    if name not in SIZES:
+        raise ValueError(f"size must be one of {list(SIZES)}, got {name!r}")
+    return SIZES[name]
+
+
+def block(tree):
+    """Wait until every array leaf (JAX or PyTorch) of ``tree`` is computed."""
+    return jax.block_until_ready(tree)
+
+
+def time_jax(fn: Callable, *args, repeats: int = 5) -> dict:
+    """Compile ``jax.jit(fn)`` ahead of time, then time ``repeats`` calls (after one warm-up).
+
+    Returns ``{"compile_s", "median_s", "min_s", "times_s", "cpu_s", "output"}``; ``cpu_s`` is
+    the median process CPU time (all threads) of a call, less sensitive to other processes'
+    load than the wall time.
+    """
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    out = block(compiled(*args))
+    times, cpu = [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = block(compiled(*args))
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return _timing(compile_s, times, out, cpu)
+
+
+def time_host(fn: Callable, *args, repeats: int = 5, sync: Callable | None = None) -> dict:
+    """Time a host-side callable (PyTorch, numpy, or a JAX call that compiles on first use).
+
+    The first call is reported as ``compile_s`` (warm-up: compilation, allocator, caches).
+    """
+    sync = sync or (lambda out: out)
+    t0 = time.perf_counter()
+    out = sync(fn(*args))
+    compile_s = time.perf_counter() - t0
+    times, cpu = [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = sync(fn(*args))
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return _timing(compile_s, times, out, cpu)
+
+
+def time_torch(fn: Callable, *args, repeats: int = 5) -> dict:
+    """``time_host`` of a PyTorch callable at its better intra-op thread count (1 or all).
+
+    On a small or shared CPU, torch's thread pool can be several times slower than one thread;
+    one probe call per setting picks the faster (reported as ``torch_threads``), then the
+    warm-up and the ``repeats`` timed calls run with it.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        probes = {}
+        for threads in sorted({1, os.cpu_count() or 1}):
+            torch.set_num_threads(threads)
+            t0 = time.perf_counter()
+            fn(*args)
+            probes[threads] = time.perf_counter() - t0
+        best = min(probes, key=probes.get)
+        torch.set_num_threads(best)
+        t = time_host(fn, *args, repeats=repeats)
+        t["torch_threads"] = best
+    finally:
+        torch.set_num_threads(before)
+    return t
+
+
+def _timing(compile_s, times, out, cpu) -> dict:
+    return {
+        "compile_s": compile_s,
+        "cpu_s": statistics.median(cpu),
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "times_s": times,
+        "output": out,
+    }
+
+
+def record(name: str, impl: str, timing: dict, per: float = 1.0, unit: str = "call",
+           **extra) -> dict:
+    """A JSON-ready result: steady-state seconds per ``unit`` (median over repeats / ``per``)."""
+    rec = {
+        "name": name,
+        "impl": impl,
+        "unit": unit,
+        "seconds": timing["median_s"] / per,
+        "min_seconds": timing["min_s"] / per,
+        "compile_s": timing["compile_s"],
+        "cpu_seconds": timing["cpu_s"] / per,
+        "repeats": len(timing["times_s"]),
+    }
+    if "torch_threads" in timing:
+        rec["torch_threads"] = timing["torch_threads"]
+    rec.update({k: _plain(v) for k, v in extra.items()})
+    return rec
+
+
+def _plain(v):
+    if isinstance(v, (np.generic, np.ndarray)) or hasattr(v, "__array__"):
+        a = np.asarray(v)
+        return a.item() if a.ndim == 0 else a.tolist()
+    return v
+
+
+def cpu_model() -> str:
+    """The CPU model from lscpu (falls back to platform.processor())."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment() -> dict:
+    """Device, library versions and host facts for the JSON header."""
+    import diffrax
+    import flax
+    import numpyro
+    import optax
+
+    env = {
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "versions": {
+            "jax": jax.__version__,
+            "jaxlib": getattr(jax.lib, "__version__", None) or _dist_version("jaxlib"),
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "diffrax": _dist_version("diffrax") or getattr(diffrax, "__version__", None),
+            "numpyro": numpyro.__version__,
+            "numpy": np.__version__,
+            "torch": _dist_version("torch"),
+            "zuko": _dist_version("zuko"),
+        },
+    }
+    return env
+
+
+def _dist_version(name: str):
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def torch_available() -> bool:
+    """True when the optional PyTorch baseline (torch and zuko) can be imported."""
+    try:
+        import torch  # noqa: F401
+        import zuko  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+TORCH_MISSING = (
+    "PyTorch baseline skipped: torch and zuko are not installed "
+    "(pip install -e '.[bench]' installs torch==2.13.0 and zuko)"
+)

@@ -1,0 +1,133 @@
+"""Run the benchmarks and write one JSON file.
+
+    python -m benchmarks.run --size tiny|cpu|paper [--only fm_epoch,generation ...]
+                             [--output results.json] [--no-baseline]
+
+Prints one line per record and, for every figure with a PyTorch baseline on this machine,
+the ratio project/baseline (time; < 1 means the project is faster) and the speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from benchmarks.common import TORCH_MISSING, environment, get_size, torch_available
+
+
+def registry() -> dict:
+    """Benchmark name -> function(ctx) -> list of records, in running order."""
+    from benchmarks import generation, histogram, likelihood, quick_preset, training
+
+    table = {}
+    for module in (training, likelihood, generation, histogram, quick_preset):
+        table.update(module.BENCHMARKS)
+    return table
+
+
+BASELINES = ("torch", "numpy")  # the reference implementations (numpy: histogramming)
+
+
+def ratios(records: list[dict]) -> list[dict]:
+    """Project/baseline time ratio for each figure (name, solver) that has a baseline record."""
+    out = []
+    for base in (r for r in records if r.get("impl") in BASELINES):
+        same = [r for r in records if r.get("name") == base["name"]
+                and r.get("solver") == base.get("solver") and r.get("impl", "").startswith("jax")
+                and "seconds" in r]
+        for r in same:
+            out.append({"name": base["name"], "solver": base.get("solver"), "impl": r["impl"],
+                        "project_s": r["seconds"], "baseline_s": base["seconds"],
+                        "ratio_project_over_baseline": r["seconds"] / base["seconds"],
+                        "speedup": base["seconds"] / r["seconds"],
+                        "baseline": base["impl"]})
+    return out
+
+
+def run(size: str = "tiny", only=None, baseline: bool = True, seed: int = 0,
+        progress: bool = True, device: dict | None = None) -> dict:
+    """Run the selected benchmarks; returns the JSON-ready report."""
+    from benchmarks.context import Context
+
+    table = registry()
+    only = list(table) if not only else list(only)
+    unknown = [o for o in only if o not in table]
+    if unknown:
+        raise ValueError(f"only must name benchmarks from {list(table)}, got {unknown!r}")
+    t_start = time.perf_counter()
+    ctx = Context(get_size(size), seed=seed, baseline=baseline, device=device)
+    records, notes = [], []
+    if baseline and not ctx.baseline:
+        notes.append(TORCH_MISSING)
+        if progress:
+            print(TORCH_MISSING, file=sys.stderr)
+    for name in only:
+        t0 = time.perf_counter()
+        recs = table[name](ctx)
+        for r in recs:
+            r.setdefault("benchmark", name)
+            if progress:
+                print(format_record(r), flush=True)
+        records.extend(recs)
+        if progress:
+            print(f"# {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+    report = {
+        "environment": environment(),
+        "device_peaks": ctx.device,
+        "config": {"size": ctx.size.__dict__, "only": only, "seed": seed,
+                   "baseline": ctx.baseline},
+        "records": records,
+        "ratios": ratios(records),
+        "notes": notes,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    if progress:
+        for r in report["ratios"]:
+            print(f"ratio {r['name']:<12} {str(r['solver'] or ''):<10} {r['impl']:<12} "
+                  f"project/baseline = {r['ratio_project_over_baseline']:.3g} "
+                  f"(speed-up {r['speedup']:.3g}x)")
+    return report
+
+
+def format_record(r: dict) -> str:
+    parts = [f"{r['name']:<26}", f"{r.get('impl', ''):<12}"]
+    if r.get("solver"):
+        parts.append(f"{r['solver']:<10}")
+    if "seconds" in r:
+        parts.append(f"{r['seconds'] * 1e3:10.3f} ms/{r.get('unit', 'call')}")
+    if "compile_s" in r:
+        parts.append(f"compile {r['compile_s']:.2f} s")
+    for k in ("samples_per_s", "evals", "max_err", "fraction_of_peak", "speedup_vs_dopri5"):
+        if r.get(k) is not None:
+            v = r[k]
+            parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
+    if r.get("skipped"):
+        parts.append(f"SKIPPED: {r['skipped']}")
+    return " ".join(parts)
+
+
+def main(argv=None, only=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="tiny", choices=["tiny", "cpu", "paper"])
+    parser.add_argument("--only", default=None,
+                        help="comma-separated benchmark names (default: all)")
+    parser.add_argument("--output", default=None, help="JSON file to write")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baseline")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    selected = args.only.split(",") if args.only else only
+    if not args.no_baseline and not torch_available():
+        print(TORCH_MISSING, file=sys.stderr)
+    report = run(args.size, selected, baseline=not args.no_baseline, seed=args.seed)
+    if args.output:
+        from bayesiamp_jax.checkpoint import atomic_write_json
+
+        atomic_write_json(args.output, report)
+        print(f"wrote {args.output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Report stage: assemble report.json (schema-checked) and report.md from a study's files."""
+
+from __future__ import annotations
+
+from experiments import config as cfgmod
+from experiments import runtime
+from experiments.figures import figure_paths
+from experiments.report import validate_report, write_report
+
+
+def build(study) -> dict:
+    from experiments.evaluate import load_results
+
+    cfg = study.cfg
+    results = load_results(study)
+    timings = study.timings()
+    timings.pop("report", None)
+    timings["total"] = sum(timings.values())
+    report = {
+        "preset": cfg.preset,
+        "config": cfgmod.to_dict(cfg),
+        "timings": timings,
+        "versions": runtime.versions(),
+        "device": runtime.device_info(),
+        "estimate_s": runtime.estimate_seconds(cfg),
+        "methods": results,
+    }
+    e = cfg.evaluation
+    validate_report(report, calib_bins=e.calib_bins,
+                    scaled_bins=e.scaled_bins if e.scaled else e.calib_bins,
+                    num_runs=cfg.num_runs)
+    return report
+
+
+def write(study) -> dict:
+    report = build(study)
+    write_report(study.outdir, report, figure_paths(study))
+    study.log.info("report: %s", study.outdir / "report.md")
+    return report

@@ -1,0 +1,61 @@
+"""PosteriorDraws: stacking, indexing and atomic save/load of weight draws."""
+
+import jax
+import numpy as np
+import pytest
+
+from bayesiamp_jax.posteriors.draws import PosteriorDraws, load_draws, save_draws, stack_params
+
+
+def make_params(seed):
+    rng = np.random.default_rng(seed)
+    return {"Dense_0": {"kernel": rng.normal(size=(3, 4)).astype(np.float32),
+                        "bias": rng.normal(size=4).astype(np.float32)},
+            "Dense_1": {"kernel": rng.normal(size=(4, 2)).astype(np.float32),
+                        "bias": rng.normal(size=2).astype(np.float32)}}
+
+
+@pytest.fixture(scope="module")
+def draws():
+    params = [make_params(s) for s in range(5)]
+    info = {"accept": np.array([1.0, 0.0, 1.0, 1.0, 0.0]), "step": np.arange(5)}
+    return params, PosteriorDraws(stack_params(params), "test", info)
+
+
+def test_stack_and_index(draws):
+    params, d = draws
+    assert d.num_draws == 5
+    assert d.params["Dense_0"]["kernel"].shape == (5, 3, 4)
+    for i, p in enumerate(params):
+        for a, b in zip(jax.tree.leaves(d.draw(i)), jax.tree.leaves(p), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_roundtrip(tmp_path, draws):
+    params, d = draws
+    path = save_draws(tmp_path / "draws.msgpack", d)
+    for loaded in (load_draws(path), load_draws(path, template=params[0])):
+        assert loaded.method == "test" and loaded.num_draws == 5
+        np.testing.assert_array_equal(loaded.info["accept"], d.info["accept"])
+        np.testing.assert_array_equal(loaded.info["step"], d.info["step"])
+        for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(d.params), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert [p.name for p in tmp_path.iterdir()] == ["draws.msgpack"]
+
+
+def test_load_with_wrong_template_raises(tmp_path, draws):
+    _, d = draws
+    path = save_draws(tmp_path / "draws.msgpack", d)
+    bad = make_params(0)
+    bad["Dense_1"]["kernel"] = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"differ at \['Dense_1'\]\['kernel'\]"):
+        load_draws(path, template=bad)
+
+
+def test_stack_params_rejects_empty_and_mismatched():
+    with pytest.raises(ValueError, match="at least one params pytree"):
+        stack_params([])
+    other = make_params(1)
+    other["Dense_0"]["bias"] = np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match=r"params_list\[0\] and params_list\[1\] differ"):
+        stack_params([make_params(0), other])

@@ -1,0 +1,112 @@
+"""The one-call API end to end, save/load round trips, JSON export and figures."""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import matplotlib
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_evaluation_generate import (  # noqa: E402
+    CHUNK,
+    SAME_BINS,
+    SCALED_BINS,
+    ScaleField,
+    rayleigh_cell_probabilities,
+    rk4_scale,
+)
+
+from bayesiamp_jax import data  # noqa: E402
+from bayesiamp_jax import evaluation as ev  # noqa: E402
+from bayesiamp_jax.posteriors import PosteriorDraws  # noqa: E402
+
+matplotlib.use("Agg")
+
+RUNS, DRAWS, PER_CELL, N_TRAIN = 3, 30, 60, 500
+THETA = -np.log(5.0)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation")
+    runs = [PosteriorDraws({"theta": np.full((DRAWS,), THETA, np.float32)}, "fixed", {})
+            for _ in range(RUNS)]
+    result = ev.evaluate(
+        jax.random.key(7), ScaleField(), runs, N_TRAIN, calibration_bins=SAME_BINS,
+        num_samples=2500, scaled_bins=SCALED_BINS, samples_per_cell=PER_CELL,
+        fit_bins=SCALED_BINS, chunk_size=CHUNK, closure_repeats=50, progress=False,
+        output_dir=out,
+    )
+    return result, out
+
+
+def test_one_call_gives_known_amplification(evaluated):
+    # weights identical across draws, fresh noise per draw: every scaled histogram is a
+    # multinomial sample of N = 60 n_Q points with Rayleigh cell probabilities p, so
+    # E[N_eq] = S/(S−3) Σ_j (N p_j/(1−p_j) + 1/S) independently of the code under test
+    result, _ = evaluated
+    assert set(result.scaled) == {"5x5", "10x10"} and set(result.same_noise) == {"3x3", "5x5"}
+    scale = rk4_scale(THETA)
+    expected = {}
+    for label, res in result.scaled.items():
+        b = ev.quantile_binning(res.shape[0])
+        p = rayleigh_cell_probabilities(b, scale)
+        n = PER_CELL * b.num_cells
+        assert res.num_samples == n
+        expected[label] = DRAWS / (DRAWS - 3) * np.sum(n * p / (1 - p) + 1 / DRAWS)
+        amp = res.amplification
+        assert amp.n_eq.shape == (RUNS,)
+        np.testing.assert_allclose(amp.n_eq.mean(), expected[label],
+                                   rtol=0.3 if b.num_cells == 25 else 0.1)
+        np.testing.assert_allclose(amp.amplification, amp.n_eq / N_TRAIN)
+        # closure: truth samples of size N_eq have JSD ≈ (n_Q − 1)/(8 N_eq)
+        clo = res.closure
+        np.testing.assert_allclose(clo.jsd_truth.mean(1), (b.num_cells - 1) / (8 * amp.n_eq),
+                                   rtol=0.15)
+    # N ∝ n_Q, so the power law through both binnings has b ≈ log ratio of the expectations
+    b_expected = np.log(expected["10x10"] / expected["5x5"]) / np.log(4.0)
+    assert abs(result.fit.b - b_expected) < 4 * result.fit.b_err + 0.05
+    # identical weights and shared noise: every draw equal, zero spread, N_eq infinite
+    assert np.all(np.isinf(result.same_noise["5x5"].amplification.n_eq))
+
+
+def test_saved_histograms_reproduce_the_results(evaluated):
+    result, out = evaluated
+    same = ev.load_histograms(out / "same_noise.npz")
+    scaled = ev.load_histograms(out / "scaled.npz")
+    assert scaled.mode == "scaled" and same.mode == "same_noise"
+    assert scaled.counts[1].shape == (RUNS, DRAWS, 10, 10)
+    again = ev.analyse_saved(jax.random.key(7), same, scaled, N_TRAIN, fit_bins=SCALED_BINS,
+                             closure_repeats=50)
+    assert json.dumps(ev.to_dict(again)) == json.dumps(ev.to_dict(result))
+    loaded = ev.load_results(out / "results.json")
+    assert loaded["scaled"]["10x10"]["amplification"]["n_eq"] == pytest.approx(
+        result.scaled["10x10"].amplification.n_eq.tolist())
+    assert loaded["fit"]["b"] == pytest.approx(float(result.fit.b))
+    assert not list(out.glob("*.partial.npz"))
+
+
+def test_all_figures_draw(evaluated, tmp_path):
+    result, _ = evaluated
+    x = np.asarray(data.sample_ring(jax.random.key(0), 500).x)
+    figs = ev.plot_all(result, train_x=x)
+    assert set(figs) == {"training_data", "coverage", "mad_scaled", "mad_same_noise",
+                         "coverage_deviation", "amplification", "closure"}
+    for name, fig in figs.items():
+        fig.savefig(tmp_path / f"{name}.png", dpi=60)
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    ax = figs["amplification"].axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+
+
+def test_coverage_figure_layout():
+    levels = ev.NOMINAL_LEVELS
+    curves = {f"k={k}": np.stack([levels] * 3) for k in (1, 10)}
+    fig = ev.plot_coverage_curves(levels, curves)
+    assert len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes] == ["5×5", "10×10", "50×50"]
+    with pytest.raises(ValueError, match="panels, levels"):
+        ev.plot_coverage_curves(levels, {"bad": levels})

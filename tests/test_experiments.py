@@ -1,0 +1,211 @@
+"""Experiments pipeline: config/overrides, report schema, end-to-end tiny study with resume.
+
+Known answers come from outside the pipeline: the override grammar's intended values, a
+hand-written report, numpy recomputations of N_eq = Σ μ²/σ² and of the central-interval coverage
+from the saved raw histograms, and an uninterrupted training run for the resumed one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import config as cfgmod
+from experiments.report import ReportSchemaError, validate_report
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_overrides_are_typed_by_field():
+    cfg = cfgmod.resolve("quick", ["vi.kl_weights=1,10", "vi.num_epochs=2_000", "num_runs=3",
+                                   "adammcmc.enabled=false", "evaluation.scaled_bins=[2, 5]",
+                                   "evaluation.fit_bins=2,5", "network.precision=default"])
+    assert cfg.vi.kl_weights == (1.0, 10.0)
+    assert cfg.vi.num_epochs == 2000 and isinstance(cfg.vi.num_epochs, int)
+    assert cfg.num_runs == 3
+    assert cfg.adammcmc.enabled is False
+    assert cfg.evaluation.scaled_bins == (2, 5)
+    assert cfg.network.precision == "default"
+    assert cfgmod.from_dict(json.loads(json.dumps(cfgmod.to_dict(cfg)))) == cfg
+
+
+@pytest.mark.parametrize("assignment, match", [
+    ("vi.nope=1", "unknown setting 'vi.nope'"),
+    ("vi.num_epochs=1.5", "cannot parse '1.5' as int"),
+    ("vi.num_epochs=-3", "vi.num_epochs must be a positive integer, got -3"),
+    ("vi.kl_weights=-1", r"vi.kl_weights\[0\] must be a finite number >= 0"),
+    ("vi.num_draws=1", "vi.num_draws must be >= 2"),
+    ("evaluation.fit_bins=3,1000", r"evaluation.fit_bins \[1000\] are not in"),
+    ("vi", "must look like section.field=value"),
+    ("vi=3", "is a section"),
+])
+def test_bad_overrides_name_the_setting(assignment, match):
+    with pytest.raises(ValueError, match=match):
+        cfgmod.resolve("quick", [assignment])
+
+
+def test_presets_and_labels():
+    paper = cfgmod.resolve("paper")
+    labels = [label for _, label, _ in cfgmod.method_grid(paper)]
+    assert labels == ["vi_k1", "vi_k5", "vi_k10", "vi_k50", "vi_k100", "adammcmc_sigma0.01",
+                      "adammcmc_sigma0.05", "adammcmc_sigma0.1", "adammcmc_sigma0.5"]
+    assert (paper.num_runs, paper.vi.num_draws, paper.adammcmc.num_samples) == (5, 50, 50)
+    assert paper.evaluation.calib_samples == 10_000_000 and paper.evaluation.scaled_factor == 1000
+    quick = cfgmod.resolve("quick")
+    assert [label for _, label, _ in cfgmod.method_grid(quick)] == ["vi_k10", "adammcmc_sigma0.1"]
+    assert max(quick.evaluation.calib_bins) == 50
+
+
+def _valid_report():
+    m = {"method": "vi", "num_runs": 2, "num_draws": 5, "mad": {"5": 0.1}, "mad_r": {"5": 0.2},
+         "mad_phi": {"5": 0.15}, "amplification": {"5": [0.5, 0.6], "10": [1.0, 1.1]},
+         "fit": {"a": 0.01, "a_err": 0.001, "b": 1.0, "b_err": 0.1},
+         "closure": {"5": {"model": 0.01, "truth": 0.011}, "10": {"model": 0.02, "truth": 0.02}}}
+    return {"preset": "x", "config": {}, "timings": {}, "versions": {}, "device": {},
+            "methods": {"vi_k10": m}}
+
+
+def test_report_schema_accepts_and_rejects():
+    validate_report(_valid_report(), calib_bins=(5,), scaled_bins=(5, 10), num_runs=2)
+    cases = [
+        (lambda r: r.pop("timings"), "report lacks 'timings'"),
+        (lambda r: r["methods"]["vi_k10"]["fit"].pop("b_err"), "fit lacks 'b_err'"),
+        (lambda r: r["methods"]["vi_k10"]["amplification"].update({"10": [1.0]}),
+         r"has 1 runs, expected 2"),
+        (lambda r: r["methods"]["vi_k10"]["mad"].update({"5": float("nan")}), "must be finite"),
+        (lambda r: r["methods"]["vi_k10"]["closure"].pop("10"), r"lacks binnings \['10'\]"),
+    ]
+    for mutate, match in cases:
+        r = _valid_report()
+        mutate(r)
+        with pytest.raises(ReportSchemaError, match=match):
+            validate_report(r, calib_bins=(5,), scaled_bins=(5, 10), num_runs=2)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+# few distinct compiled shapes: one same-noise binning (4 x 4, also the deviation grid), two
+# scaled binnings; AdamMCMC without the Adam warm-up (one compiled chain runner)
+TINY = ["data.num_train=200", "deterministic.num_epochs=4", "deterministic.chunk_epochs=2",
+        "vi.num_epochs=4", "vi.chunk_epochs=2", "adammcmc.sigmas=0.5", "adammcmc.num_samples=4",
+        "adammcmc.thinning=2", "adammcmc.num_adam_steps=0", "evaluation.calib_bins=4",
+        "evaluation.deviation_bins=4", "evaluation.scaled_bins=2,4", "evaluation.fit_bins=2,4",
+        "evaluation.calib_samples=2000"]
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    """A tiny study run in two invocations: training only, then the rest (resume)."""
+    from experiments.paper import run_pipeline
+
+    out = tmp_path_factory.mktemp("study")
+    cfg = cfgmod.resolve("tiny", TINY)
+    first = run_pipeline(cfg, out, only="train", progress=False)
+    second = run_pipeline(cfg, out, progress=False)
+    third = run_pipeline(cfg, out, progress=False)
+    return out, cfg, first, second, third
+
+
+def test_pipeline_writes_a_valid_report(study_dir):
+    out, cfg, *_ = study_dir
+    report = json.loads((out / "report.json").read_text())
+    e = cfg.evaluation
+    validate_report(report, calib_bins=e.calib_bins, scaled_bins=e.scaled_bins,
+                    num_runs=cfg.num_runs)
+    assert set(report["methods"]) == {"vi_k10", "adammcmc_sigma0.5"}
+    assert report["preset"] == "tiny" and report["config"] == cfgmod.to_dict(cfg)
+    assert json.loads((out / "config.json").read_text()) == cfgmod.to_dict(cfg)
+    assert {"data", "deterministic", "train_vi", "train_adammcmc", "evaluate",
+            "figures"} <= set(report["timings"])
+    assert report["device"]["platform"] == "cpu" and report["versions"]["jax"]
+    md = (out / "report.md").read_text()
+    assert "![coverage](figures/coverage.png)" in md and "`adammcmc_sigma0.5`" in md
+    for name in ("data", "coverage", "mad", "deviation", "amplification", "closure", "losses"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    assert "stage evaluate" in (out / "log.txt").read_text()
+
+
+def test_second_invocation_skips_completed_stages(study_dir):
+    _, _, first, second, third = study_dir
+    assert first.ran == ["data", "deterministic", "train_vi", "train_adammcmc"]
+    assert second.skipped == ["data", "deterministic", "train_vi", "train_adammcmc"]
+    assert second.ran == ["evaluate", "figures", "report"]
+    assert third.ran == ["report"]
+
+
+def test_report_numbers_match_saved_histograms(study_dir):
+    """N_eq and coverage recomputed with plain numpy from the raw histogram files."""
+    from experiments.evaluate import histograms_path, load_histograms
+    from experiments.stages import Study
+
+    out, cfg, *_ = study_dir
+    report = json.loads((out / "report.json").read_text())["methods"]["vi_k10"]
+    study = Study(out, cfg)
+    scaled = load_histograms(histograms_path(study, "vi_k10", "scaled"))
+    for counts, n in zip(scaled.counts, scaled.num_samples, strict=True):
+        assert counts.shape[:2] == (cfg.num_runs, cfg.vi.num_draws)
+        assert np.all(counts.sum(axis=(2, 3)) <= n)
+        f = counts / n
+        mu, var = f.mean(axis=1), f.var(axis=1)
+        ratio = np.where(var > 0, mu**2 / np.where(var > 0, var, 1), np.where(mu == 0, 0, np.inf))
+        n_eq = ratio.sum(axis=(1, 2))
+        k = str(counts.shape[2])
+        np.testing.assert_allclose(report["amplification"][k], n_eq / cfg.data.num_train,
+                                   rtol=1e-10)
+    same = load_histograms(histograms_path(study, "vi_k10", "same_noise"))
+    levels = (2 * np.arange(50) + 1) / 99
+    for counts, n in zip(same.counts, same.num_samples, strict=True):
+        k = str(counts.shape[2])
+        if k not in report["mad"]:
+            continue
+        f = counts / n
+        truth = 1.0 / (counts.shape[2] * counts.shape[3])
+        covered = []
+        for c in levels:
+            lo = np.quantile(f, (1 - c) / 2, axis=1)
+            hi = np.quantile(f, (1 + c) / 2, axis=1)
+            covered.append(((lo <= truth) & (truth <= hi)).mean())
+        assert report["mad"][k] == pytest.approx(np.mean(np.abs(np.array(covered) - levels)))
+
+
+def test_figures_redraw_from_files(study_dir):
+    from experiments.figures import main
+
+    out, *_ = study_dir
+    target = out / "figures" / "amplification.png"
+    target.unlink()
+    assert main([str(out)]) == 0
+    assert target.stat().st_size > 1000
+
+
+def test_training_resumes_from_checkpoint(tmp_path):
+    """2 + 2 epochs with a restart in between equal 4 epochs in one go (the fixture's shapes,
+    so nothing new is compiled)."""
+    from experiments import data, deterministic
+    from experiments.runtime import setup_logging
+    from experiments.stages import Study
+
+    setup_logging(None)
+    base = cfgmod.resolve("tiny", TINY)
+    results = []
+    for name, steps in (("split", (2, 4)), ("straight", (4,))):
+        for n in steps:
+            study = Study(tmp_path / name, cfgmod.apply_override(
+                base, f"deterministic.num_epochs={n}"))
+            if n == steps[0]:
+                data.make_data(study)
+            deterministic.train_deterministic(study, progress=False)
+        results.append(deterministic.load_deterministic(study))
+    (p1, l1), (p2, l2) = results
+    assert l1.shape == l2.shape == (2, 4)
+    np.testing.assert_array_equal(l1, l2)
+    for a, b in zip(_leaves(p1), _leaves(p2), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _leaves(tree):
+    import jax
+
+    return jax.tree_util.tree_leaves(tree)
