@@ -57,8 +57,18 @@ def _scalar(name: str, value) -> float:
         raise TypeError(f"{name} must be a number, got {value!r}") from None
 
 
+_TRACER = getattr(jax.core, "Tracer", None)
+
+
 def is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+    """False for a traced value (inside jit / grad / vmap), True otherwise."""
+    if _TRACER is not None:
+        return not isinstance(x, _TRACER)
+    try:  # jax without a public Tracer class: concretising a tracer raises
+        np.asarray(x)
+    except jax.errors.JAXTypeError:
+        return False
+    return True
 
 
 def finite(name: str, x):

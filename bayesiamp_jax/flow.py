@@ -67,13 +67,13 @@ def _transport(field, params, y0, c, solver, t0, t1):
 
 def decode(field, params, z, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
     """Noise (n, d) -> data (n, d): integrate dx/dt = v from t = 1 to t = 0."""
-    _check_points("z", z)
+    _check_points("z", z, c)
     return _transport(field, params, z, c, solver, 1.0, 0.0)
 
 
 def encode(field, params, x, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
     """Data (n, d) -> noise (n, d): integrate dx/dt = v from t = 0 to t = 1."""
-    _check_points("x", x)
+    _check_points("x", x, c)
     return _transport(field, params, x, c, solver, 0.0, 1.0)
 
 
@@ -116,7 +116,7 @@ def log_prob(field, params, x, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
     Differentiable in ``params``; with a fixed-step solver, ``Solver(..., checkpoint=True)``
     keeps the memory of the gradient at one ODE state per step.
     """
-    _check_points("x", x)
+    _check_points("x", x, c)
     return _log_prob_exact(field, params, x, c, solver)
 
 
@@ -129,7 +129,7 @@ def log_prob_hutchinson(
     key: jax.Array, field, params, x, c, solver: Solver = DEFAULT_SOLVER, rademacher: bool = True
 ) -> jax.Array:
     """Unbiased Hutchinson estimate of log p(x | c), one probe per point fixed along the path."""
-    _check_points("x", x)
+    _check_points("x", x, c)
     return _log_prob_hutchinson(key, field, params, x, c, solver, rademacher)
 
 
@@ -144,7 +144,9 @@ def _log_prob_hutchinson(key, field, params, x, c, solver, rademacher):
     )
 
 
-def _check_points(name, x):
+def _check_points(name, x, c=None):
     if jnp.ndim(x) < 2:
         raise ValueError(f"{name} must have shape (n, d), got shape {tuple(jnp.shape(x))}")
     _checks.finite(name, x)
+    if c is not None:
+        _checks.finite("c", c)

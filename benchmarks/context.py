@@ -19,6 +19,7 @@ class Context:
     seed: int = 0
     device: dict | None = None
     baseline: bool = True
+    progress: bool = False
     _trained: object = None
 
     def __post_init__(self):
@@ -28,6 +29,15 @@ class Context:
         if self.device is None:
             self.device = measure_device()
         self.baseline = self.baseline and torch_available()
+
+    def log(self, rec: dict) -> dict:
+        """Print a record as soon as it is measured (with ``progress``); returns it."""
+        if self.progress:
+            from benchmarks.run import format_record
+
+            print(format_record(rec), flush=True)
+            rec["_logged"] = True
+        return rec
 
     def key(self, i: int) -> jax.Array:
         return jax.random.fold_in(jax.random.PRNGKey(self.seed), i)

@@ -25,10 +25,12 @@ from bayesiamp_jax.integrate import Solver, integrate
 
 
 def _chunks(a: jax.Array, chunk: int) -> jax.Array:
+    """(n, ...) -> (ceil(n / chunk), chunk, ...), the last chunk padded with zeros."""
+    _checks.positive_int("chunk", chunk)
     n = a.shape[0]
-    if n % chunk:
-        raise ValueError(f"chunk={chunk} must divide the number of points {n}")
-    return a.reshape((n // chunk, chunk) + a.shape[1:])
+    pad = -n % chunk
+    a = jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a
+    return a.reshape((-1, chunk) + a.shape[1:])
 
 
 def _decode_points(field, params, z, c, solver):
@@ -38,11 +40,10 @@ def _decode_points(field, params, z, c, solver):
 @partial(jax.jit, static_argnames=("field", "solver", "chunk"))
 def decode_chunked(field, params, z, c, solver: Solver, chunk: int) -> jax.Array:
     """``flow.decode`` of z (n, d), c (n, cond_dim) solved ``chunk`` points at a time."""
-    _checks.positive_int("chunk", chunk)
     c = jnp.broadcast_to(c, z.shape[:-1] + c.shape[-1:])
     out = jax.lax.map(lambda zc: _decode_points(field, params, zc[0], zc[1], solver),
                       (_chunks(z, chunk), _chunks(c, chunk)))
-    return out.reshape(z.shape)
+    return out.reshape((-1,) + z.shape[1:])[: z.shape[0]]
 
 
 def cell_index_searchsorted(x, r_inner, phi_inner) -> jax.Array:
@@ -101,13 +102,17 @@ def draw_histograms_chunked(field, params, z, c, solver: Solver, num_bins: int,
     """``draw_histograms_simple`` streaming: draws by ``lax.map``, chunks of z accumulated."""
     c = jnp.broadcast_to(c, z.shape[:-1] + c.shape[-1:])
     zs, cs = _chunks(z, chunk), _chunks(c, chunk)
+    real = _chunks(jnp.ones(z.shape[0], bool), chunk)  # False on the padding
+    cells = num_bins**2
 
     def one(p):
-        def add(total, zc):
-            x = _decode_points(field, p, zc[0], zc[1], solver)
-            return total + counts(cell_index_cdf(x, num_bins), num_bins**2), None
+        def add(total, zcm):
+            zc, cc, mask = zcm
+            cell = jnp.where(mask, cell_index_cdf(_decode_points(field, p, zc, cc, solver),
+                                                  num_bins), cells)
+            return total + jnp.bincount(cell, length=cells + 1)[:cells], None
 
-        total, _ = jax.lax.scan(add, jnp.zeros(num_bins**2, jnp.int32), (zs, cs))
+        total, _ = jax.lax.scan(add, jnp.zeros(cells, jnp.int32), (zs, cs, real))
         return total
 
     return jax.lax.map(one, params)

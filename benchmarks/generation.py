@@ -70,12 +70,12 @@ def bench_generation(ctx) -> list[dict]:
     records = []
 
     def add(impl, solver, timing, evals, x, chunk=None):
-        secs = timing["median_s"]
-        records.append(record(
+        secs, evals = timing["median_s"], int(evals)  # a Python int: n · evals · flops > 2³¹
+        records.append(ctx.log(record(
             "generation", impl, timing, unit="solve", solver=label(solver), samples=n,
             evals=int(evals), samples_per_s=n / secs, chunk=chunk, **errors(x, ref),
             **floor(n * evals * flops_eval, n * 2 * (ctx.field.data_dim + ctx.field.cond_dim)
-                    * FLOAT_BYTES, ctx.device, secs)))
+                    * FLOAT_BYTES, ctx.device, secs))))
 
     chunk = min(ctx.size.chunk, n)
     for solver in solvers(ctx.size):
@@ -137,10 +137,10 @@ def _torch_generation(ctx, z, c, ref, flops_eval, repeats) -> list[dict]:
         num_evals = evals[0] if name == "dopri5" else 4 * int(name.split("-")[1])
         t = time_torch(fn, repeats=repeats)
         secs = t["median_s"]
-        out.append(record("generation", "torch", t, unit="solve", solver=name, samples=n,
+        out.append(ctx.log(record("generation", "torch", t, unit="solve", solver=name, samples=n,
                           evals=num_evals, samples_per_s=n / secs,
                           **errors(t["output"].numpy(), ref),
-                          **floor(n * num_evals * flops_eval, 0, ctx.device, secs)))
+                          **floor(n * num_evals * flops_eval, 0, ctx.device, secs))))
     return out
 
 

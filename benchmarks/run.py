@@ -56,7 +56,9 @@ def run(size: str = "tiny", only=None, baseline: bool = True, seed: int = 0,
     if unknown:
         raise ValueError(f"only must name benchmarks from {list(table)}, got {unknown!r}")
     t_start = time.perf_counter()
-    ctx = Context(get_size(size), seed=seed, baseline=baseline, device=device)
+    ctx = Context(get_size(size), seed=seed, baseline=baseline, device=device, progress=progress)
+    if progress:
+        print(f"# device peaks: {ctx.device}", flush=True)
     records, notes = [], []
     if baseline and not ctx.baseline:
         notes.append(TORCH_MISSING)
@@ -67,7 +69,7 @@ def run(size: str = "tiny", only=None, baseline: bool = True, seed: int = 0,
         recs = table[name](ctx)
         for r in recs:
             r.setdefault("benchmark", name)
-            if progress:
+            if progress and not r.pop("_logged", False):
                 print(format_record(r), flush=True)
         records.extend(recs)
         if progress:

@@ -55,14 +55,15 @@ def train_deterministic(study, progress: bool = True) -> None:
     ckpt = checkpoint_path(study)
     if ckpt.is_file():
         saved = load_pytree(ckpt)
-        state = restore(state, saved["state"])
-        history = np.asarray(saved["losses"]).reshape(cfg.num_runs, -1)
-        study.log.info("deterministic: resuming from epoch %d", int(state.epoch[0]))
+        if int(np.asarray(saved["state"]["epoch"]).reshape(-1)[0]) > d.num_epochs:
+            study.log.warning("deterministic: checkpoint is past num_epochs=%d; starting over",
+                              d.num_epochs)
+        else:
+            state = restore(state, saved["state"])
+            history = np.asarray(saved["losses"]).reshape(cfg.num_runs, -1)
+            study.log.info("deterministic: resuming from epoch %d", int(state.epoch[0]))
     run = _epoch_runner(field, d.batch_size)
     done = int(state.epoch[0])
-    if done > d.num_epochs:
-        raise ValueError(f"checkpoint {ckpt} is at epoch {done} > deterministic.num_epochs="
-                         f"{d.num_epochs}; delete it or raise num_epochs")
     with tqdm(total=d.num_epochs, initial=done, desc=f"deterministic x{cfg.num_runs} runs",
               unit="epoch", disable=not progress, dynamic_ncols=True) as bar:
         while done < d.num_epochs:

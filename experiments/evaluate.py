@@ -1,6 +1,6 @@
 """Evaluation stage: generated histograms of every posterior, calibration, amplification, closure.
 
-Per method label (all runs together):
+Per method label (all runs together) one call of ``bayesiamp_jax.evaluation.evaluate``:
 
 1. same-noise histograms (``evaluation.calib_samples`` points per draw, the same noise for every
    draw, run and method) at ``calib_bins`` and the fine ``deviation_bins`` grid, in one pass;
@@ -8,9 +8,11 @@ Per method label (all runs together):
 3. calibration (coverage curves, MAD, MAD_r, MAD_φ, deviation per radial bin), amplification
    per run, the power-law fit on ``fit_bins`` and the Jensen–Shannon closure.
 
-Raw histograms go to ``histograms/<label>_<mode>.npz``, the summary to ``results/<label>.json``
-(both atomic; an existing summary means the label is done). Figures and the report are drawn from
-these files only. Command line: ``python -m experiments.evaluate OUTDIR``.
+Raw histograms and the library's full results go to ``histograms/<label>/`` (same_noise.npz,
+scaled.npz, results.json; generation is resumable there), the report's summary to
+``results/<label>.json`` (atomic; an existing summary means the label is done). Figures and the
+report are drawn from these files only. Command line: ``python -m experiments.evaluate
+--output OUTDIR [--preset ...]`` (runs the earlier stages first when needed).
 """
 
 from __future__ import annotations

@@ -112,21 +112,19 @@ def fig_mad(study, results):
 
 
 def fig_deviation(study, results):
+    from bayesiamp_jax.evaluation.figures import radial_centers
+
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     colors = _colors(results)
     for label, res in results.items():
         dev = res.get("deviation_r")
         if not dev:
             continue
-        edges = np.asarray(dev["r_edges"], float)
-        lo = bjdata.radial_quantile(0.0, study.cfg.data.r_mean)
-        edges[0] = lo
-        edges[-1] = bjdata.radial_quantile(1 - 0.5 / dev["n"], study.cfg.data.r_mean)
-        centers = 0.5 * (edges[1:] + edges[:-1])
+        centers = radial_centers(np.asarray(dev["r_edges"], float), study.cfg.data.r_mean)
         ax.plot(centers, dev["deviation"], ".-", ms=3, color=colors[label], label=label)
     ax.axhline(0, color="grey", lw=1)
     ax.axvline(study.cfg.data.r_mean, color="k", lw=0.8, ls=":")
-    ax.set_xlabel("radius r (bin centre)")
+    ax.set_xlabel("radius r (truth median of the bin)")
     ax.set_ylabel("coverage − nominal (mean over levels)")
     n = study.cfg.evaluation.deviation_bins
     ax.set_title(f"signed coverage deviation per radial bin, {n}×{n} cells", fontsize=9)

@@ -72,48 +72,54 @@ def device_info() -> dict:
     }
 
 
-# Rough seconds per unit: (CPU 2 cores, one GPU of the H100 class). Numbers from MEASURED.md /
-# PAPER.md and this repository's own runs; the estimate only decides whether to warn.
+# Rough seconds per unit of work on a 2-core CPU and on one H100-class GPU (MEASURED.md, PAPER.md
+# and this pipeline's own runs; ±50 %). On a GPU, up to ``parallel`` vmapped units (runs × grid
+# points) cost about as much as one. The estimate only decides whether to warn.
 _COST = {
-    "cpu": {"fm_epoch": 0.02, "vi_epoch": 0.04, "mcmc_step_per_point_step": 1.5e-5,
-            "field_eval_per_sample": 1.4e-7, "nuts_draw": 0.35},
-    "gpu": {"fm_epoch": 0.02, "vi_epoch": 0.1, "mcmc_step_per_point_step": 1e-4 / 20,
-            "field_eval_per_sample": 2.2e-10, "nuts_draw": 0.5},
+    "cpu": {"fm_epoch": 0.02, "vi_epoch": 0.04, "grad_point_step": 6e-6,
+            "field_eval_per_sample": 1.4e-7, "nuts_draw": 0.35, "parallel": 1},
+    "gpu": {"fm_epoch": 0.02, "vi_epoch": 0.05, "grad_point_step": 1e-6,
+            "field_eval_per_sample": 6e-10, "nuts_draw": 0.5, "parallel": 32},
 }
 
 
 def estimate_seconds(cfg, platform_name: str | None = None) -> dict:
     """Very rough compute-time estimate per stage for ``cfg`` on the current (or given) platform."""
+    from experiments.config import method_grid  # local: avoid an import cycle
+
     platform_name = platform_name or jax.devices()[0].platform
     c = _COST["cpu" if platform_name == "cpu" else "gpu"]
     runs = cfg.num_runs
+    batches = lambda units: -(-units // c["parallel"])  # noqa: E731
+    per_epoch = lambda batch_size: cfg.data.num_train / batch_size / 10  # noqa: E731
     est = {}
-    steps_per_epoch = cfg.data.num_train / cfg.deterministic.batch_size
     if cfg.deterministic.enabled:
-        est["deterministic"] = (runs * cfg.deterministic.num_epochs * c["fm_epoch"]
-                                * steps_per_epoch / 10)
+        d = cfg.deterministic
+        est["deterministic"] = (batches(runs) * d.num_epochs * c["fm_epoch"]
+                                * per_epoch(d.batch_size))
     if cfg.vi.enabled:
-        est["vi"] = (runs * len(cfg.vi.kl_weights) * cfg.vi.num_epochs * c["vi_epoch"]
-                     * (cfg.data.num_train / cfg.vi.batch_size) / 10)
+        v = cfg.vi
+        est["vi"] = (batches(runs * len(v.kl_weights)) * v.num_epochs * c["vi_epoch"]
+                     * per_epoch(v.batch_size))
     if cfg.adammcmc.enabled:
         a = cfg.adammcmc
         steps = a.num_samples * a.thinning + a.num_adam_steps
-        est["adammcmc"] = (runs * len(a.sigmas) * steps * a.batch_size * a.solver_steps
-                           * c["mcmc_step_per_point_step"] * 4)
+        est["adammcmc"] = (batches(runs * len(a.sigmas)) * steps * 2 * a.batch_size
+                           * a.solver_steps * 4 * c["grad_point_step"] / 4)
     if cfg.nuts.enabled:
-        est["nuts"] = runs * (cfg.nuts.num_warmup + cfg.nuts.num_samples) * c["nuts_draw"] * (
-            cfg.nuts.num_points / 10_000)
+        n = cfg.nuts
+        est["nuts"] = (runs * (n.num_warmup + n.num_samples) * c["nuts_draw"]
+                       * 2 ** (n.max_tree_depth - 6) * n.num_points / 10_000)
     if cfg.repulsive.enabled:
-        est["repulsive"] = (runs * cfg.repulsive.num_members * cfg.repulsive.num_epochs
-                            * c["fm_epoch"] * cfg.data.num_train / 10_000)
+        r = cfg.repulsive
+        est["repulsive"] = (batches(runs * r.num_members) * r.num_epochs * c["fm_epoch"]
+                            * per_epoch(r.batch_size))
     draws = 0
-    from experiments.config import method_grid  # local: avoid an import cycle
-
     for method, _, _ in method_grid(cfg):
         draws += {"vi": cfg.vi.num_draws, "adammcmc": cfg.adammcmc.num_samples,
                   "nuts": cfg.nuts.num_samples, "repulsive": cfg.repulsive.num_members}[method]
     e = cfg.evaluation
-    evals = e.solver_steps * {"euler": 1, "midpoint": 2, "rk4": 4}.get(e.solver, 40)
+    evals = e.solver_steps * {"euler": 1, "midpoint": 2, "rk4": 4}.get(e.solver, 10)
     samples = e.calib_samples + (e.scaled_factor * sum(n * n for n in e.scaled_bins)
                                  if e.scaled else 0)
     est["evaluate"] = runs * draws * samples * evals * c["field_eval_per_sample"]

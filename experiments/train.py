@@ -5,8 +5,8 @@ an existing file means that unit is done. Runs and grid points of VI are trained
 (one ``jax.vmap`` over all (k, run) pairs); the other methods loop over units and keep their
 own checkpoints.
 
-Command line: ``python -m experiments.train OUTDIR --method vi [--preset quick] [--set ...]``
-(runs the data and deterministic stages first when needed).
+Command line: ``python -m experiments.train --output OUTDIR [--method vi] [--preset quick]
+[--set ...]`` (runs the data and deterministic stages first when needed).
 """
 
 from __future__ import annotations
@@ -105,13 +105,15 @@ def train_vi(study, progress: bool = True) -> None:
     history = np.zeros((len(units), 0), np.float32)
     if ckpt.is_file():
         saved = load_pytree(ckpt)
-        state = keys_from_data(restore(keys_to_data(state), saved["state"]), state)
-        history = np.asarray(saved["losses"]).reshape(len(units), -1)
-        study.log.info("vi: resuming %d units from epoch %d", len(units), int(state.epoch[0]))
+        if int(np.asarray(saved["state"]["epoch"]).reshape(-1)[0]) > v.num_epochs:
+            study.log.warning("vi: checkpoint is past num_epochs=%d; starting over", v.num_epochs)
+        else:
+            state = keys_from_data(restore(keys_to_data(state), saved["state"]), state)
+            history = np.asarray(saved["losses"]).reshape(len(units), -1)
+            study.log.info("vi: resuming %d units from epoch %d", len(units),
+                           int(state.epoch[0]))
     run = vi.build_vi_runner(svi, v.batch_size)
     done = int(state.epoch[0])
-    if done > v.num_epochs:
-        raise ValueError(f"checkpoint {ckpt} is at epoch {done} > vi.num_epochs={v.num_epochs}")
     with tqdm(total=v.num_epochs, initial=done, desc=f"VI x{len(units)} (k, run)", unit="epoch",
               disable=not progress, dynamic_ncols=True) as bar:
         while done < v.num_epochs:
@@ -204,8 +206,12 @@ def train_adammcmc(study, progress: bool = True) -> None:
         cfg.seed, cfg.data, cfg.network, cfg.deterministic, a.num_adam_steps, a.thinning,
         a.batch_size, a.solver_steps, a.sigma_dir, names) + ".msgpack")
     samples, infos, done = [], [], 0
-    if ckpt.is_file():
-        saved = load_pytree(ckpt)
+    saved = load_pytree(ckpt) if ckpt.is_file() else None
+    if saved is not None and int(saved["done"]) > a.num_samples:
+        study.log.warning("adammcmc: checkpoint holds more than num_samples=%d; starting over",
+                          a.num_samples)
+        saved = None
+    if saved is not None:
         states = keys_from_data(restore(keys_to_data(states), saved["states"]), states)
         done = int(saved["done"])
         samples = [jax.tree_util.tree_map(lambda t, i=i: t[:, i], saved["samples"])

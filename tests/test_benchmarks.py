@@ -37,18 +37,24 @@ def params(field):
     return field.init(jax.random.PRNGKey(0))
 
 
+# shapes as in the tiny preset, so that the benchmarks below reuse these compilations
+TINY = get_size("tiny")
+NUM_DRAWS = TINY.draws
+
+
 @pytest.fixture(scope="module")
 def draws(params):
     rng = np.random.default_rng(1)
     return jax.tree_util.tree_map(
-        lambda leaf: np.asarray(leaf) + 0.05 * rng.standard_normal((2,) + leaf.shape, np.float32),
-        params)
+        lambda leaf: jnp.asarray(leaf + 0.05 * rng.standard_normal((NUM_DRAWS,) + leaf.shape),
+                                 jnp.float32), params)
 
 
 @pytest.fixture(scope="module")
 def noise():
-    z = jax.random.normal(jax.random.PRNGKey(2), (512, 2))
-    return z, jnp.full((512, 1), 4.0)
+    n = TINY.gen_samples
+    z = jax.random.normal(jax.random.PRNGKey(2), (n, 2))
+    return z, jnp.full((n, 1), 4.0)
 
 
 # --- fast paths against their references ------------------------------------------------------
@@ -57,14 +63,16 @@ def noise():
 def test_decode_chunked_matches_decode(field, params, noise):
     z, c = noise
     simple = flow.decode(field, params, z, c, SOLVER)
-    chunked = fast.decode_chunked(field, params, z, c, SOLVER, 128)
+    chunked = fast.decode_chunked(field, params, z, c, solver=SOLVER, chunk=TINY.chunk)
     np.testing.assert_allclose(chunked, simple, atol=2e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="chunk=100"):
-        fast.decode_chunked(field, params, z, c, SOLVER, 100)
+    padded = fast.decode_chunked(field, params, z[:1000], c[:1000], solver=SOLVER, chunk=384)
+    np.testing.assert_allclose(padded, simple[:1000], atol=2e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        fast.decode_chunked(field, params, z, c, solver=SOLVER, chunk=0)
 
 
 def test_histograms_match_numpy():
-    n, bins = 20_000, 10
+    n, bins = TINY.hist_points, TINY.hist_bins
     x = data.sample_ring(jax.random.PRNGKey(3), n).x
     edges = data.quantile_edges(bins)
     ref = histogram_numpy(np.asarray(x), edges)
@@ -82,17 +90,20 @@ def test_histograms_match_numpy():
 
 
 def test_draw_histograms_chunked_matches_simple(field, draws, noise):
-    z, c = noise
-    bins = 10
+    z, c = (a[: TINY.draw_samples] for a in noise)
+    bins = TINY.hist_bins
     edges = data.quantile_edges(bins)
     r_in = jnp.asarray(edges.r[1:-1], jnp.float32)
     phi_in = jnp.asarray(edges.phi[1:-1], jnp.float32)
     simple = np.asarray(fast.draw_histograms_simple(field, draws, z, c, r_in, phi_in, SOLVER,
                                                     bins))
-    chunked = np.asarray(fast.draw_histograms_chunked(field, draws, z, c, SOLVER, bins, 128))
-    assert simple.shape == chunked.shape == (2, bins**2)
-    assert np.abs(simple - chunked).sum() <= 4
-    for s in range(2):
+    chunked = np.asarray(fast.draw_histograms_chunked(field, draws, z, c, SOLVER, bins,
+                                                      TINY.chunk))
+    assert simple.shape == chunked.shape == (NUM_DRAWS, bins**2)
+    assert np.abs(simple - chunked).sum() <= 2 * NUM_DRAWS
+    padded = np.asarray(fast.draw_histograms_chunked(field, draws, z, c, SOLVER, bins, 300))
+    assert np.abs(padded - chunked).sum() <= 2 * NUM_DRAWS and padded.sum() == chunked.sum()
+    for s in range(NUM_DRAWS):
         x = flow.decode(field, jax.tree_util.tree_map(lambda a, s=s: a[s], draws), z, c, SOLVER)
         assert np.abs(histogram_numpy(np.asarray(x), edges) - simple[s]).sum() <= 2
 

@@ -102,6 +102,16 @@ def test_all_figures_draw(evaluated, tmp_path):
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
 
 
+def test_scan_figures(evaluated):
+    result, _ = evaluated
+    figs = ev.plot_scan({"a": result, "b": result})
+    assert set(figs) == {"coverage", "mad"}
+    assert len(figs["coverage"].axes) == 2  # the two same-noise binnings
+    assert len(figs["mad"].axes[0].lines) == 6  # 2 labels × (MAD, MAD_r, MAD_φ)
+    with pytest.raises(ValueError, match="binnings"):
+        ev.plot_scan({"a": result, "b": result._replace(scaled={})})
+
+
 def test_coverage_figure_layout():
     levels = ev.NOMINAL_LEVELS
     curves = {f"k={k}": np.stack([levels] * 3) for k in (1, 10)}

@@ -37,7 +37,7 @@ def test_overrides_are_typed_by_field():
     ("vi.num_epochs=-3", "vi.num_epochs must be a positive integer, got -3"),
     ("vi.kl_weights=-1", r"vi.kl_weights\[0\] must be a finite number >= 0"),
     ("vi.num_draws=1", "vi.num_draws must be >= 2"),
-    ("evaluation.fit_bins=3,1000", r"evaluation.fit_bins \[1000\] are not in"),
+    ("evaluation.fit_bins=10,1000", r"evaluation.fit_bins \[1000\] are not in"),
     ("vi", "must look like section.field=value"),
     ("vi=3", "is a section"),
 ])
@@ -209,3 +209,15 @@ def _leaves(tree):
     import jax
 
     return jax.tree_util.tree_leaves(tree)
+
+
+def test_command_line_resolves_and_rejects(capsys):
+    from experiments.cli import main
+
+    assert main(["config", "--preset", "paper", "--set", "vi.kl_weights=10",
+                 "--set", "num_runs=2"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["vi"]["kl_weights"] == [10.0] and shown["num_runs"] == 2
+    assert shown["adammcmc"]["sigmas"] == [0.01, 0.05, 0.1, 0.5]
+    assert main(["paper", "--set", "vi.nope=3"]) == 2
+    assert "unknown setting 'vi.nope'" in capsys.readouterr().err

@@ -171,6 +171,8 @@ def test_cfm_loss_draws_uniform_t_and_normal_z():
         (lambda f, p: flow.decode(f, p, jnp.ones(2), None), r"z must have shape \(n, d\)"),
         (lambda f, p: flow.encode(f, p, jnp.array([[1.0, jnp.nan]]), None), "x contains 1"),
         (lambda f, p: flow.log_prob(f, p, jnp.array([[jnp.inf, 0.0]]), None), "x contains 1"),
+        (lambda f, p: flow.sample(jax.random.PRNGKey(0), f, p, jnp.array([[jnp.nan]])),
+         "c contains 1"),
         (lambda f, p: flow.cfm_loss(jax.random.PRNGKey(0), f, p, jnp.ones((2, 2)), None, 2.0),
          "sigma_min must lie in"),
         (lambda f, p: flow.decode(f, p, jnp.ones((3, 2)), None, "rk4"), "solver must be"),

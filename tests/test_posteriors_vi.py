@@ -101,6 +101,9 @@ def test_sample_vi_moments(conj_vi):
         np.testing.assert_allclose(d.std(0), s, rtol=0.06)
     again = sample_vi(jax.random.key(0), conj_vi, 4000)
     np.testing.assert_array_equal(draws.params["w"], again.params["w"])
+    bad = conj_vi._replace(scale={"b": conj_vi.scale["b"], "w": conj_vi.scale["w"][:1]})
+    with pytest.raises(ValueError, match="result.loc and result.scale"):
+        sample_vi(jax.random.key(0), bad, 2)
 
 
 def test_resume_and_chunking_give_identical_numbers(conj, tmp_path):

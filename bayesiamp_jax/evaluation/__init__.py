@@ -11,7 +11,8 @@ One call from weight draws to all numbers of the paper, one call to all figures:
         scaled_bins=(2, 3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 200, 500),
         samples_per_cell=1000,                                     # 1000 · n² fresh per draw
         fit_bins=(15, 20, 30, 40, 50, 70, 100, 200),
-        solver=Solver("rk4", 20), chunk_size=2**15, output_dir=None,
+        solver=Solver("rk4", 20), chunk_size=2**15,   # use 2**21..2**23 on a GPU
+        output_dir=None,                   # or a folder: histograms, results.json, resumable
     )                                      # -> EvaluationResult
     result.same_noise["50x50"].calibration.mad            # BinningResult per label
     result.scaled["200x200"].calibration.deviation_r      # signed coverage deviation per r bin
@@ -19,6 +20,7 @@ One call from weight draws to all numbers of the paper, one call to all figures:
     result.fit.a, result.fit.b, result.fit.a_err, result.fit.b_err
     ev.save_results("results.json", result)               # JSON via ev.to_dict
     figs = ev.plot_all(result, train_x=x_train)           # dict name -> matplotlib Figure
+    figs = ev.plot_scan({"k=1": result_k1, "k=10": result_k10})  # hyper-parameter comparison
 
 Building blocks: ``histogram_same_noise`` / ``histogram_scaled`` -> ``PosteriorHistograms``
 (counts (R, S, n_r, n_φ) per binning; ``save_histograms`` / ``load_histograms``), ``analyse``
@@ -59,6 +61,7 @@ from bayesiamp_jax.evaluation.figures import (
     plot_coverage_curves,
     plot_coverage_deviation,
     plot_mad,
+    plot_scan,
     plot_training_data,
 )
 from bayesiamp_jax.evaluation.generate import (
@@ -124,6 +127,7 @@ __all__ = [
     "plot_coverage_curves",
     "plot_coverage_deviation",
     "plot_mad",
+    "plot_scan",
     "plot_training_data",
     "pulls",
     "quantile_binning",

@@ -262,3 +262,34 @@ def plot_all(result, train_x=None, train_grid: int = 10, deviation_label: str | 
             n, np.stack([r.closure.jsd_model for r in scaled.values()], axis=1),
             np.stack([r.closure.jsd_truth for r in scaled.values()], axis=1))
     return figs
+
+
+def plot_scan(results: Mapping) -> dict:
+    """Figures comparing hyper-parameters (e.g. k or σ): label -> ``EvaluationResult``.
+
+    "coverage": coverage curves, one panel per same-noise binning (paper Fig. 2/3);
+    "mad": MAD, MAD_r, MAD_φ vs n_Q of the scaled binnings, one colour per label.
+    All results must share their binnings.
+    """
+    figs = {}
+    items = list(results.items())
+    if not items:
+        raise ValueError("results must hold at least one EvaluationResult, got none")
+    first = items[0][1]
+    for name, res in (("same_noise", first.same_noise), ("scaled", first.scaled)):
+        for label, other in items[1:]:
+            if list(getattr(other, name)) != list(res):
+                raise ValueError(f"results[{label!r}].{name} has binnings "
+                                 f"{list(getattr(other, name))}, expected {list(res)}")
+    if first.same_noise:
+        levels = next(iter(first.same_noise.values())).calibration.levels
+        curves = {label: np.stack([b.calibration.curve for b in r.same_noise.values()])
+                  for label, r in items}
+        figs["coverage"] = plot_coverage_curves(levels, curves,
+                                                [k.replace("x", "×") for k in first.same_noise])
+    if first.scaled:
+        n = [b.shape[0] * b.shape[1] for b in first.scaled.values()]
+        get = lambda f: np.stack([[f(b.calibration) for b in r.scaled.values()] for _, r in items])
+        figs["mad"] = plot_mad(n, get(lambda c: c.mad), get(lambda c: c.mad_r),
+                               get(lambda c: c.mad_phi), [label for label, _ in items])
+    return figs

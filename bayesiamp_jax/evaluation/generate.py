@@ -302,7 +302,8 @@ def histogram_same_noise(key, field, posterior, binnings, num_samples: int = 10_
         num_samples: points per draw.
         c: condition value (r_mean) for every point.
         solver: ODE solver (fixed-step RK4-20 by default).
-        chunk_size: points decoded at once per draw (bounds memory).
+        chunk_size: points decoded at once per draw (bounds memory; 2**15 suits a CPU, use
+            2**21..2**23 on a GPU). Counts do not depend on it (fixed-step solvers).
         devices: devices to shard the (run, draw) axis over; default all.
         draws_per_device: draws per device per compiled call (one call = one progress/ckpt step).
         progress: tqdm progress bar over draws.

@@ -299,6 +299,7 @@ def fit_vi(
 def sample_vi(key: jax.Array, result: VIResult, num_draws: int) -> PosteriorDraws:
     """``num_draws`` independent weight draws θ = μ + σ ⊙ ε from the fitted q (method "vi")."""
     num_draws = _checks.positive_int("num_draws", num_draws)
+    _checks.same_structure("result.loc", result.loc, "result.scale", result.scale)
 
     def one(k):
         leaves, treedef = jax.tree_util.tree_flatten(result.loc)
