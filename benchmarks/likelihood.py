@@ -2,7 +2,8 @@
 
 - ``adammcmc_step``: ``bayesiamp_jax.posteriors.adammcmc`` kernel on the exact CNF likelihood
   (RK4, ``size.likelihood_steps`` checkpointed steps, exact divergence) of one mini-batch:
-  two value-and-gradients through the ODE, two Adam updates, the prolate proposal, MH.
+  two value-and-gradients through the ODE, two Adam updates, the prolate proposal, MH;
+  ``jax_fused``: the same with ``fast.log_prob_mlp`` (tangents pushed through the MLP by hand).
 - ``nuts_grad``: value and gradient of the numpyro potential energy that NUTS integrates
   (Gibbs flow-matching likelihood on ``size.nuts_points`` points with fixed noise, N(0, 1)
   prior), i.e. the cost of one leapfrog step.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bayesiamp_jax.integrate import Solver
@@ -23,12 +25,17 @@ from benchmarks.floor import REVERSE_MULTIPLIER, divergence_multiplier, field_fl
 SIGMA = 0.1
 
 
-def _exact_loss(ctx):
+def _exact_loss(ctx, fused: bool = False):
+    """L(θ) = −N · mean_B log p_θ(x | c); ``fused``: divergence by ``fast.log_prob_mlp``."""
     from bayesiamp_jax.posteriors.model import exact_nll_loss_fn
+    from benchmarks import fast
 
     solver = Solver("rk4", ctx.size.likelihood_steps, checkpoint=True)
-    nll = exact_nll_loss_fn(ctx.field, solver)
     n = ctx.size.num_train
+    if fused:
+        return lambda params, batch: -n * jnp.mean(
+            fast.log_prob_mlp(ctx.field, params, batch[0], batch[1], solver))
+    nll = exact_nll_loss_fn(ctx.field, solver)
     return lambda params, batch: n * nll(params, batch)
 
 
@@ -56,8 +63,14 @@ def bench_adammcmc_step(ctx) -> list[dict]:
     t = time_jax(lambda k, s, bt: kernel(k, s, loss, bt, SIGMA, sigma_dir), ctx.key(20), state,
                  batch, repeats=ctx.size.repeats)
     recs = [record("adammcmc_step", "jax", t, unit="step", batch=b,
-                   rk4_steps=ctx.size.likelihood_steps,
+                   rk4_steps=ctx.size.likelihood_steps, loss=float(t["output"][1].loss),
                    **_adammcmc_floor(ctx, t["median_s"]))]
+    fused = _exact_loss(ctx, fused=True)
+    t = time_jax(lambda k, s, bt: kernel(k, s, fused, bt, SIGMA, sigma_dir), ctx.key(20), state,
+                 batch, repeats=ctx.size.repeats)
+    recs.append(record("adammcmc_step", "jax_fused", t, unit="step", batch=b,
+                       rk4_steps=ctx.size.likelihood_steps, loss=float(t["output"][1].loss),
+                       **_adammcmc_floor(ctx, t["median_s"])))
     recs.extend(loglik_accuracy(ctx, params, batch))
     if ctx.baseline:
         recs.append(_torch_adammcmc(ctx, batch, params, sigma_dir))

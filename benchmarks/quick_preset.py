@@ -28,7 +28,7 @@ def bench_quick_preset(ctx) -> list[dict]:
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
         wall = time.perf_counter() - t0
-    rec = {**base, "seconds": wall, "command": " ".join(cmd[1:4] + cmd[6:]),
+    rec = {**base, "seconds": wall, "command": " ".join(cmd[1:5] + cmd[7:]),
            "returncode": proc.returncode}
     if proc.returncode != 0:
         rec["stderr_tail"] = proc.stderr[-2000:]

@@ -10,10 +10,11 @@ the ratio project/baseline (time; < 1 means the project is faster) and the speed
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
-from benchmarks.common import TORCH_MISSING, environment, get_size, torch_available
+from benchmarks.common import TORCH_MISSING, Size, environment, get_size, torch_available
 
 
 def registry() -> dict:
@@ -45,9 +46,28 @@ def ratios(records: list[dict]) -> list[dict]:
     return out
 
 
-def run(size: str = "tiny", only=None, baseline: bool = True, seed: int = 0,
-        progress: bool = True, device: dict | None = None) -> dict:
-    """Run the selected benchmarks; returns the JSON-ready report."""
+def sized(name: str, overrides=()) -> Size:
+    """The preset ``name`` with ``FIELD=VALUE`` overrides (ints, or comma-separated ints)."""
+    size = get_size(name)
+    fields = {f.name for f in dataclasses.fields(Size)} - {"name"}
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"override must be FIELD=VALUE with FIELD in {sorted(fields)}, "
+                             f"got {item!r}")
+        parsed = tuple(int(v) for v in value.split(",")) if key == "fixed_steps" else int(value)
+        changes[key] = parsed
+    return dataclasses.replace(size, **changes) if changes else size
+
+
+def run(size: str | Size = "tiny", only=None, baseline: bool = True, seed: int = 0,
+        progress: bool = True, device: dict | None = None, output=None) -> dict:
+    """Run the selected benchmarks; returns the JSON-ready report.
+
+    With ``output``, the report so far is written atomically after every benchmark, so an
+    interrupted run keeps what it measured.
+    """
     from benchmarks.context import Context
 
     table = registry()
@@ -56,10 +76,12 @@ def run(size: str = "tiny", only=None, baseline: bool = True, seed: int = 0,
     if unknown:
         raise ValueError(f"only must name benchmarks from {list(table)}, got {unknown!r}")
     t_start = time.perf_counter()
-    ctx = Context(get_size(size), seed=seed, baseline=baseline, device=device, progress=progress)
+    size = size if isinstance(size, Size) else get_size(size)
+    ctx = Context(size, seed=seed, baseline=baseline, device=device, progress=progress)
     if progress:
         print(f"# device peaks: {ctx.device}", flush=True)
     records, notes = [], []
+    env = environment()
     if baseline and not ctx.baseline:
         notes.append(TORCH_MISSING)
         if progress:
@@ -74,22 +96,36 @@ def run(size: str = "tiny", only=None, baseline: bool = True, seed: int = 0,
         records.extend(recs)
         if progress:
             print(f"# {name}: {time.perf_counter() - t0:.1f} s", flush=True)
-    report = {
-        "environment": environment(),
-        "device_peaks": ctx.device,
-        "config": {"size": ctx.size.__dict__, "only": only, "seed": seed,
-                   "baseline": ctx.baseline},
-        "records": records,
-        "ratios": ratios(records),
-        "notes": notes,
-        "wall_s": time.perf_counter() - t_start,
-    }
+        report = _report(env, ctx, only, seed, records, notes, t_start)
+        if output:
+            from bayesiamp_jax.checkpoint import atomic_write_json
+
+            atomic_write_json(output, report)
     if progress:
         for r in report["ratios"]:
             print(f"ratio {r['name']:<12} {str(r['solver'] or ''):<10} {r['impl']:<12} "
                   f"project/baseline = {r['ratio_project_over_baseline']:.3g} "
                   f"(speed-up {r['speedup']:.3g}x)")
     return report
+
+
+def _report(env, ctx, only, seed, records, notes, t_start) -> dict:
+    return {
+        "environment": {**env, "load_average_at_end": _loadavg()},
+        "device_peaks": ctx.device,
+        "config": {"size": dataclasses.asdict(ctx.size), "only": only, "seed": seed,
+                   "baseline": ctx.baseline},
+        "records": records,
+        "ratios": ratios(records),
+        "notes": notes,
+        "wall_s": time.perf_counter() - t_start,
+    }
+
+
+def _loadavg():
+    import os
+
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def format_record(r: dict) -> str:
@@ -118,15 +154,15 @@ def main(argv=None, only=None):
     parser.add_argument("--output", default=None, help="JSON file to write")
     parser.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baseline")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="FIELD=VALUE", help="override a size field, e.g. --set draws=3")
     args = parser.parse_args(argv)
     selected = args.only.split(",") if args.only else only
     if not args.no_baseline and not torch_available():
         print(TORCH_MISSING, file=sys.stderr)
-    report = run(args.size, selected, baseline=not args.no_baseline, seed=args.seed)
+    report = run(sized(args.size, args.overrides), selected, baseline=not args.no_baseline,
+                 seed=args.seed, output=args.output)
     if args.output:
-        from bayesiamp_jax.checkpoint import atomic_write_json
-
-        atomic_write_json(args.output, report)
         print(f"wrote {args.output}")
     return report
 

@@ -192,14 +192,19 @@ class EvaluationConfig:
 @dataclass(frozen=True)
 class FiguresConfig:
     formats: tuple[str, ...] = ("png", "pdf")
+    label_formats: tuple[str, ...] = ("png", "pdf")  # per-label figure sets (figures/<label>/)
+    label_sets: str = "all"  # which labels get a figure set: "all", "headline" or "none"
     dpi: int = 150
     headline_vi_k: float = 10.0
     headline_adammcmc_sigma: float = 0.1
 
     def validate(self):
-        for i, f in enumerate(self.formats):
-            _checks.one_of(f"figures.formats[{i}]", f, ("png", "pdf", "svg"))
+        for name in ("formats", "label_formats"):
+            for i, f in enumerate(getattr(self, name)):
+                _checks.one_of(f"figures.{name}[{i}]", f, ("png", "pdf", "svg"))
+            _nonempty(f"figures.{name}", getattr(self, name))
         _checks.positive_int("figures.dpi", self.dpi)
+        _checks.one_of("figures.label_sets", self.label_sets, ("all", "headline", "none"))
 
 
 @dataclass(frozen=True)
@@ -277,6 +282,7 @@ def quick() -> Config:
             scaled_factor=20, fit_bins=(10, 15, 20, 30), deviation_bins=50, solver_steps=8,
             chunk_size=2**15,
         ),
+        figures=FiguresConfig(label_formats=("png",)),
     )
 
 
@@ -295,7 +301,8 @@ def tiny() -> Config:
             calib_bins=(3, 5), calib_samples=4_000, scaled_bins=(2, 3, 4, 5), scaled_factor=50,
             fit_bins=(3, 4, 5), deviation_bins=10, solver_steps=4, chunk_size=4_000,
         ),
-        figures=FiguresConfig(formats=("png",), dpi=60),
+        figures=FiguresConfig(formats=("png",), label_formats=("png",), label_sets="headline",
+                              dpi=60),
     )
 
 

@@ -1,6 +1,6 @@
 """Evaluation stage: generated histograms of every posterior, calibration, amplification, closure.
 
-Per method label (all runs together) one call of ``bayesiamp_jax.evaluation.evaluate``:
+Per method label (all runs together), ``bayesiamp_jax.evaluation.evaluate`` done in its parts:
 
 1. same-noise histograms (``evaluation.calib_samples`` points per draw, the same noise for every
    draw, run and method) at ``calib_bins`` and the fine ``deviation_bins`` grid, in one pass;
@@ -8,8 +8,8 @@ Per method label (all runs together) one call of ``bayesiamp_jax.evaluation.eval
 3. calibration (coverage curves, MAD, MAD_r, MAD_φ, deviation per radial bin), amplification
    per run, the power-law fit on ``fit_bins`` and the Jensen–Shannon closure.
 
-Raw histograms and the library's full results go to ``histograms/<label>/`` (same_noise.npz,
-scaled.npz, results.json; generation is resumable there), the report's summary to
+Raw histograms go to ``histograms/<label>/`` (same_noise.npz, scaled.npz; generation is
+resumable there, a finished histogram set is reused), the report's summary to
 ``results/<label>.json`` (atomic; an existing summary means the label is done). Figures and the
 report are drawn from these files only. Command line: ``python -m experiments.evaluate
 --output OUTDIR [--preset ...]`` (runs the earlier stages first when needed).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 
 from bayesiamp_jax import evaluation as ev
@@ -59,25 +60,48 @@ def calibration_bins(cfg) -> list[int]:
 
 def evaluate_label(study, label: str, progress: bool = True) -> dict:
     """Generate, analyse and save one label (``bayesiamp_jax.evaluation.evaluate``)."""
-    cfg, e = study.cfg, study.cfg.evaluation
+    cfg = study.cfg
     runs = [load_run_draws(study, label, r) for r in range(cfg.num_runs)]
     sizes = {d.num_draws for d in runs}
     if len(sizes) != 1:
         raise ValueError(f"{label}: runs have different numbers of draws {sorted(sizes)}")
-    result = ev.evaluate(
-        evaluation_key(cfg), field_from_config(cfg), runs, cfg.data.num_train,
-        calibration_bins=calibration_bins(cfg), num_samples=e.calib_samples,
-        scaled_bins=sorted(e.scaled_bins) if e.scaled else (), samples_per_cell=e.scaled_factor,
-        fit_bins=list(e.fit_bins), c=cfg.data.r_mean,
-        solver=Solver(e.solver, num_steps=e.solver_steps), chunk_size=e.chunk_size,
-        closure_repeats=CLOSURE_REPEATS, progress=progress,
-        output_dir=histograms_dir(study, label))
+    result = _evaluate(study, label, runs, progress)
     method, hyper = next((m, h) for m, lab, h in cfgmod.method_grid(cfg) if lab == label)
     summary = summarise(cfg, result)
     summary.update(method=method, hyper=hyper, num_runs=cfg.num_runs,
                    num_draws=runs[0].num_draws)
     atomic_write_json(results_path(study, label), summary)
     return summary
+
+
+def _evaluate(study, label, runs, progress) -> ev.EvaluationResult:
+    """``bayesiamp_jax.evaluation.evaluate`` in its parts (same keys), so that each finished
+    histogram set is kept and reused on resume and no bulky per-cell JSON is written."""
+    cfg, e = study.cfg, study.cfg.evaluation
+    out = histograms_dir(study, label)
+    out.mkdir(parents=True, exist_ok=True)
+    key = evaluation_key(cfg)
+    k_same, k_scaled, _, _ = jax.random.split(key, 4)  # as ``ev.evaluate`` splits its key
+    field = field_from_config(cfg)
+    common = dict(c=cfg.data.r_mean, solver=Solver(e.solver, num_steps=e.solver_steps),
+                  chunk_size=e.chunk_size, progress=progress)
+
+    def histograms(mode, make):
+        path = histograms_path(study, label, mode)
+        if path.is_file():
+            return ev.load_histograms(path)
+        hist = make(checkpoint_path=out / f"{mode}.partial.npz", **common)
+        ev.save_histograms(path, hist)
+        return hist
+
+    same = histograms("same_noise", lambda **kw: ev.histogram_same_noise(
+        k_same, field, runs, calibration_bins(cfg), e.calib_samples, **kw))
+    scaled = None
+    if e.scaled:
+        scaled = histograms("scaled", lambda **kw: ev.histogram_scaled(
+            k_scaled, field, runs, sorted(e.scaled_bins), e.scaled_factor, **kw))
+    return ev.analyse_saved(key, same, scaled, cfg.data.num_train,
+                            fit_bins=list(e.fit_bins), closure_repeats=CLOSURE_REPEATS)
 
 
 def reanalyse(study, label: str) -> ev.EvaluationResult:

@@ -26,9 +26,9 @@ from experiments import config as cfgmod  # noqa: E402
 PAPER_FITS = {"vi": (0.0043, 0.99), "adammcmc": (0.0121, 0.986)}
 
 
-def _save(fig, study, name) -> list[str]:
+def _save(fig, study, name, formats=None) -> list[str]:
     out = []
-    for fmt in study.cfg.figures.formats:
+    for fmt in formats or study.cfg.figures.formats:
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=study.cfg.figures.dpi, bbox_inches="tight")
         rel = f"figures/{name}.{fmt}"  # name may hold one sub-folder (a label)
@@ -265,9 +265,11 @@ def draw_all(study) -> list[str]:
     for name, fig in family_coverage_figures(study, results).items():
         written.append(_embed(_save(fig, study, name)))
     headline = headline_labels(study)
-    for label in results:
+    sets = {"all": list(results), "headline": [lab for lab in results if lab in headline],
+            "none": []}[study.cfg.figures.label_sets]
+    for label in sets:
         for name, fig in label_figures(study, label).items():
-            path = _embed(_save(fig, study, f"{label}/{name}"))
+            path = _embed(_save(fig, study, f"{label}/{name}", study.cfg.figures.label_formats))
             if label in headline:
                 written.append(path)
     study.log.info("figures: written to %s", study.outdir / "figures")

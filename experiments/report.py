@@ -53,8 +53,8 @@ def validate_report(report: dict, *, calib_bins=None, scaled_bins=None, num_runs
             if num_runs is not None and len(runs) != num_runs:
                 raise ReportSchemaError(f"{where}.amplification[{n!r}] has {len(runs)} runs, "
                                         f"expected {num_runs}")
-            for v in runs:
-                _number(v, f"{where}.amplification[{n!r}]")
+            for v in runs:  # +inf is legitimate: a populated cell without spread
+                _number(v, f"{where}.amplification[{n!r}]", allow_nan=True)
         _keys(m["amplification"], f"{where}.amplification", scaled_bins)
         for k in FIT_FIELDS:
             if k not in m["fit"]:

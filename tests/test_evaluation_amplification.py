@@ -84,6 +84,17 @@ def test_zero_spread_cells():
     assert np.isinf(equivalent_events(x, np.full((1, 2), 0.5))[0])
 
 
+def test_identical_draws_have_zero_spread_despite_rounding():
+    # 20 equal draws of 0.3: their float mean is not exactly 0.3, so a plain variance is
+    # ~1e-33 and N_eq ~1e32; identical draws must count as zero spread (N_eq = inf).
+    x = np.full((1, 20, 1, 2), 0.3)
+    x[0, :, 0, 1] = np.linspace(0.65, 0.75, 20)
+    n_eq = equivalent_events(x, np.full((1, 2), 0.5))
+    assert np.isinf(n_eq[0])
+    result = closure(jax.random.key(0), x, np.full((1, 2), 0.5), n_eq, repeats=3)
+    assert result.sample_size[0] == 0 and np.all(np.isnan(result.jsd_truth))
+
+
 def test_power_law_fit_recovers_parameters_and_errors():
     rng = np.random.default_rng(3)
     n_cells = np.array([2, 3, 5, 15, 20, 30, 40, 50, 70, 100, 200]) ** 2.0

@@ -56,7 +56,9 @@ class Closure(NamedTuple):
 def cell_equivalent_events(fractions, truth) -> np.ndarray:
     """μ_j²/σ_j² per run and cell, (R, n_r, n_φ); 0 where μ = σ = 0, inf where only σ = 0."""
     f, _ = check_fractions(fractions, truth)
-    mu, var = f.mean(axis=1), f.var(axis=1)
+    mu = f.mean(axis=1)
+    # identical draws have zero spread; the float variance of equal values can round to ~1e-20
+    var = np.where(np.ptp(f, axis=1) == 0, 0.0, f.var(axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = mu**2 / var
     return np.where(var > 0, ratio, np.where(mu == 0, 0.0, np.inf))
