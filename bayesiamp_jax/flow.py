@@ -90,6 +90,18 @@ def standard_normal_log_prob(z: jax.Array) -> jax.Array:
 
 
 def velocity_and_divergence(field, params, t, x, c) -> tuple[jax.Array, jax.Array]:
+    """v (n, d) and the exact tr(∂v/∂x) (n,).
+
+    Uses the field's own ``velocity_and_divergence`` where it has one (``VectorField``: a fused
+    forward-mode pass), else ``velocity_and_divergence_autodiff``.
+    """
+    own = getattr(field, "velocity_and_divergence", None)
+    if own is not None:
+        return own(params, t, x, c)
+    return velocity_and_divergence_autodiff(field, params, t, x, c)
+
+
+def velocity_and_divergence_autodiff(field, params, t, x, c) -> tuple[jax.Array, jax.Array]:
     """v (n, d) and the exact tr(∂v/∂x) (n,), from d batched JVPs along the basis vectors."""
     d = x.shape[-1]
     v, jvp = jax.linearize(lambda y: field(params, t, y, c), x)

@@ -108,26 +108,6 @@ def test_draw_histograms_chunked_matches_simple(field, draws, noise):
         assert np.abs(histogram_numpy(np.asarray(x), edges) - simple[s]).sum() <= 2
 
 
-def test_fused_divergence_matches_core(field, params, noise):
-    z, c = (a[:256] for a in noise)
-    t = jnp.linspace(0.0, 1.0, 256)
-    v, div = flow.velocity_and_divergence(field, params, t, z, c)
-    v2, div2 = fast.velocity_and_divergence_mlp(field, params, t, z, c)
-    np.testing.assert_allclose(v2, v, atol=1e-6)
-    np.testing.assert_allclose(div2, div, atol=1e-5)
-    jac = jax.vmap(jax.jacfwd(lambda y, s, cc: field(params, s, y, cc)))(z, t, c)
-    np.testing.assert_allclose(div2, jnp.trace(jac, axis1=1, axis2=2), atol=1e-5)
-    solver = Solver("rk4", 4, checkpoint=True)
-
-    def total(lp):
-        return jax.value_and_grad(lambda p: jnp.sum(lp(field, p, z, c, solver)))(params)
-
-    (a, ga), (b, gb) = total(flow.log_prob), total(fast.log_prob_mlp)
-    assert float(b) == pytest.approx(float(a), rel=1e-5)
-    for x, y in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb), strict=True):
-        np.testing.assert_allclose(y, x, rtol=1e-3, atol=1e-3)
-
-
 # --- floors and timing helpers -----------------------------------------------------------------
 
 

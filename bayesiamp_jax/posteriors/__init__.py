@@ -16,6 +16,7 @@ from bayesiamp_jax.posteriors.model import (
 )
 from bayesiamp_jax.posteriors.numpyro_kernel import AdamMCMC
 from bayesiamp_jax.posteriors.nuts import nuts_cnf, sample_nuts
+from bayesiamp_jax.posteriors.repulsive import fit_repulsive, fit_repulsive_cnf
 from bayesiamp_jax.posteriors.vi import (
     VIResult,
     VIState,
@@ -36,6 +37,8 @@ __all__ = [
     "adammcmc",
     "adammcmc_cnf",
     "nuts_cnf",
+    "fit_repulsive",
+    "fit_repulsive_cnf",
     "sample_adammcmc",
     "sample_nuts",
     "PosteriorDraws",
