@@ -12,6 +12,7 @@ one point that broadcasts over leading axes). Shapes: x, z (n, d); c (n, cond_di
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import partial
 
@@ -108,6 +109,21 @@ def velocity_and_divergence_autodiff(field, params, t, x, c) -> tuple[jax.Array,
     tangents = jnp.broadcast_to(jnp.eye(d, dtype=x.dtype)[:, None, :], (d,) + x.shape)
     jv = jax.vmap(jvp)(tangents)  # (d, n, d): jv[i] = J e_i for every point
     return v, jnp.einsum("i...i->...", jv)
+
+
+@dataclasses.dataclass(frozen=True)
+class AutodiffDivergence:
+    """Wraps a field so that ``flow`` ignores its own fused divergence and uses d autodiff
+    JVPs: the reference that fused divergences are tested and benchmarked against."""
+
+    field: object
+
+    @property
+    def data_dim(self) -> int:
+        return self.field.data_dim
+
+    def __call__(self, params, t, x, c=None):
+        return self.field(params, t, x, c)
 
 
 def velocity_and_hutchinson(field, params, t, x, c, eps) -> tuple[jax.Array, jax.Array]:

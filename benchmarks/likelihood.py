@@ -13,7 +13,6 @@ Run ``python -m benchmarks.likelihood --size tiny``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
@@ -26,25 +25,13 @@ from benchmarks.floor import REVERSE_MULTIPLIER, divergence_multiplier, field_fl
 SIGMA = 0.1
 
 
-@dataclasses.dataclass(frozen=True)
-class AutodiffDivergence:
-    """``field`` without its fused divergence: flow falls back to d autodiff JVPs."""
-
-    field: object
-
-    @property
-    def data_dim(self):
-        return self.field.data_dim
-
-    def __call__(self, params, t, x, c=None):
-        return self.field(params, t, x, c)
-
-
 def _exact_loss(ctx, autodiff: bool = False):
     """L(θ) = −N · mean_B log p_θ(x | c); ``autodiff``: generic JVP divergence."""
     from bayesiamp_jax.posteriors.model import exact_nll_loss_fn
 
     solver = Solver("rk4", ctx.size.likelihood_steps, checkpoint=True)
+    from bayesiamp_jax.flow import AutodiffDivergence
+
     field = AutodiffDivergence(ctx.field) if autodiff else ctx.field
     nll = exact_nll_loss_fn(field, solver)
     return lambda params, batch: ctx.size.num_train * nll(params, batch)
