@@ -162,23 +162,20 @@ def evaluate(
     out = None if output_dir is None else Path(output_dir)
     common = dict(c=c, solver=solver, chunk_size=chunk_size, devices=devices,
                   has_run_axis=has_run_axis, progress=progress)
-    same, scaled = {}, {}
-    if len(calibration_bins):
-        hist = histogram_same_noise(
-            k_same, field, posterior, calibration_bins, num_samples, **common,
-            checkpoint_path=None if out is None else out / "same_noise.partial.npz",
+
+    def phase(name, histogram, bins, size, key_generate, key_analyse):
+        if not len(bins):
+            return {}
+        hist = histogram(
+            key_generate, field, posterior, bins, size, **common,
+            checkpoint_path=None if out is None else out / f"{name}.partial.npz",
             keep_checkpoint=True)
         if out is not None:
-            save_histograms(out / "same_noise.npz", hist)
-        same = analyse(k_a, hist, num_train, levels, closure_repeats)
-    if len(scaled_bins):
-        hist = histogram_scaled(
-            k_scaled, field, posterior, scaled_bins, samples_per_cell, **common,
-            checkpoint_path=None if out is None else out / "scaled.partial.npz",
-            keep_checkpoint=True)
-        if out is not None:
-            save_histograms(out / "scaled.npz", hist)
-        scaled = analyse(k_b, hist, num_train, levels, closure_repeats)
+            save_histograms(out / f"{name}.npz", hist)
+        return analyse(key_analyse, hist, num_train, levels, closure_repeats)
+
+    same = phase("same_noise", histogram_same_noise, calibration_bins, num_samples, k_same, k_a)
+    scaled = phase("scaled", histogram_scaled, scaled_bins, samples_per_cell, k_scaled, k_b)
     result = EvaluationResult(same, scaled, fit_scaled(scaled, fit_bins), int(num_train))
     if out is not None:
         save_results(out / "results.json", result)
