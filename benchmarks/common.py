@@ -73,13 +73,7 @@ def time_jax(fn: Callable, *args, repeats: int = 5) -> dict:
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - t0
     out = block(compiled(*args))
-    times, cpu = [], []
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        out = block(compiled(*args))
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return _timing(compile_s, times, out, cpu)
+    return _timing(compile_s, *_repeat(lambda: block(compiled(*args)), repeats, out))
 
 
 def time_host(fn: Callable, *args, repeats: int = 5, sync: Callable | None = None) -> dict:
@@ -91,13 +85,19 @@ def time_host(fn: Callable, *args, repeats: int = 5, sync: Callable | None = Non
     t0 = time.perf_counter()
     out = sync(fn(*args))
     compile_s = time.perf_counter() - t0
+    return _timing(compile_s, *_repeat(lambda: sync(fn(*args)), repeats, out))
+
+
+def _repeat(call: Callable, repeats: int, out) -> tuple[list, object, list]:
+    """(wall times, last output, CPU times) of ``repeats`` calls of ``call()``; ``out`` is
+    returned as the output if there are none (the warm-up call's)."""
     times, cpu = [], []
     for _ in range(repeats):
         c0, t0 = time.process_time(), time.perf_counter()
-        out = sync(fn(*args))
+        out = call()
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    return _timing(compile_s, times, out, cpu)
+    return times, out, cpu
 
 
 def time_torch(fn: Callable, *args, repeats: int = 5) -> dict:
