@@ -10,6 +10,8 @@ Presets:
   and 20·n² scaled samples per draw, binnings up to 50 × 50.
 - ``paper``: the paper's grid and sizes (k ∈ {1,5,10,50,100}, σ ∈ {0.01,0.05,0.1,0.5}, 5 runs,
   50 draws, 10⁷-sample calibration and 1,000·n² scaled evaluation); meant for a GPU.
+- ``replicate``: the headline labels (VI k=10, AdamMCMC σ=0.1) at the paper's training length
+  for one run on a 2-core CPU, evaluated with fewer samples per cell.
 - ``tiny``: seconds-sized smoke test of every stage (used by the test suite).
 """
 
@@ -306,7 +308,23 @@ def tiny() -> Config:
     )
 
 
-PRESETS = {"quick": quick, "paper": paper, "tiny": tiny}
+def replicate() -> Config:
+    """The headline labels at the paper's training length on a 2-core CPU (≤ 2 h): one run,
+    VI k=10 for 250,000 epochs and AdamMCMC σ=0.1 with 50 samples, 50 draws each."""
+    return Config(
+        preset="replicate",
+        num_runs=1,
+        vi=VIConfig(kl_weights=(10.0,), num_epochs=250_000, num_draws=50, chunk_epochs=2_500),
+        adammcmc=AdamMCMCConfig(sigmas=(0.1,), num_samples=50, thinning=120),
+        evaluation=EvaluationConfig(
+            calib_bins=(5, 10, 50), calib_samples=1_000_000,
+            scaled_bins=PAPER_SCALED_BINS[:-1], scaled_factor=50, chunk_size=2**17,
+        ),
+        figures=FiguresConfig(label_formats=("png",)),
+    )
+
+
+PRESETS = {"quick": quick, "paper": paper, "tiny": tiny, "replicate": replicate}
 
 
 # ----------------------------------------------------------------------------- overrides
