@@ -137,3 +137,57 @@ def test_solver_is_hashable_static_config():
     assert Solver("rk4", 20) != Solver("rk4", 21)
     with pytest.raises(TypeError, match="solver must be a bayesiamp_jax.Solver, got 'rk4'"):
         integrate(f_exp_sin, jnp.ones(3), 0.0, 1.0, "rk4", RATES)
+
+
+# ------------------------------------------------------- non-uniform schedules and fixed dp5
+
+
+def test_step_nodes_are_the_power_schedule():
+    """Decode direction (1 → 0): t_k = (1 − k/N)^p, dense near t = 0; encode: (k/N)^p."""
+    np.testing.assert_allclose(integrate_nodes(1.0, 0.0, 4, 2.0), [1, 0.5625, 0.25, 0.0625, 0])
+    np.testing.assert_allclose(integrate_nodes(0.0, 1.0, 4, 2.0), [0, 0.0625, 0.25, 0.5625, 1])
+    np.testing.assert_allclose(integrate_nodes(0.0, 2.0, 4, 1.0), [0, 0.5, 1, 1.5, 2])
+
+
+def integrate_nodes(t0, t1, n, p):
+    from bayesiamp_jax.integrate import step_nodes
+
+    return np.asarray(step_nodes(t0, t1, n, p))
+
+
+@pytest.mark.parametrize("name, power, order, steps", [
+    ("rk4", 2.0, 4, (16, 32)), ("rk4", 3.0, 4, (32, 64)), ("midpoint", 2.0, 2, (32, 64)),
+    ("dp5", 1.0, 5, (32, 64)), ("dp5", 2.0, 5, (32, 64)),
+])
+def test_scheduled_solvers_keep_their_order(name, power, order, steps):
+    """In float64, on dy/dt = cos(t) a y (t: 0 → 2, dense near 0), error ratio ≈ 2^order."""
+    with jax.enable_x64(True):
+        y0 = jnp.ones(3, jnp.float64)
+        errs = [np.max(np.abs(np.asarray(
+            integrate(f_exp_sin, y0, 0.0, 2.0, Solver(name, n, power=power), RATES).y1)
+            - exact_exp_sin(y0, 0.0, 2.0))) for n in steps]
+    assert np.log2(errs[0] / errs[1]) == pytest.approx(order, abs=0.35)
+
+
+def test_scheduled_backward_solve_and_dp5_eval_count():
+    """Backward 2 → 0 with the nodes dense near 0; dp5 (FSAL) counts 6 N + 1 evaluations."""
+    y_end = jnp.array([1.0, 2.0, 3.0])
+    exact = exact_exp_sin(y_end, 2.0, 0.0)
+    sol = integrate(f_exp_sin, y_end, 2.0, 0.0, Solver("rk4", 32, power=2.0), RATES)
+    np.testing.assert_allclose(sol.y1, exact, rtol=1e-5)
+    sol = integrate(f_exp_sin, y_end, 2.0, 0.0, Solver("dp5", 16, power=1.5), RATES)
+    np.testing.assert_allclose(sol.y1, exact, rtol=1e-5)
+    assert int(sol.num_evals) == 6 * 16 + 1
+
+
+def test_uniform_power_is_the_uniform_solver():
+    """power = 1 must give the uniform-step path bit for bit (evaluation results unchanged)."""
+    y0 = jnp.array([1.0, -2.0, 0.5])
+    a = integrate(f_exp_sin, y0, 1.0, 0.0, Solver("rk4", 8), RATES).y1
+    b = integrate(f_exp_sin, y0, 1.0, 0.0, Solver("rk4", 8, power=1.0), RATES).y1
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bad_power_is_rejected():
+    with pytest.raises(ValueError, match="power"):
+        Solver("rk4", 8, power=0.0)
