@@ -17,14 +17,17 @@ Presets:
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import hashlib
 import json
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bayesiamp_jax import _checks
+from experiments import settings
+from experiments.settings import ConfigError, apply_override, setting, to_dict
+
+__all__ = ["PRESETS", "Config", "ConfigError", "apply_override", "fingerprint", "from_dict",
+           "load", "method_grid", "resolve", "setting", "to_dict"]
 
 PAPER_SCALED_BINS = (2, 3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 200, 500)
 PAPER_FIT_BINS = (15, 20, 30, 40, 50, 70, 100, 200)
@@ -34,8 +37,8 @@ PAPER_FIT_BINS = (15, 20, 30, 40, 50, 70, 100, 200)
 class DataConfig:
     """Training data: ``num_train`` ring points per run at c = r_mean."""
 
-    num_train: int = 10_000
-    r_mean: float = 4.0
+    num_train: int = setting(10_000, "training points per run")
+    r_mean: float = setting(4.0, "ring condition c = mean radius of the Gamma ring")
 
     def validate(self):
         _checks.positive_int("data.num_train", self.num_train)
@@ -46,9 +49,9 @@ class DataConfig:
 class NetworkConfig:
     """Vector-field architecture (see ``bayesiamp_jax.VectorField``)."""
 
-    hidden: tuple[int, ...] = (32, 32, 32)
-    num_frequencies: int = 3
-    precision: str = "highest"
+    hidden: tuple[int, ...] = setting((32, 32, 32), "widths of the vector field's hidden layers")
+    num_frequencies: int = setting(3, "sin/cos frequencies of the time embedding")
+    precision: str = setting("highest", "matmul precision: default, high or highest (true float32)")
 
     def validate(self):
         for i, w in enumerate(self.hidden):
@@ -60,10 +63,12 @@ class NetworkConfig:
 class DeterministicConfig:
     """Plain flow-matching training (a point estimate per run; also AdamMCMC's pretraining)."""
 
-    enabled: bool = True
-    num_epochs: int = 2_501
-    batch_size: int = 1_000
-    chunk_epochs: int = 100
+    enabled: bool = setting(True,
+        "train the flow-matching point estimate (AdamMCMC, NUTS start from it)")
+    num_epochs: int = setting(2_501, "flow-matching epochs")
+    batch_size: int = setting(1_000, "mini-batch size")
+    chunk_epochs: int = setting(100,
+        "epochs per compiled call (progress and checkpoint between chunks)")
 
     def validate(self):
         _checks.positive_int("deterministic.num_epochs", self.num_epochs)
@@ -75,13 +80,16 @@ class DeterministicConfig:
 class VIConfig:
     """Mean-field Gaussian VI, one trained posterior per (k, run)."""
 
-    enabled: bool = True
-    kl_weights: tuple[float, ...] = (1.0, 5.0, 10.0, 50.0, 100.0)
-    kl_normalisation: str = "reference"
-    num_epochs: int = 250_000
-    batch_size: int = 1_000
-    num_draws: int = 50
-    chunk_epochs: int = 500
+    enabled: bool = setting(True, "run mean-field Gaussian VI")
+    kl_weights: tuple[float, ...] = setting((1.0, 5.0, 10.0, 50.0, 100.0),
+        "KL weights k of the grid, one posterior per k and run")
+    kl_normalisation: str = setting("reference",
+        "KL scale: reference (per-tensor mean, the paper's code) or total")
+    num_epochs: int = setting(250_000, "VI epochs")
+    batch_size: int = setting(1_000, "mini-batch size")
+    num_draws: int = setting(50, "weight draws per posterior (S)")
+    chunk_epochs: int = setting(500,
+        "epochs per compiled call (progress and checkpoint between chunks)")
 
     def validate(self):
         _nonempty("vi.kl_weights", self.kl_weights)
@@ -98,14 +106,15 @@ class VIConfig:
 class AdamMCMCConfig:
     """AdamMCMC chains, one per (σ, run), started from the deterministic pretraining."""
 
-    enabled: bool = True
-    sigmas: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5)
-    sigma_dir: float = -1.0  # < 0: the reference's P/50
-    num_adam_steps: int = 5
-    num_samples: int = 50
-    thinning: int = 1_000
-    batch_size: int = 1_000
-    solver_steps: int = 20  # RK4 steps of the exact likelihood
+    enabled: bool = setting(True, "run AdamMCMC chains")
+    sigmas: tuple[float, ...] = setting((0.01, 0.05, 0.1, 0.5),
+        "noise scales sigma of the grid, one chain per sigma and run")
+    sigma_dir: float = setting(-1.0, "directional noise scale; < 0: the reference's P/50")
+    num_adam_steps: int = setting(5, "plain Adam steps before sampling starts")
+    num_samples: int = setting(50, "kept chain states per chain (S)")
+    thinning: int = setting(1_000, "chain steps between kept states")
+    batch_size: int = setting(1_000, "mini-batch size of the likelihood")
+    solver_steps: int = setting(20, "RK4 steps of the exact likelihood")
 
     def validate(self):
         _nonempty("adammcmc.sigmas", self.sigmas)
@@ -124,12 +133,12 @@ class AdamMCMCConfig:
 class NUTSConfig:
     """numpyro NUTS on a random subset of the training points (gold standard at small size)."""
 
-    enabled: bool = False
-    num_points: int = 1_000
-    likelihood: str = "fm"
-    num_warmup: int = 200
-    num_samples: int = 50
-    max_tree_depth: int = 6
+    enabled: bool = setting(False, "run numpyro NUTS (gold standard at small size)")
+    num_points: int = setting(1_000, "random training points in the NUTS likelihood")
+    likelihood: str = setting("fm", "fm (Gibbs flow matching) or exact (ODE log-likelihood)")
+    num_warmup: int = setting(200, "warm-up (adaptation) steps")
+    num_samples: int = setting(50, "kept samples per chain (S)")
+    max_tree_depth: int = setting(6, "maximum tree depth of NUTS")
 
     def validate(self):
         _checks.positive_int("nuts.num_points", self.num_points)
@@ -143,10 +152,10 @@ class NUTSConfig:
 class RepulsiveConfig:
     """Repulsive deep ensemble of ``num_members`` vector fields (members are the draws)."""
 
-    enabled: bool = False
-    num_members: int = 50
-    num_epochs: int = 2_501
-    batch_size: int = 1_000
+    enabled: bool = setting(False, "train a repulsive deep ensemble")
+    num_members: int = setting(50, "ensemble members (the draws, S)")
+    num_epochs: int = setting(2_501, "training epochs")
+    batch_size: int = setting(1_000, "mini-batch size")
 
     def validate(self):
         _at_least_two("repulsive.num_members", self.num_members)
@@ -158,16 +167,24 @@ class RepulsiveConfig:
 class EvaluationConfig:
     """Calibration (same noise for every draw) and scaled (fresh 1,000·n² per draw) evaluation."""
 
-    calib_bins: tuple[int, ...] = (5, 10, 50)
-    calib_samples: int = 10_000_000
-    scaled: bool = True
-    scaled_bins: tuple[int, ...] = PAPER_SCALED_BINS
-    scaled_factor: int = 1_000
-    fit_bins: tuple[int, ...] = PAPER_FIT_BINS
-    deviation_bins: int = 200
-    solver: str = "rk4"
-    solver_steps: int = 20
-    chunk_size: int = 1_000_000
+    calib_bins: tuple[int, ...] = setting((5, 10, 50),
+        "n of the n x n calibration grids (same noise for every draw)")
+    calib_samples: int = setting(10_000_000,
+        "generated points per draw in the calibration (paper: 10^7)")
+    scaled: bool = setting(True,
+        "run the scaled evaluation (fresh scaled_factor * n^2 points per draw)")
+    scaled_bins: tuple[int, ...] = setting(PAPER_SCALED_BINS,
+        "n of the n x n grids of the scaled evaluation")
+    scaled_factor: int = setting(1_000,
+        "points per cell and draw in the scaled evaluation (paper: 1000)")
+    fit_bins: tuple[int, ...] = setting(PAPER_FIT_BINS,
+        "scaled grids entering the power-law fit of the amplification")
+    deviation_bins: int = setting(200, "n of the grid of the coverage deviation per radial bin")
+    solver: str = setting("rk4",
+        "ODE solver of the generation: euler, midpoint, rk4, dopri5, tsit5")
+    solver_steps: int = setting(20, "fixed solver steps of the generation")
+    chunk_size: int = setting(1_000_000,
+        "points per compiled generation call (2**21..2**23 on a GPU)")
 
     def validate(self):
         for name in ("calib_bins", "scaled_bins", "fit_bins"):
@@ -193,12 +210,16 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class FiguresConfig:
-    formats: tuple[str, ...] = ("png", "pdf")
-    label_formats: tuple[str, ...] = ("png", "pdf")  # per-label figure sets (figures/<label>/)
-    label_sets: str = "all"  # which labels get a figure set: "all", "headline" or "none"
-    dpi: int = 150
-    headline_vi_k: float = 10.0
-    headline_adammcmc_sigma: float = 0.1
+    """Figures of the study (figures/) and per-label figure sets (figures/<label>/)."""
+
+    formats: tuple[str, ...] = setting(("png", "pdf"),
+        "file formats of the study figures: png, pdf, svg")
+    label_formats: tuple[str, ...] = setting(("png", "pdf"),
+        "file formats of the per-label figure sets (figures/<label>/)")
+    label_sets: str = setting("all", "labels with a figure set: all, headline or none")
+    dpi: int = setting(150, "resolution of raster figures")
+    headline_vi_k: float = setting(10.0, "VI k shown in the headline figures")
+    headline_adammcmc_sigma: float = setting(0.1, "AdamMCMC sigma shown in the headline figures")
 
     def validate(self):
         for name in ("formats", "label_formats"):
@@ -213,20 +234,22 @@ class FiguresConfig:
 class Config:
     """Everything the study depends on; saved with the results as config.json."""
 
-    preset: str = "paper"
-    seed: int = 0
-    num_runs: int = 5
-    data: DataConfig = field(default_factory=DataConfig)
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    deterministic: DeterministicConfig = field(default_factory=DeterministicConfig)
-    vi: VIConfig = field(default_factory=VIConfig)
-    adammcmc: AdamMCMCConfig = field(default_factory=AdamMCMCConfig)
-    nuts: NUTSConfig = field(default_factory=NUTSConfig)
-    repulsive: RepulsiveConfig = field(default_factory=RepulsiveConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    figures: FiguresConfig = field(default_factory=FiguresConfig)
+    preset: str = setting("paper", "the preset the settings started from (choose it with --preset)",
+                          fixed=True)
+    seed: int = setting(0, "seed of every random key of the study")
+    num_runs: int = setting(5, "independent runs (training sets) per method and grid point")
+    data: DataConfig = setting(default_factory=DataConfig)
+    network: NetworkConfig = setting(default_factory=NetworkConfig)
+    deterministic: DeterministicConfig = setting(default_factory=DeterministicConfig)
+    vi: VIConfig = setting(default_factory=VIConfig)
+    adammcmc: AdamMCMCConfig = setting(default_factory=AdamMCMCConfig)
+    nuts: NUTSConfig = setting(default_factory=NUTSConfig)
+    repulsive: RepulsiveConfig = setting(default_factory=RepulsiveConfig)
+    evaluation: EvaluationConfig = setting(default_factory=EvaluationConfig)
+    figures: FiguresConfig = setting(default_factory=FiguresConfig)
 
     def validate(self) -> Config:
+        _checks.one_of("preset", self.preset, tuple(PRESETS))
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         _checks.positive_int("num_runs", self.num_runs)
@@ -327,63 +350,7 @@ def replicate() -> Config:
 PRESETS = {"quick": quick, "paper": paper, "tiny": tiny, "replicate": replicate}
 
 
-# ----------------------------------------------------------------------------- overrides
-
-
-def apply_override(cfg, assignment: str):
-    """Return ``cfg`` with one ``"dotted.name=value"`` assignment applied (value typed by field)."""
-    if "=" not in assignment:
-        raise ValueError(f"override must look like section.field=value, got {assignment!r}")
-    name, raw = assignment.split("=", 1)
-    path = name.strip().split(".")
-    return _replace_path(cfg, path, raw.strip(), name.strip())
-
-
-def _replace_path(obj, path, raw, full_name):
-    fields = {f.name: f for f in dataclasses.fields(obj)}
-    head = path[0]
-    if head not in fields:
-        raise ValueError(f"unknown setting {full_name!r}: {type(obj).__name__} has no field "
-                         f"{head!r} (fields: {sorted(fields)})")
-    hints = typing.get_type_hints(type(obj))
-    current = getattr(obj, head)
-    if len(path) > 1:
-        if not dataclasses.is_dataclass(current):
-            raise ValueError(f"unknown setting {full_name!r}: {head!r} is not a section")
-        return dataclasses.replace(obj, **{head: _replace_path(current, path[1:], raw, full_name)})
-    if dataclasses.is_dataclass(current):
-        raise ValueError(f"setting {full_name!r} is a section; set one of its fields instead")
-    return dataclasses.replace(obj, **{head: _parse(hints[head], raw, full_name)})
-
-
-def _parse(tp, raw: str, name: str):
-    try:
-        if tp is bool:
-            low = raw.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if typing.get_origin(tp) is tuple:
-            (elem, *_) = typing.get_args(tp)
-            text = raw.strip("()[] ")
-            items = [s.strip() for s in text.split(",") if s.strip()]
-            return tuple(_parse(elem, s, name) for s in items)
-        if tp is int:
-            value = ast.literal_eval(raw.replace("_", ""))
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError
-            return value
-        if tp is float:
-            return float(raw)
-        if tp is str:
-            return raw
-    except (ValueError, SyntaxError):
-        pass
-    raise ValueError(f"cannot parse {raw!r} as {getattr(tp, '__name__', tp)} for setting {name!r}")
+# ----------------------------------------------------------------------------- resolving
 
 
 def resolve(preset: str = "quick", overrides=()) -> Config:
@@ -392,30 +359,17 @@ def resolve(preset: str = "quick", overrides=()) -> Config:
     cfg = PRESETS[preset]()
     for assignment in overrides:
         cfg = apply_override(cfg, assignment)
-    return cfg.validate()
+    return settings.validate(cfg)
 
 
-# ----------------------------------------------------------------------------- (de)serialisation
+def from_dict(d: dict, cls=Config, where: str = "config"):
+    """``Config`` (or section ``cls``) from a nested dict; unknown keys and wrong types raise."""
+    return settings.from_dict(d, cls, where)
 
 
-def to_dict(cfg) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
-def from_dict(d: dict, cls=Config):
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in d:
-            continue
-        tp, value = hints[f.name], d[f.name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = from_dict(value, tp)
-        elif typing.get_origin(tp) is tuple:
-            kwargs[f.name] = tuple(value)
-        else:
-            kwargs[f.name] = value
-    return cls(**kwargs)
+def load(path) -> Config:
+    """The validated ``Config`` saved at ``path`` (a study's config.json)."""
+    return settings.validate(settings.load_file(path, Config))
 
 
 def fingerprint(*parts) -> str:
