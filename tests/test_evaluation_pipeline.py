@@ -83,10 +83,40 @@ def test_saved_histograms_reproduce_the_results(evaluated):
                              closure_repeats=50)
     assert json.dumps(ev.to_dict(again)) == json.dumps(ev.to_dict(result))
     loaded = ev.load_results(out / "results.json")
-    assert loaded["scaled"]["10x10"]["amplification"]["n_eq"] == pytest.approx(
-        result.scaled["10x10"].amplification.n_eq.tolist())
+    assert loaded["n_eq"]["10"] == pytest.approx(result.scaled["10x10"].amplification.n_eq.tolist())
     assert loaded["fit"]["b"] == pytest.approx(float(result.fit.b))
     assert not list(out.glob("*.partial.npz"))
+
+
+def test_summary_is_compact_and_holds_the_numbers(evaluated):
+    """The JSON summary carries every reported number (same values as the result) and no
+    per-cell array: its size does not grow with the number of cells."""
+    result, out = evaluated
+    s = ev.summarise(result)
+    assert set(s["mad"]) == {"3", "5"} and set(s["amplification"]) == {"5", "10"}
+    assert s["mad"]["5"] == float(result.same_noise["5x5"].calibration.mad)
+    assert s["mad_scaled"]["10"]["mad_r"] == float(result.scaled["10x10"].calibration.mad_r)
+    assert s["coverage"]["3"]["empirical"] == result.same_noise["3x3"].calibration.curve.tolist()
+    assert s["deviation_r"]["n"] == 5 and len(s["deviation_r"]["deviation"]) == 5
+    clo = result.scaled["5x5"].closure
+    assert s["closure"]["5"]["model_per_run"] == clo.jsd_model.tolist()
+    np.testing.assert_allclose(s["closure"]["5"]["truth_quantiles"],
+                               np.percentile(clo.jsd_truth, [16, 50, 84]))
+    # per-cell amplification of the largest scaled grid: run mean, then over φ per radial bin
+    cell = result.scaled["10x10"].amplification.cell_amplification.mean(axis=0)
+    assert s["cell_amplification"]["n"] == 10
+    np.testing.assert_allclose(s["cell_amplification"]["mean"], cell.mean(axis=1))
+    np.testing.assert_allclose(s["cell_amplification"]["quantiles"][1], np.median(cell, axis=1))
+    # no list in the summary is longer than the number of levels (50)
+    def longest(tree):
+        if isinstance(tree, dict):
+            return max((longest(v) for v in tree.values()), default=0)
+        if isinstance(tree, list):
+            return max([len(tree)] + [longest(v) for v in tree])
+        return 0
+
+    assert longest(s) == len(ev.NOMINAL_LEVELS)
+    assert json.loads((out / "results.json").read_text())["mad"] == s["mad"]
 
 
 def test_all_figures_draw(evaluated, tmp_path):
@@ -100,6 +130,24 @@ def test_all_figures_draw(evaluated, tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     ax = figs["amplification"].axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    # the figures are drawn from the compact summary alone
+    from_summary = ev.plot_summary(ev.summarise(result))
+    assert set(from_summary) == set(figs) - {"training_data"}
+
+
+def test_comparison_figures_and_saving(evaluated, tmp_path):
+    result, _ = evaluated
+    s = ev.summarise(result)
+    figs = ev.plot_comparison({"a": s, "b": s}, references={"a": (0.01, 1.0)})
+    assert set(figs) == {"coverage", "mad", "deviation", "amplification", "closure"}
+    assert len(figs["coverage"].axes) == 2
+    amp = figs["amplification"].axes[0]
+    assert [line.get_linestyle() for line in amp.lines].count(":") == 1  # the reference law
+    paths = ev.save_figure(figs["mad"], tmp_path / "sub" / "mad", formats=("png", "pdf"), dpi=60)
+    assert [p.name for p in paths] == ["mad.png", "mad.pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    fig = ev.plot_losses({"det": np.linspace(2, 1, 30), "vi": np.linspace(3, 1, 30)})
+    assert len(fig.axes[0].lines) == 2 and fig.axes[0].get_xscale() == "log"
 
 
 def test_scan_figures(evaluated):

@@ -18,9 +18,11 @@ One call from weight draws to all numbers of the paper, one call to all figures:
     result.scaled["200x200"].calibration.deviation_r      # signed coverage deviation per r bin
     result.scaled["100x100"].amplification.amplification  # (R,) N_eq / N_train per run
     result.fit.a, result.fit.b, result.fit.a_err, result.fit.b_err
-    ev.save_results("results.json", result)               # JSON via ev.to_dict
+    summary = ev.summarise(result)                        # compact JSON-ready numbers
+    ev.save_results("results.json", result)               # that summary as JSON
     figs = ev.plot_all(result, train_x=x_train)           # dict name -> matplotlib Figure
-    figs = ev.plot_scan({"k=1": result_k1, "k=10": result_k10})  # hyper-parameter comparison
+    figs = ev.plot_summary(summary)                       # the same figures from the summary
+    figs = ev.plot_comparison({"k=1": summary_k1, "k=10": summary_k10})  # side by side
 
 Building blocks: ``histogram_same_noise`` / ``histogram_scaled`` -> ``PosteriorHistograms``
 (counts (R, S, n_r, n_φ) per binning; ``save_histograms`` / ``load_histograms``), ``analyse``
@@ -58,11 +60,15 @@ from bayesiamp_jax.evaluation.figures import (
     plot_all,
     plot_amplification,
     plot_closure,
+    plot_comparison,
     plot_coverage_curves,
     plot_coverage_deviation,
+    plot_losses,
     plot_mad,
     plot_scan,
+    plot_summary,
     plot_training_data,
+    save_figure,
 )
 from bayesiamp_jax.evaluation.generate import (
     PosteriorHistograms,
@@ -87,6 +93,7 @@ from bayesiamp_jax.evaluation.pipeline import (
     save_results,
     to_dict,
 )
+from bayesiamp_jax.evaluation.summary import summarise
 
 __all__ = [
     "CALIBRATION_BINS",
@@ -124,16 +131,21 @@ __all__ = [
     "plot_all",
     "plot_amplification",
     "plot_closure",
+    "plot_comparison",
     "plot_coverage_curves",
     "plot_coverage_deviation",
+    "plot_losses",
     "plot_mad",
     "plot_scan",
+    "plot_summary",
     "plot_training_data",
     "pulls",
     "quantile_binning",
     "ring_cell_probabilities",
+    "save_figure",
     "save_histograms",
     "save_results",
     "stack_runs",
+    "summarise",
     "to_dict",
 ]

@@ -1,20 +1,31 @@
-"""Publication figures from computed arrays; every function returns a matplotlib ``Figure``.
+"""Publication figures, one style; every function returns a matplotlib ``Figure``.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state; saving uses the Agg
-machinery), so they work headless: ``fig.savefig("x.pdf")``. ``plot_all`` draws every figure of
-one ``EvaluationResult``.
+machinery), so they work headless: ``fig.savefig("x.pdf")`` or ``save_figure`` (atomic, several
+formats). The summary-level figures are drawn from the compact ``summarise`` dict, so a study is
+plotted from its small result files alone:
+
+- ``plot_summary(summary)`` / ``plot_all(result)``: every figure of one posterior;
+- ``plot_comparison({label: summary})``: posteriors side by side (methods, hyper-parameters);
+- ``plot_scan({label: result})``: the coverage and MAD panels of ``plot_comparison``;
+- ``plot_losses({label: losses})``, ``plot_training_data(x, r_edges, phi_edges)``.
 """
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from bayesiamp_jax import data
+from bayesiamp_jax.checkpoint import atomic_write_bytes
+from bayesiamp_jax.evaluation.summary import summarise
 
 STYLE = {
     "font.family": "serif",
@@ -157,13 +168,24 @@ def plot_coverage_deviation(r_centers, deviation: Mapping[str, np.ndarray] | np.
     return fig
 
 
-def plot_amplification(n_cells, amplification, fit=None, cell_amplification=None,
-                       r_centers=None, cell_label: str = "") -> Figure:
-    """Amplification vs n_Q per run (points), mean ± std, power-law fit; optional right panel:
-    per-cell amplification (n_r, n_φ) averaged over φ vs r, with its 16–84 % band over φ."""
+def _fit_parts(fit):
+    """(a, b, a_err, b_err) of a ``PowerLawFit`` or a summary's fit dict; None without a fit."""
+    if fit is None:
+        return None
+    get = (lambda k: fit[k]) if isinstance(fit, Mapping) else (lambda k: getattr(fit, k))
+    parts = tuple(float(np.asarray(get(k))) for k in ("a", "b", "a_err", "b_err"))
+    return parts if np.isfinite(parts[0]) and np.isfinite(parts[1]) else None
+
+
+def plot_amplification(n_cells, amplification, fit=None, cell_profile=None, r_centers=None,
+                       cell_label: str = "") -> Figure:
+    """Amplification vs n_Q per run (points), mean ± std over runs, power-law fit (a
+    ``PowerLawFit`` or dict with a, b, a_err, b_err); optional right panel: the run-mean
+    per-cell amplification over φ per radial bin, ``cell_profile`` = {"mean": (n_r,),
+    "quantiles": (3, n_r) 16/50/84 %} (as in ``summarise``)."""
     n = np.asarray(n_cells, float)
     amp = np.atleast_2d(np.asarray(amplification, float))
-    ncols = 1 if cell_amplification is None else 2
+    ncols = 1 if cell_profile is None else 2
     with _style():
         fig, axes = _figure(ncols, width=3.8)
         ax = axes[0][0]
@@ -171,24 +193,23 @@ def plot_amplification(n_cells, amplification, fit=None, cell_amplification=None
             ax.plot(n, run, ls="none", marker=".", color="C0", alpha=0.35)
         ax.errorbar(n, amp.mean(0), yerr=amp.std(0) if len(amp) > 1 else None, color="C0",
                     marker="o", ms=3, capsize=2, label=f"mean of {len(amp)} run(s)")
-        if fit is not None:
+        parts = _fit_parts(fit)
+        if parts is not None:
+            a, b, a_err, b_err = parts
             grid = np.geomspace(n.min(), n.max(), 100)
-            ax.plot(grid, fit.a * grid**fit.b, color="C3",
-                    label=(f"fit $a n_Q^b$: $a={fit.a:.2g}\\pm{fit.a_err:.1g}$, "
-                           f"$b={fit.b:.3f}\\pm{fit.b_err:.3f}$"))
+            ax.plot(grid, a * grid**b, color="C3",
+                    label=f"fit $a n_Q^b$: $a={a:.2g}\\pm{a_err:.1g}$, $b={b:.3f}\\pm{b_err:.3f}$")
         ax.axhline(1.0, color="0.5", ls="--", lw=1)
         ax.set(xscale="log", yscale="log", xlabel="number of cells $n_Q$",
                ylabel=r"amplification $N_\mathrm{eq}/N_\mathrm{train}$")
         ax.legend(loc="lower right")
-        if cell_amplification is not None:
-            cell = np.asarray(cell_amplification, float)
-            x = np.arange(cell.shape[0]) if r_centers is None else np.asarray(r_centers, float)
+        if cell_profile is not None:
+            mean = np.asarray(cell_profile["mean"], float)
+            lo, mid, hi = np.asarray(cell_profile["quantiles"], float)
+            x = np.arange(mean.size) if r_centers is None else np.asarray(r_centers, float)
             axc = axes[0][1]
-            lo, mid, hi = np.nanpercentile(np.where(np.isfinite(cell), cell, np.nan),
-                                           [16, 50, 84], axis=1)
             axc.fill_between(x, lo, hi, color="C1", alpha=0.3, lw=0, label="16–84 % over $\\phi$")
-            axc.plot(x, np.nanmean(np.where(np.isfinite(cell), cell, np.nan), axis=1),
-                     color="C1", label="mean over $\\phi$")
+            axc.plot(x, mean, color="C1", label="mean over $\\phi$")
             axc.plot(x, mid, color="C1", ls=":", label="median over $\\phi$")
             axc.axhline(1.0, color="0.5", ls="--", lw=1)
             axc.set(yscale="log", xlabel="$r$" if r_centers is not None else "radial bin",
@@ -197,20 +218,17 @@ def plot_amplification(n_cells, amplification, fit=None, cell_amplification=None
     return fig
 
 
-def plot_closure(n_cells, jsd_model, jsd_truth) -> Figure:
+def plot_closure(n_cells, jsd_model, truth_quantiles) -> Figure:
     """JSD to the truth vs n_Q: posterior-mean histogram (R, B) against truth samples of size
-    N_eq (R, B, K): they agree when N_eq is right."""
+    N_eq, given by their 16/50/84 % quantiles (B, 3): they agree when N_eq is right."""
     n = np.asarray(n_cells, float)
     jm = np.atleast_2d(np.asarray(jsd_model, float))
-    jt = np.asarray(jsd_truth, float)
-    jt = jt.reshape(jm.shape + (-1,))
+    lo, med, hi = np.asarray(truth_quantiles, float).reshape(n.size, 3).T
     with _style():
         fig, axes = _figure(width=4.0)
         ax = axes[0][0]
         ax.errorbar(n, jm.mean(0), yerr=jm.std(0) if len(jm) > 1 else None, color="C0",
                     marker="o", ms=3, capsize=2, label="posterior mean")
-        flat = np.moveaxis(jt, 1, 0).reshape(n.size, -1)
-        lo, med, hi = np.nanpercentile(flat, [16, 50, 84], axis=1)
         ax.fill_between(n, lo, hi, color="C2", alpha=0.3, lw=0)
         ax.plot(n, med, color="C2", label="truth sample of size $N_\\mathrm{eq}$")
         ax.set(xscale="log", yscale="log", xlabel="number of cells $n_Q$",
@@ -219,59 +237,186 @@ def plot_closure(n_cells, jsd_model, jsd_truth) -> Figure:
     return fig
 
 
+def _ordered(d: Mapping) -> list[str]:
+    """Keys of a per-binning summary dict sorted by number of cells."""
+    return sorted(d, key=_num_cells)
+
+
+def _num_cells(key: str) -> int:
+    if "x" in key:
+        n_r, n_phi = key.split("x")
+        return int(n_r) * int(n_phi)
+    return int(key) ** 2
+
+
+def _panel(key: str) -> str:
+    return key.replace("x", "×") if "x" in key else f"{key}×{key}"
+
+
+def plot_summary(summary: Mapping, name: str = "posterior",
+                 r_mean: float = data.DEFAULT_R_MEAN) -> dict:
+    """Every figure of one posterior from its ``summarise`` dict: name -> Figure.
+
+    "coverage" (one panel per same-noise binning), "mad_scaled", "mad_same_noise",
+    "coverage_deviation", "amplification" (with the per-cell panel) and "closure"; figures whose
+    numbers are absent are left out.
+    """
+    figs = {}
+    cov = summary.get("coverage") or {}
+    if cov:
+        keys = _ordered(cov)
+        curves = np.stack([cov[k]["empirical"] for k in keys])
+        figs["coverage"] = plot_coverage_curves(cov[keys[0]]["nominal"], {name: curves},
+                                                [_panel(k) for k in keys])
+    scaled = summary.get("mad_scaled") or {}
+    for set_name, src in (("scaled", {k: scaled[k] for k in _ordered(scaled)}),
+                          ("same_noise", {k: {"mad": summary["mad"][k],
+                                              "mad_r": summary["mad_r"][k],
+                                              "mad_phi": summary["mad_phi"][k]}
+                                          for k in _ordered(summary.get("mad") or {})})):
+        if src:
+            figs[f"mad_{set_name}"] = plot_mad(
+                [_num_cells(k) for k in src], *[[v[f] for v in src.values()]
+                                                for f in ("mad", "mad_r", "mad_phi")], [name])
+    dev = summary.get("deviation_r") or {}
+    if dev:
+        figs["coverage_deviation"] = plot_coverage_deviation(
+            radial_centers(dev["r_edges"], r_mean), {f"{name}, {_panel(str(dev['n']))}":
+                                                     dev["deviation"]}, r_mean)
+    amp = summary.get("amplification") or {}
+    if amp:
+        keys = _ordered(amp)
+        n = [_num_cells(k) for k in keys]
+        cell = summary.get("cell_amplification") or None
+        figs["amplification"] = plot_amplification(
+            n, np.asarray([amp[k] for k in keys], float).T, summary.get("fit"), cell,
+            None if cell is None else radial_centers(cell["r_edges"], r_mean),
+            "" if cell is None else _panel(str(cell["n"])))
+        clo = summary["closure"]
+        figs["closure"] = plot_closure(
+            n, np.asarray([clo[k]["model_per_run"] for k in keys], float).T,
+            [clo[k]["truth_quantiles"] for k in keys])
+    return figs
+
+
 def plot_all(result, train_x=None, train_grid: int = 10, deviation_label: str | None = None,
              cell_label: str | None = None, name: str = "posterior") -> dict:
-    """Every figure of one ``EvaluationResult``: dict name -> Figure.
+    """Every figure of one ``EvaluationResult`` (``plot_summary`` of ``summarise(result)``, plus
+    "training_data" when ``train_x`` is given): dict name -> Figure.
 
-    deviation_label / cell_label pick the scaled binning of the coverage-deviation and
-    per-cell-amplification panels (default: 200x200 if present, else the largest).
+    deviation_label / cell_label pick the binnings of the coverage-deviation (same-noise) and
+    per-cell-amplification (scaled) panels, e.g. "50x50" (defaults as in ``summarise``).
     """
     figs = {}
     if train_x is not None:
         e = data.quantile_edges(train_grid)
         figs["training_data"] = plot_training_data(train_x, e.r, e.phi)
-    same = result.same_noise
-    if same:
-        first = next(iter(same.values()))
-        curves = np.stack([r.calibration.curve for r in same.values()])
-        figs["coverage"] = plot_coverage_curves(first.calibration.levels, {name: curves},
-                                                [k.replace("x", "×") for k in same])
-    for set_name, res in (("scaled", result.scaled), ("same_noise", same)):
-        if not res:
-            continue
-        n = [r.shape[0] * r.shape[1] for r in res.values()]
-        cal = [r.calibration for r in res.values()]
-        figs[f"mad_{set_name}"] = plot_mad(n, [c.mad for c in cal], [c.mad_r for c in cal],
-                                           [c.mad_phi for c in cal], [name])
-    scaled = result.scaled
-    if scaled:
-        labels = list(scaled)
-        pick = lambda want: want if want in scaled else ("200x200" if "200x200" in scaled
-                                                         else labels[-1])
-        dl, cl = pick(deviation_label), pick(cell_label)
-        rd = scaled[dl]
-        figs["coverage_deviation"] = plot_coverage_deviation(
-            radial_centers(rd.r_edges), {f"{name}, {dl}": rd.calibration.deviation_r})
-        n = [r.shape[0] * r.shape[1] for r in scaled.values()]
-        amps = np.stack([r.amplification.amplification for r in scaled.values()], axis=1)
-        rc = scaled[cl]
-        figs["amplification"] = plot_amplification(
-            n, amps, result.fit, rc.amplification.cell_amplification.mean(axis=0),
-            radial_centers(rc.r_edges), cl)
-        figs["closure"] = plot_closure(
-            n, np.stack([r.closure.jsd_model for r in scaled.values()], axis=1),
-            np.stack([r.closure.jsd_truth for r in scaled.values()], axis=1))
+    pick = lambda label: None if label is None else label.split("x")[0]
+    figs |= plot_summary(summarise(result, pick(deviation_label), pick(cell_label)), name)
+    return figs
+
+
+def plot_comparison(summaries: Mapping[str, Mapping], references: Mapping | None = None,
+                    r_mean: float = data.DEFAULT_R_MEAN) -> dict:
+    """Posteriors side by side (one colour per label) from their ``summarise`` dicts.
+
+    "coverage": one panel per same-noise binning, MAD in the legend; "mad": MAD (solid), MAD_r
+    (dashed), MAD_φ (dotted) vs n_Q (scaled binnings, else same-noise); "deviation": coverage
+    deviation per radial bin; "amplification": mean ± std/√R over runs with the power-law fits
+    and, for labels in ``references`` (label -> (a, b), e.g. the paper's fits), the reference
+    law dotted; "closure": posterior-mean JSD and the truth samples' mean ± std.
+    """
+    items = list(summaries.items())
+    if not items:
+        raise ValueError("summaries must hold at least one summary, got none")
+    references = references or {}
+    figs = {}
+    panels = _ordered(items[0][1].get("coverage") or {})
+    if panels:
+        with _style():
+            fig, axes = _figure(len(panels), width=3.0, height=3.1)
+            for ax, key in zip(axes[0], panels, strict=True):
+                ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="calibrated")
+                for i, (label, s) in enumerate(items):
+                    c = s["coverage"].get(key)
+                    if c:
+                        ax.plot(c["nominal"], c["empirical"], color=f"C{i}",
+                                label=f"{label} (MAD {s['mad'][key]:.3f})")
+                ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", title=_panel(key),
+                       xlabel="nominal coverage")
+                ax.legend(loc="upper left", fontsize=6)
+            axes[0][0].set_ylabel("mean empirical coverage")
+        figs["coverage"] = fig
+    with _style():
+        fig, axes = _figure(width=4.4)
+        ax = axes[0][0]
+        for i, (label, s) in enumerate(items):
+            src = s.get("mad_scaled") or {k: {"mad": s["mad"][k], "mad_r": s["mad_r"][k],
+                                              "mad_phi": s["mad_phi"][k]} for k in s["mad"]}
+            keys = _ordered(src)
+            n = [_num_cells(k) for k in keys]
+            for field, ls, tag in (("mad", "-", "MAD"), ("mad_r", "--", "MAD$_r$"),
+                                   ("mad_phi", ":", "MAD$_\\phi$")):
+                ax.plot(n, [src[k][field] for k in keys], ls=ls, marker="o", ms=3,
+                        color=f"C{i}", label=f"{label}, {tag}")
+        ax.set(xscale="log", xlabel="number of cells $n_Q$", ylabel="mean absolute deviation",
+               ylim=(0, None))
+        ax.legend(fontsize=6, ncol=2)
+    figs["mad"] = fig
+    if any(s.get("deviation_r") for _, s in items):
+        dev = {f"{label}, {_panel(str(s['deviation_r']['n']))}": s["deviation_r"]["deviation"]
+               for label, s in items if s.get("deviation_r")}
+        first = next(s["deviation_r"] for _, s in items if s.get("deviation_r"))
+        figs["deviation"] = plot_coverage_deviation(radial_centers(first["r_edges"], r_mean),
+                                                    dev, r_mean)
+    with _style():
+        fig, axes = _figure(width=4.4)
+        ax = axes[0][0]
+        for i, (label, s) in enumerate(items):
+            keys = _ordered(s["amplification"])
+            n = np.array([_num_cells(k) for k in keys], float)
+            amp = np.array([s["amplification"][k] for k in keys], float)  # (B, R)
+            err = amp.std(1, ddof=1) / np.sqrt(amp.shape[1]) if amp.shape[1] > 1 else None
+            ax.errorbar(n, amp.mean(1), yerr=err, ls="none", marker="o", ms=3, capsize=2,
+                        color=f"C{i}", label=label)
+            grid = np.geomspace(n.min(), n.max(), 100)
+            parts = _fit_parts(s.get("fit"))
+            if parts is not None:
+                ax.plot(grid, parts[0] * grid ** parts[1], color=f"C{i}",
+                        label=f"fit $a={parts[0]:.2g}$, $b={parts[1]:.2f}\\pm{parts[3]:.2f}$")
+            if label in references:
+                a, b = references[label]
+                ax.plot(grid, a * grid**b, color=f"C{i}", ls=":", label=f"reference {label}")
+        ax.axhline(1.0, color="0.5", ls="--", lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="number of cells $n_Q$",
+               ylabel=r"amplification $N_\mathrm{eq}/N_\mathrm{train}$")
+        ax.legend(fontsize=6)
+    figs["amplification"] = fig
+    with _style():
+        fig, axes = _figure(width=4.4)
+        ax = axes[0][0]
+        for i, (label, s) in enumerate(items):
+            keys = _ordered(s["closure"])
+            n = [_num_cells(k) for k in keys]
+            clo = [s["closure"][k] for k in keys]
+            ax.plot(n, [c["model"] for c in clo], marker="o", ms=3, color=f"C{i}",
+                    label=f"{label}: posterior mean")
+            ax.errorbar(n, [c["truth"] for c in clo], yerr=[c.get("truth_std", 0.0) for c in clo],
+                        ls="--", marker="s", ms=3, capsize=2, color=f"C{i}", alpha=0.6,
+                        label=f"{label}: truth sample of $N_\\mathrm{{eq}}$")
+        ax.set(xscale="log", yscale="log", xlabel="number of cells $n_Q$",
+               ylabel="Jensen–Shannon divergence to truth")
+        ax.legend(fontsize=6)
+    figs["closure"] = fig
     return figs
 
 
 def plot_scan(results: Mapping) -> dict:
     """Figures comparing hyper-parameters (e.g. k or σ): label -> ``EvaluationResult``.
 
-    "coverage": coverage curves, one panel per same-noise binning (paper Fig. 2/3);
-    "mad": MAD, MAD_r, MAD_φ vs n_Q of the scaled binnings, one colour per label.
-    All results must share their binnings.
+    "coverage" and "mad" of ``plot_comparison`` (coverage curves, one panel per same-noise
+    binning; MAD, MAD_r, MAD_φ vs n_Q). All results must share their binnings.
     """
-    figs = {}
     items = list(results.items())
     if not items:
         raise ValueError("results must hold at least one EvaluationResult, got none")
@@ -281,15 +426,32 @@ def plot_scan(results: Mapping) -> dict:
             if list(getattr(other, name)) != list(res):
                 raise ValueError(f"results[{label!r}].{name} has binnings "
                                  f"{list(getattr(other, name))}, expected {list(res)}")
-    if first.same_noise:
-        levels = next(iter(first.same_noise.values())).calibration.levels
-        curves = {label: np.stack([b.calibration.curve for b in r.same_noise.values()])
-                  for label, r in items}
-        figs["coverage"] = plot_coverage_curves(levels, curves,
-                                                [k.replace("x", "×") for k in first.same_noise])
-    if first.scaled:
-        n = [b.shape[0] * b.shape[1] for b in first.scaled.values()]
-        get = lambda f: np.stack([[f(b.calibration) for b in r.scaled.values()] for _, r in items])
-        figs["mad"] = plot_mad(n, get(lambda c: c.mad), get(lambda c: c.mad_r),
-                               get(lambda c: c.mad_phi), [label for label, _ in items])
-    return figs
+    figs = plot_comparison({label: summarise(r) for label, r in items})
+    return {k: figs[k] for k in ("coverage", "mad") if k in figs}
+
+
+def plot_losses(curves: Mapping[str, np.ndarray], xlabel: str = "epoch") -> Figure:
+    """Training-loss curves (one per label, 1-D) against epoch on a log axis."""
+    with _style():
+        fig, axes = _figure(width=4.4)
+        ax = axes[0][0]
+        for i, (label, y) in enumerate(curves.items()):
+            y = np.asarray(y, float).reshape(-1)
+            ax.plot(np.arange(1, y.size + 1), y, color="k" if i == 0 else f"C{i - 1}", lw=1,
+                    label=label)
+        ax.set(xscale="log", xlabel=xlabel, ylabel="training loss")
+        if curves:
+            ax.legend(fontsize=7)
+    return fig
+
+
+def save_figure(fig: Figure, stem: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"),
+                dpi: int = 200) -> list[Path]:
+    """Write ``fig`` as ``stem.<fmt>`` for every format (atomically); the written paths."""
+    out = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        with _style():
+            fig.savefig(buf, format=fmt, dpi=dpi)
+        out.append(atomic_write_bytes(Path(f"{stem}.{fmt}"), buf.getvalue()))
+    return out

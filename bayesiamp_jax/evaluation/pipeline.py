@@ -7,8 +7,9 @@
 per draw) + ``histogram_scaled`` (scaled binnings, ``samples_per_cell · n_Q`` fresh points per draw
 and binning) + ``analyse`` of both. ``analyse`` works on saved ``PosteriorHistograms`` too, so the
 numbers and figures can be redone without generating again (``save_histograms`` /
-``load_histograms``, npz with atomic writes). ``to_dict`` / ``save_results`` give plain
-JSON-ready nested dicts.
+``load_histograms``, npz with atomic writes). ``save_results`` writes the compact
+``summarise(result)`` (every reported number, no per-cell arrays) as JSON; ``to_dict`` turns any
+result into plain nested dicts.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from bayesiamp_jax.evaluation.generate import (
     histogram_same_noise,
     histogram_scaled,
 )
+from bayesiamp_jax.evaluation.summary import summarise
 from bayesiamp_jax.integrate import Solver
 
 CALIBRATION_BINS = (5, 10, 50)
@@ -65,7 +67,8 @@ class BinningResult(NamedTuple):
 
 class EvaluationResult(NamedTuple):
     """same_noise / scaled: dict label -> BinningResult (e.g. "50x50"); fit: power law of
-    the scaled amplification (None if fewer than 2 binnings were selected); num_train."""
+    the scaled amplification (of the same-noise one when no scaled binnings were evaluated;
+    None if fewer than 2 binnings were selected); num_train."""
 
     same_noise: dict
     scaled: dict
@@ -153,9 +156,9 @@ def evaluate(
         levels: nominal coverage levels (paper: (2i+1)/99, i = 0..49).
         closure_repeats: truth samples of size N_eq per run in the closure test.
         output_dir: if given, raw histograms are saved there (``same_noise.npz``,
-            ``scaled.npz``) and the JSON summary to ``results.json``; while running, generation
-            checkpoints ``*.partial.npz`` live there, so an interrupted call with the same
-            arguments resumes where it stopped (both phases).
+            ``scaled.npz``) and the compact JSON summary to ``results.json``; while running,
+            generation checkpoints ``*.partial.npz`` live there, so an interrupted call with the
+            same arguments resumes where it stopped (both phases).
     Returns: ``EvaluationResult``.
     """
     k_same, k_scaled, k_a, k_b = jax.random.split(key, 4)
@@ -176,7 +179,8 @@ def evaluate(
 
     same = phase("same_noise", histogram_same_noise, calibration_bins, num_samples, k_same, k_a)
     scaled = phase("scaled", histogram_scaled, scaled_bins, samples_per_cell, k_scaled, k_b)
-    result = EvaluationResult(same, scaled, fit_scaled(scaled, fit_bins), int(num_train))
+    result = EvaluationResult(same, scaled, fit_scaled(scaled or same, fit_bins),
+                              int(num_train))
     if out is not None:
         save_results(out / "results.json", result)
         for partial in ("same_noise.partial.npz", "scaled.partial.npz"):
@@ -193,7 +197,7 @@ def analyse_saved(key: jax.Array, same_noise: PosteriorHistograms | None,
     same = {} if same_noise is None else analyse(k_a, same_noise, num_train, levels,
                                                  closure_repeats)
     sc = {} if scaled is None else analyse(k_b, scaled, num_train, levels, closure_repeats)
-    return EvaluationResult(same, sc, fit_scaled(sc, fit_bins), int(num_train))
+    return EvaluationResult(same, sc, fit_scaled(sc or same, fit_bins), int(num_train))
 
 
 # ------------------------------------------------------------------------------- save/load
@@ -252,9 +256,9 @@ def _nan_to_none(v):
     return _json_number(v)
 
 
-def save_results(path: str | os.PathLike, result) -> Path:
-    """Write ``to_dict(result)`` as JSON atomically (NaN/inf become null)."""
-    return atomic_write_json(path, to_dict(result))
+def save_results(path: str | os.PathLike, result, **summary_options) -> Path:
+    """Write the compact ``summarise(result, **summary_options)`` as JSON atomically."""
+    return atomic_write_json(path, summarise(result, **summary_options))
 
 
 def load_results(path: str | os.PathLike) -> dict:

@@ -1,0 +1,106 @@
+"""Compact summary of an ``EvaluationResult``: every number of the report, no per-cell arrays.
+
+``summarise(result)`` is a JSON-ready dict (a few kB even for 500 × 500 grids) keyed by the
+number of bins per dimension n as a string ("50"; the label "20x40" for a non-square grid):
+
+    mad, mad_r, mad_phi: {n: float}              same-noise binnings
+    coverage: {n: {"nominal": [L], "empirical": [L]}}
+    deviation_r: {"n", "r_edges", "deviation"}   signed coverage deviation per radial bin
+    mad_scaled: {n: {"mad", "mad_r", "mad_phi"}} scaled binnings (absent: {})
+    amplification, n_eq: {n: [R floats]}         scaled binnings (same-noise without scaled)
+    closure: {n: {"model", "model_per_run", "truth", "truth_std", "truth_quantiles"}}
+    cell_amplification: {"n", "r_edges", "mean", "quantiles"}  run-mean per-cell amplification
+        over φ per radial bin (mean and 16/50/84 % quantiles)
+    fit: {"a", "a_err", "b", "b_err", "n_cells"}  (NaN when there is no fit)
+
+The figures of ``bayesiamp_jax.evaluation.figures`` are drawn from this summary, so a study can
+be plotted from its small result files alone.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+QUANTILES = (16.0, 50.0, 84.0)
+
+
+def binning_key(res) -> str:
+    """"50" for a 50 × 50 grid, the label (e.g. "20x40") otherwise."""
+    n_r, n_phi = res.shape
+    return str(n_r) if n_r == n_phi else res.label
+
+
+def _f(v) -> float:
+    return float(np.asarray(v))
+
+
+def _pick(results: dict, n: int | str | None, default: str | None = None):
+    """The binning with key ``n`` (if given and present), else ``default``, else the largest."""
+    by_key = {binning_key(r): r for r in results.values()}
+    if n is not None and str(n) in by_key:
+        return by_key[str(n)]
+    if default is not None and default in results:
+        return results[default]
+    return max(results.values(), key=lambda r: r.shape[0] * r.shape[1])
+
+
+def summarise(result, deviation_bins: int | str | None = None,
+              cell_bins: int | str | None = None) -> dict:
+    """The compact summary (see module docstring) of an ``EvaluationResult``.
+
+    deviation_bins: same-noise binning of ``deviation_r`` (default: the largest);
+    cell_bins: scaled binning of ``cell_amplification`` (default: 200 × 200 if present, else the
+    largest).
+    """
+    out = {"mad": {}, "mad_r": {}, "mad_phi": {}, "coverage": {}, "mad_scaled": {},
+           "amplification": {}, "n_eq": {}, "closure": {}, "deviation_r": {},
+           "cell_amplification": {}}
+    for res in result.same_noise.values():
+        key, cal = binning_key(res), res.calibration
+        out["mad"][key], out["mad_r"][key] = _f(cal.mad), _f(cal.mad_r)
+        out["mad_phi"][key] = _f(cal.mad_phi)
+        out["coverage"][key] = {"nominal": np.asarray(cal.levels).tolist(),
+                                "empirical": np.asarray(cal.curve).tolist()}
+    if result.same_noise:
+        res = _pick(result.same_noise, deviation_bins)
+        out["deviation_r"] = {"n": res.shape[0], "r_edges": [float(x) for x in res.r_edges],
+                              "deviation": np.asarray(res.calibration.deviation_r).tolist()}
+    source = result.scaled or result.same_noise
+    for res in source.values():
+        key = binning_key(res)
+        out["amplification"][key] = np.asarray(res.amplification.amplification).tolist()
+        out["n_eq"][key] = np.asarray(res.amplification.n_eq).tolist()
+        if result.scaled:
+            cal = res.calibration
+            out["mad_scaled"][key] = {"mad": _f(cal.mad), "mad_r": _f(cal.mad_r),
+                                      "mad_phi": _f(cal.mad_phi)}
+        out["closure"][key] = _closure(res.closure)
+    if source:
+        res = _pick(source, cell_bins, default="200x200")
+        cell = np.asarray(res.amplification.cell_amplification, float).mean(axis=0)
+        cell = np.where(np.isfinite(cell), cell, np.nan)
+        with warnings.catch_warnings():  # radial bins without a finite cell give NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, q = np.nanmean(cell, axis=1), np.nanpercentile(cell, QUANTILES, axis=1)
+        out["cell_amplification"] = {"n": res.shape[0],
+                                     "r_edges": [float(x) for x in res.r_edges],
+                                     "mean": mean.tolist(), "quantiles": q.tolist()}
+    fit = result.fit
+    nan = float("nan")
+    out["fit"] = ({"a": nan, "a_err": nan, "b": nan, "b_err": nan} if fit is None else
+                  {"a": _f(fit.a), "a_err": _f(fit.a_err), "b": _f(fit.b),
+                   "b_err": _f(fit.b_err), "n_cells": np.asarray(fit.n_cells).tolist()})
+    return out
+
+
+def _closure(clo) -> dict:
+    truth = np.asarray(clo.jsd_truth, float)
+    finite = np.isfinite(truth).any()
+    return {"model": float(np.mean(clo.jsd_model)),
+            "truth": float(np.nanmean(truth)) if finite else float("nan"),
+            "model_per_run": np.asarray(clo.jsd_model).tolist(),
+            "truth_std": float(np.nanstd(truth)) if finite else float("nan"),
+            "truth_quantiles": (np.nanpercentile(truth, QUANTILES).tolist() if finite
+                                else [float("nan")] * len(QUANTILES))}
