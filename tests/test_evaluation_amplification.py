@@ -13,6 +13,7 @@ from bayesiamp_jax.evaluation import (
     fit_power_law,
     jensen_shannon,
 )
+from bayesiamp_jax.evaluation.amplification import jackknife_equivalent_events, jackknife_error
 
 RUNS, DRAWS, N, SHAPE = 5, 50, 80_000, (20, 20)
 N_TRAIN = 10_000
@@ -152,3 +153,105 @@ def test_bad_input_raises(bootstrap):
         amplification(draws, truth[:-1], N_TRAIN)
     with pytest.raises(ValueError, match="n_eq must have shape"):
         closure(jax.random.key(0), draws, truth, [1.0, 2.0])
+
+
+# ----------------------------------------------------- generation-noise-corrected estimator
+
+MODEL_N, GEN_SHAPE, GEN_DRAWS = 20_000, (10, 10), 40
+
+
+@pytest.fixture(scope="module")
+def model_spread():
+    """Known model spread: draw s has cell probabilities p_s ~ Dirichlet(MODEL_N · t) around
+    the truth t, so Σ_j μ_j²/σ²_j = (MODEL_N + 1) · n_Q/(n_Q − 1) exactly (σ² = t(1−t)/(N+1))."""
+    rng = np.random.default_rng(1)
+    n_q = GEN_SHAPE[0] * GEN_SHAPE[1]
+    truth = np.full(GEN_SHAPE, 1.0 / n_q)
+    probs = rng.dirichlet(MODEL_N * truth.reshape(-1), size=(RUNS, GEN_DRAWS))
+    return rng, truth, probs, (MODEL_N + 1) * n_q / (n_q - 1)
+
+
+def _generated(rng, probs, n_gen):
+    """Multinomial generation noise of n_gen points on top of each draw's p_s."""
+    counts = np.stack([[rng.multinomial(n_gen, p) for p in run] for run in probs])
+    return counts.reshape(probs.shape[:2] + GEN_SHAPE) / n_gen
+
+
+@pytest.mark.parametrize("per_cell", [100, 400, 3000])
+def test_corrected_n_eq_recovers_model_spread_for_every_num_generated(model_spread, per_cell):
+    rng, truth, probs, expected = model_spread
+    n_gen = per_cell * truth.size  # model N per cell = 200: down to 0.5 × generation noise
+    frac = _generated(rng, probs, n_gen)
+    corrected = equivalent_events(frac, truth, num_generated=n_gen)
+    # per-run std of N_eq ≈ N_eq · sqrt(2/(S·n_Q)) · (1 + N_cell/per_cell); 5 runs averaged
+    tol = 4 * expected * np.sqrt(2.0 / (GEN_DRAWS * truth.size)) * (1 + 200 / per_cell) / 2.2
+    assert abs(corrected.mean() - expected) < tol
+    # the paper's estimator counts generation noise: μ²/(σ² + μ(1−μ)/n) per cell, inflated
+    # by its own finite-S bias S/(S − 3)
+    paper = equivalent_events(frac, truth)
+    cell = 1.0 / truth.size
+    capped = truth.size * cell**2 / (cell * (1 - cell) / (MODEL_N + 1) + cell * (1 - cell) / n_gen)
+    assert paper.mean() == pytest.approx(capped * GEN_DRAWS / (GEN_DRAWS - 3), rel=0.06)
+
+
+def test_uncorrected_n_eq_falls_as_num_generated_shrinks(model_spread):
+    rng, truth, probs, expected = model_spread
+    paper, corrected = [], []
+    for per_cell in (3000, 400, 100):
+        frac = _generated(rng, probs, per_cell * truth.size)
+        paper.append(equivalent_events(frac, truth).mean())
+        corrected.append(equivalent_events(frac, truth, per_cell * truth.size).mean())
+    assert paper[0] > paper[1] > paper[2] and paper[2] < 0.5 * expected
+    assert np.ptp(corrected) < 0.1 * expected
+
+
+def test_corrected_without_generation_noise_is_gaussian_unbiased():
+    """Gaussian draws with known μ, σ (no generation noise, n → ∞): the corrected estimator is
+    the exactly unbiased (S−3)/(S−1) f̄²/v − 1/S; the paper's is S/(S−3) μ²/σ² + 1/(S−3)."""
+    rng = np.random.default_rng(2)
+    s, mu, sigma = 10, 0.01, 0.002
+    truth = np.full((50, 50), mu)
+    frac = mu + sigma * rng.standard_normal((400, s, 50, 50))
+    per_cell = (mu / sigma) ** 2
+    corrected = equivalent_events(frac, truth, num_generated=10**12) / truth.size
+    paper = equivalent_events(frac, truth) / truth.size
+    assert corrected.mean() == pytest.approx(per_cell, rel=0.01)
+    assert paper.mean() == pytest.approx(s / (s - 3) * per_cell + 1 / (s - 3), rel=0.01)
+
+
+def test_amplification_corrected_reports_unresolved_and_jackknife_error(model_spread):
+    rng, truth, probs, expected = model_spread
+    n_gen = 50 * truth.size  # generation noise 4× the model spread: some cells unresolved
+    frac = _generated(rng, probs, n_gen)
+    amp = amplification(frac, truth, N_TRAIN, num_generated=n_gen)
+    assert amp.num_generated == n_gen
+    assert np.all(amp.num_unresolved > 0) and np.all(amp.num_unresolved < truth.size)
+    assert np.all((amp.model_share > 0.1) & (amp.model_share < 0.35))  # σ²/(σ² + 4σ²) = 0.2
+    assert amp.n_eq.mean() == pytest.approx(expected, rel=0.1)
+    # the jackknife error matches the spread of N_eq over the 5 independent runs (the std of
+    # a 5-sample std is ~35 %)
+    assert 0.4 < amp.n_eq_err.mean() / amp.n_eq.std(ddof=1) < 2.5
+    plain = amplification(frac, truth, N_TRAIN)
+    assert plain.num_generated is None and plain.n_eq_err is None
+    np.testing.assert_array_equal(plain.n_eq, equivalent_events(frac, truth))
+
+
+def test_jackknife_leave_one_out_matches_direct_deletion(model_spread):
+    rng, truth, probs, _ = model_spread
+    frac = _generated(rng, probs[:2, :8], 400 * truth.size)
+    loo = jackknife_equivalent_events(frac, truth, 400 * truth.size)
+    direct = [equivalent_events(np.delete(frac, i, axis=1), truth, 400 * truth.size)
+              for i in range(8)]
+    np.testing.assert_allclose(loo, direct, rtol=1e-9)
+    y = np.array([1.0, 2.0, 4.0])  # jackknife of the mean = standard error of the mean
+    loo_means = (y.sum() - y) / 2
+    assert jackknife_error(loo_means) == pytest.approx(y.std(ddof=1) / np.sqrt(3))
+
+
+def test_corrected_bad_input(model_spread):
+    _, truth, probs, _ = model_spread
+    frac = probs.reshape(probs.shape[:2] + GEN_SHAPE)
+    with pytest.raises(ValueError, match="num_generated"):
+        equivalent_events(frac, truth, num_generated=1)
+    with pytest.raises(ValueError, match="5 draws"):
+        equivalent_events(frac[:, :4], truth, num_generated=100)
