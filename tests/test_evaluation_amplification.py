@@ -210,8 +210,8 @@ def test_corrected_without_generation_noise_is_gaussian_unbiased():
     the exactly unbiased (S−3)/(S−1) f̄²/v − 1/S; the paper's is S/(S−3) μ²/σ² + 1/(S−3)."""
     rng = np.random.default_rng(2)
     s, mu, sigma = 10, 0.01, 0.002
-    truth = np.full((50, 50), mu)
-    frac = mu + sigma * rng.standard_normal((400, s, 50, 50))
+    truth = np.full((30, 30), mu)
+    frac = mu + sigma * rng.standard_normal((100, s, 30, 30))
     per_cell = (mu / sigma) ** 2
     corrected = equivalent_events(frac, truth, num_generated=10**12) / truth.size
     paper = equivalent_events(frac, truth) / truth.size
