@@ -5,8 +5,8 @@ an existing file means that unit is done. Runs and grid points of VI are trained
 (one ``jax.vmap`` over all (k, run) pairs); the other methods loop over units and keep their
 own checkpoints.
 
-Command line: ``python -m experiments.train --output OUTDIR [--method vi] [--preset quick]
-[--set ...]`` (runs the data and deterministic stages first when needed).
+Command line: ``bayesiamp train --output OUTDIR [--method vi] [--preset quick] [--set ...]``
+(``python -m experiments.cli train ...``; runs the data and deterministic stages first).
 """
 
 from __future__ import annotations
@@ -297,13 +297,3 @@ def train_repulsive(study, progress: bool = True) -> None:
 
 TRAINERS = {"vi": train_vi, "adammcmc": train_adammcmc, "nuts": train_nuts,
             "repulsive": train_repulsive}
-
-
-def main(argv=None):
-    from experiments.paper import main as paper_main
-
-    return paper_main(argv, only="train")
-
-
-if __name__ == "__main__":
-    main()
