@@ -83,3 +83,20 @@ def restore(target, state_dict):
     restored = serialization.from_state_dict(target, state_dict)
     _checks.same_structure("loaded tree", restored, "target", target)
     return restored
+
+
+def _is_key(leaf) -> bool:
+    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def keys_to_data(tree):
+    """Replace typed PRNG-key leaves by their raw uint32 data (for saving a sampler state)."""
+    return jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def keys_from_data(tree, template):
+    """Inverse of ``keys_to_data``: re-wrap the leaves that are typed keys in ``template``."""
+    return jax.tree_util.tree_map(
+        lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
+        tree, template,
+    )

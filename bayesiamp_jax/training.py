@@ -1,14 +1,14 @@
 """Deterministic (maximum-likelihood) flow-matching training of the CNF.
 
 Epochs are jitted: one epoch shuffles the data with a key derived from (seed key, epoch) and
-``lax.scan``s over mini-batches; chunks of epochs run inside one more ``lax.scan``. The host loop
-shows a progress bar and can checkpoint after every chunk; a resumed run gives the same
-numbers as an uninterrupted one.
+``lax.scan``s over mini-batches; chunks of epochs run inside one more ``lax.scan``. ``fit`` drives
+the chunks with ``bayesiamp_jax.resumable.run_chunks`` (progress bar, atomic checkpoint, resume:
+a resumed run gives the same numbers as an uninterrupted one) and trains U independent units in
+one vmapped program when given U keys.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -18,10 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-from bayesiamp_jax import _checks
-from bayesiamp_jax.checkpoint import load_pytree, restore, save_pytree
+from bayesiamp_jax import _checks, _units, resumable
 from bayesiamp_jax.flow import SIGMA_MIN, cfm_loss
 
 LEARNING_RATE = 1e-3
@@ -115,29 +113,25 @@ def flow_matching_loss_fn(field, sigma_min: float = SIGMA_MIN) -> Callable:
 _DEFAULT_OPTIMIZER = adam()
 
 
-def _epoch_runner(field, sigma_min, optimizer, batch_size) -> Callable:
-    """``build_epochs`` for flow matching, memoised so repeated ``fit`` calls compile once."""
-    try:
-        return _cached_epoch_runner(field, float(sigma_min), optimizer, batch_size)
-    except TypeError:  # an unhashable field or optimizer: build afresh
-        return build_epochs(flow_matching_loss_fn(field, sigma_min), optimizer, batch_size)
+@partial(jax.jit, static_argnames=("field", "sigma_min", "optimizer", "batch_size", "num_epochs",
+                                   "vmapped"))
+def _fm_chunk(key, state, x, c, num_active, *, field, sigma_min, optimizer, batch_size,
+              num_epochs, vmapped):
+    """``num_epochs`` (of which ``num_active`` run) flow-matching epochs, vmapped over units.
 
-
-@functools.lru_cache(maxsize=16)
-def _cached_epoch_runner(field, sigma_min, optimizer, batch_size) -> Callable:
-    return build_epochs(flow_matching_loss_fn(field, sigma_min), optimizer, batch_size)
-
-
-def _key_bits(key) -> np.ndarray:
-    """The raw bits of a PRNG key (typed or legacy uint32) as a numpy array."""
-    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    return np.asarray(key)
+    One compiled program per (field, sigma_min, optimizer, batch size, chunk length, unit axis);
+    jax.jit's cache on these hashable static arguments replaces a hand-made memo."""
+    run = build_epochs(flow_matching_loss_fn(field, sigma_min), optimizer, batch_size)
+    one = lambda k, s, xx, cc: run(k, s, xx, cc, num_epochs, num_active)
+    return (jax.vmap(one) if vmapped else one)(key, state, x, c)
 
 
 class TrainResult(NamedTuple):
+    """Final state and the mean loss per epoch, (num_epochs,) or (U, num_epochs) for U units
+    (epochs of a resumed run included from its checkpoint)."""
+
     state: TrainState
-    losses: np.ndarray  # mean loss per epoch of this call (resumed epochs included from disk)
+    losses: np.ndarray
 
 
 def fit(
@@ -157,53 +151,53 @@ def fit(
 ) -> TrainResult:
     """Train ``field`` by flow matching on x (n, d), c (n, cond_dim) for ``num_epochs``.
 
-    ``key`` seeds the initial parameters (unless ``params`` is given) and the per-epoch noise.
-    With ``checkpoint_path``, the state, loss history and key are saved atomically after each
-    chunk and an existing checkpoint is resumed from (it must come from the same ``key``); a
-    resumed run gives the same numbers, bit for bit, as an uninterrupted one with the same
-    ``chunk_epochs``. Runs with the same field, optimizer object, batch size and chunk length
-    share one compiled program.
+    ``key`` splits into (init, train): the initial parameters (unless ``params`` is given) and
+    the per-epoch noise. **Units**: with keys of shape (U,), x (U, n, d), c (U, n, cond_dim) and
+    ``params`` (if given) stacked (U, ...), U independent trainings run as one vmapped program;
+    unit u equals ``fit(key[u], field, x[u], c[u], ...)``. With ``checkpoint_path``, state and
+    loss history are saved atomically after each chunk (``bayesiamp_jax.resumable``) and an
+    existing checkpoint is resumed from; its signature (key, data, params, batch size, σ_min)
+    must match. A resumed run gives, bit for bit, an uninterrupted one. Calls with the same
+    field, optimizer object, batch size and chunk length share one compiled program.
     """
     num_epochs = _checks.positive_int("num_epochs", num_epochs)
     chunk_epochs = _checks.positive_int("chunk_epochs", chunk_epochs)
+    units = _units.num_units(key)
     x, c = jnp.asarray(x), jnp.asarray(c)
-    _checks.last_dim("x", x, field.data_dim, min_ndim=2)
-    _checks.last_dim("c", c, field.cond_dim, min_ndim=2)
-    _checks.same_leading("x", x, "c", c)
+    lead = 2 if units is None else 3
+    _checks.last_dim("x", x, field.data_dim, min_ndim=lead)
+    _checks.last_dim("c", c, field.cond_dim, min_ndim=lead)
+    _units.check_leading("x", x, units)
+    _units.check_leading("c", c, units)
+    _checks.same_leading("x", x, "c", c, ndim=lead - 1)
     _checks.finite("x", x)
     _checks.finite("c", c)
     batch_size = _checks.positive_int("batch_size", batch_size)
-    if batch_size > x.shape[0]:
-        raise ValueError(f"batch_size={batch_size} exceeds the number of points {x.shape[0]}")
+    num_points = x.shape[lead - 2]
+    if batch_size > num_points:
+        raise ValueError(f"batch_size={batch_size} exceeds the number of points {num_points}")
     optimizer = optimizer or _DEFAULT_OPTIMIZER
-    key_init, key_train = jax.random.split(key)
-    state = init_train_state(params if params is not None else field.init(key_init), optimizer)
-    history: list[float] = []
-    key_bits = _key_bits(key)
-    if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        saved = load_pytree(checkpoint_path)
-        if "key" in saved and not np.array_equal(np.asarray(saved["key"]), key_bits):
-            raise ValueError(
-                f"checkpoint_path {str(checkpoint_path)!r} was written by a run with another key; "
-                "resuming it with this key would mix two runs (delete it or pass the same key)"
-            )
-        state = restore(state, saved["state"])
-        history = list(np.asarray(saved["losses"]))
-    run = _epoch_runner(field, sigma_min, optimizer, batch_size)
-    done = int(state.epoch)
+    key_init, key_train = _units.split(key, 2, units)
+    if params is None:
+        params = _units.vmap_if(field.init, units)(key_init)
+    else:
+        _units.check_leading("params", params, units)
+    state = _units.vmap_if(lambda p: init_train_state(p, optimizer), units)(params)
+    sig = resumable.signature(method="flow matching", key=key, x=x, c=c, params=params,
+                              batch_size=batch_size, sigma_min=float(sigma_min), units=units)
     chunk_epochs = min(chunk_epochs, num_epochs)
-    with tqdm(total=num_epochs, initial=min(done, num_epochs), disable=not progress,
-              desc="flow matching", unit="epoch") as bar:
-        while done < num_epochs:
-            n = min(chunk_epochs, num_epochs - done)
-            state, info = run(key_train, state, x, c, chunk_epochs, jnp.asarray(n, jnp.int32))
-            history.extend(np.asarray(info.loss)[:n].tolist())
-            done += n
-            bar.update(n)
-            bar.set_postfix(loss=f"{history[-1]:.4f}")
-            if checkpoint_path is not None:
-                save_pytree(
-                    checkpoint_path,
-                    {"state": state, "losses": np.asarray(history), "key": key_bits},
-                )
-    return TrainResult(state, np.asarray(history))
+
+    def step(state, start, n):
+        state, info = _fm_chunk(key_train, state, x, c, jnp.asarray(n, jnp.int32),
+                                field=field, sigma_min=float(sigma_min), optimizer=optimizer,
+                                batch_size=batch_size, num_epochs=chunk_epochs,
+                                vmapped=units is not None)
+        return state, {"loss": np.asarray(info.loss)[..., :n]}
+
+    out = resumable.run_chunks(
+        step, state, num_epochs, chunk=chunk_epochs, axis=0 if units is None else 1,
+        checkpoint_path=checkpoint_path, signature=sig, progress=progress,
+        desc="flow matching" if units is None else f"flow matching x{units}", unit="epoch",
+        postfix=lambda r: {"loss": f"{np.mean(r['loss'][..., -1]):.4f}"})
+    losses = out.records.get("loss", np.zeros((0,) if units is None else (units, 0)))
+    return TrainResult(out.state, np.asarray(losses))

@@ -4,6 +4,7 @@ chains and σ, bad input."""
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +24,8 @@ from bayesiamp_jax.posteriors.adammcmc import (
     proposal_log_density,
     sample_proposal,
 )
-from bayesiamp_jax.posteriors.adammcmc_run import build_thinned_runner, sample_adammcmc
+from bayesiamp_jax.posteriors.adammcmc_run import sample_adammcmc
+from bayesiamp_jax.posteriors.draws import split_units
 from bayesiamp_jax.posteriors.numpyro_kernel import AdamMCMC
 
 
@@ -233,17 +235,24 @@ def test_numpyro_kernel_with_model_equals_potential(conj):
     assert len(np.unique(theta[:, 0])) > 2  # the chain moved
 
 
-def test_runner_vmaps_over_sigma(conj):
+def test_unit_axis_over_sigma_equals_one_call_per_unit(conj):
     loss = _potential(conj)
     data = (jnp.asarray(conj.x), jnp.asarray(conj.y))
-    run = build_thinned_runner(build_chain_step(loss), 20)
     keys = jax.random.split(jax.random.key(0), 2)
-    states = jax.vmap(lambda k: chain_init(k, conj.template))(keys)
-    sigmas = jnp.array([0.05, 1.0])
-    _, info = jax.vmap(lambda s: run(states, data, s, 1.0))(sigmas)
-    assert info.acceptance_probability.shape == (2, 2, 20)
+    sigmas = np.array([0.05, 1.0])
+    stack = lambda t: jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), t)
+    kw = dict(sigma_dir=1.0, num_samples=6, thinning=4, num_chains=2, progress=False)
+    both = sample_adammcmc(keys, stack(conj.template), loss, stack(data), sigma=sigmas, **kw)
+    assert both.params["w"].shape == (2, 12, 2)
+    for u, unit in enumerate(split_units(both)):
+        one = sample_adammcmc(keys[u], conj.template, loss, data, sigma=sigmas[u], **kw)
+        chex.assert_trees_all_close(unit.params, one.params, rtol=1e-5, atol=1e-6)
+        assert set(unit.info) == set(one.info)
+        np.testing.assert_allclose(unit.info["acceptance_rate"], one.info["acceptance_rate"],
+                                   rtol=1e-5, atol=1e-6)
     # smaller steps are accepted more often
-    assert info.acceptance_probability[0].mean() > info.acceptance_probability[1].mean()
+    acc = both.info["acceptance_rate"]
+    assert acc[0].mean() > acc[1].mean()
 
 
 def test_bad_settings_raise(conj):
@@ -290,8 +299,12 @@ def test_checkpoint_resume_gives_identical_draws(conj, tmp_path):
                     checkpoint_path=path, **kw)
     resumed = sample_adammcmc(jax.random.key(2), conj.template, loss, data, num_samples=4,
                               checkpoint_path=path, **kw)
-    np.testing.assert_array_equal(full.params["w"], resumed.params["w"])
-    np.testing.assert_array_equal(full.info["acceptance_rate"], resumed.info["acceptance_rate"])
+    chex.assert_trees_all_equal(full.params, resumed.params)
+    chex.assert_trees_all_equal(full.info, resumed.info)
+    # a changed sigma must not continue the old chains silently
+    with pytest.raises(ValueError, match=r"sigma: checkpoint 0\.3.*, now 0\.5"):
+        sample_adammcmc(jax.random.key(2), conj.template, loss, data, num_samples=4,
+                        checkpoint_path=path, **{**kw, "sigma": 0.5})
 
 
 def test_state_type_is_namedtuple():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from posterior_fixtures import conjugate_problem, mean_loss_key
 
 from bayesiamp_jax.posteriors import vi
+from bayesiamp_jax.posteriors.draws import split_units
 from bayesiamp_jax.posteriors.vi import fit_vi, fit_vi_cnf, sample_vi
 
 
@@ -118,29 +120,30 @@ def test_resume_and_chunking_give_identical_numbers(conj, tmp_path):
     np.testing.assert_array_equal(full.losses, resumed.losses)
     np.testing.assert_array_equal(full.loc["w"], resumed.loc["w"])
     np.testing.assert_array_equal(full.scale["b"], resumed.scale["b"])
-    with pytest.raises(ValueError, match="settings"):
+    with pytest.raises(ValueError, match=r"kl_weight: checkpoint 3\.0, now 4\.0"):
         fit_vi(jax.random.key(1), conj.template, mean_loss_key, data, num_epochs=10,
                checkpoint_path=path, **{**kw, "kl_weight": 4.0})
 
 
-def test_runner_vmaps_over_runs_and_kl_weights(conj):
-    svi = vi.build_svi(conj.template, mean_loss_key)
+def test_unit_axis_equals_one_call_per_unit(conj):
+    """Keys (U,), stacked data and (U,) k train U units at once; unit u is the one-unit call."""
     data = (jnp.asarray(conj.x), jnp.asarray(conj.y))
-    run = vi.build_vi_runner(svi, 8)
-
-    def one(key, k):
-        guide = vi.init_guide_params(key, conj.template)
-        state = vi.init_vi_state(key, svi, jax.tree_util.tree_map(lambda a: a[:8], data), guide)
-        scale = vi.kl_site_scale(conj.template, k, 8, "reference")
-        return run(key, state, data, scale, 4)
-
     keys = jax.random.split(jax.random.key(0), 2)
-    ks = jnp.array([1.0, 50.0])
-    states, losses = jax.jit(jax.vmap(one))(keys, ks)
-    for i in range(2):
-        s_i, l_i = jax.jit(one)(keys[i], ks[i])
-        np.testing.assert_allclose(losses[i], l_i, rtol=1e-5)
-    assert losses.shape == (2, 4) and not np.allclose(losses[0], losses[1])
+    ks = np.array([1.0, 50.0])
+    stack = lambda t: jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), t)
+    kw = dict(num_epochs=4, batch_size=8, chunk_epochs=3, progress=False)
+    both = fit_vi(keys, stack(conj.template), mean_loss_key, stack(data), kl_weight=ks, **kw)
+    draws = sample_vi(keys, both, 5)
+    assert both.losses.shape == (2, 4) and not np.allclose(both.losses[0], both.losses[1])
+    for u in range(2):
+        one = fit_vi(keys[u], conj.template, mean_loss_key, data, kl_weight=ks[u], **kw)
+        np.testing.assert_allclose(both.losses[u], one.losses, rtol=1e-5)
+        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, u=u: a[u], both.loc),
+                                    one.loc, rtol=1e-5, atol=1e-7)
+        alone = sample_vi(keys[u], one, 5)
+        chex.assert_trees_all_close(split_units(draws)[u].params, alone.params, rtol=1e-5,
+                                    atol=1e-6)
+        assert set(split_units(draws)[u].info) == set(alone.info)
 
 
 @pytest.mark.parametrize(

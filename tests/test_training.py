@@ -1,5 +1,6 @@
 """Deterministic flow-matching training: held-out loss, reference Adam, resume, errors."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,21 +78,21 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(resume_runs):
 
 def test_checkpoint_holds_params_optimizer_state_and_history(resume_runs):
     full, _, _, path = resume_runs
-    target = {"state": full.state, "losses": np.zeros(4), "key": np.zeros(2, np.uint32)}
-    saved = checkpoint.load_pytree(path, target)
-    assert int(saved["state"].epoch) == 4
-    np.testing.assert_array_equal(saved["losses"], full.losses)
+    saved = checkpoint.load_pytree(path)
+    saved["state"] = checkpoint.restore(full.state, saved["state"])
+    assert int(saved["state"].epoch) == 4 and int(saved["done"]) == 4
+    np.testing.assert_array_equal(saved["records"]["loss"], full.losses)
     mu_saved = saved["state"].opt_state[0].mu
     mu_full = full.state.opt_state[0].mu
     for a, b in zip(jax.tree.leaves(mu_saved), jax.tree.leaves(mu_full), strict=True):
         np.testing.assert_array_equal(a, b)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
-    np.testing.assert_array_equal(saved["key"], np.asarray(jax.random.PRNGKey(5)))
+    assert saved["signature"]["key"] == "[0,5]"  # the legacy key PRNGKey(5) by value
 
 
 def test_resume_with_another_key_raises(ring_train, resume_runs):
     path = resume_runs[3]
-    with pytest.raises(ValueError, match="was written by a run with another key"):
+    with pytest.raises(ValueError, match=r"key: checkpoint \[0,5\], now \[0,6\]"):
         training.fit(jax.random.PRNGKey(6), VectorField(), ring_train.x, ring_train.c, 6,
                      batch_size=500, chunk_epochs=2, checkpoint_path=path, progress=False)
 
@@ -105,6 +106,28 @@ def test_same_seed_same_numbers_and_chunking_does_not_matter(ring_train, resume_
     three = training.fit(jax.random.PRNGKey(5), VectorField(), ring_train.x, ring_train.c, 3,
                          batch_size=500, chunk_epochs=2, progress=False)
     np.testing.assert_array_equal(three.losses, full.losses[:3])
+
+
+def test_unit_axis_equals_one_call_per_unit_and_compiles_once(ring_train):
+    """Keys (U,) with stacked data train U units in one program; unit u is the one-unit call;
+    every chunk length of one call and a second call share that program."""
+    field = VectorField(hidden=(8, 8))
+    x, c = ring_train.x[:600], ring_train.c[:600]
+    keys = jax.random.split(jax.random.key(3), 2)
+    xs, cs = jnp.stack([x, x[::-1]]), jnp.stack([c, c[::-1]])
+    kw = dict(batch_size=200, chunk_epochs=2, progress=False)
+    before = training._fm_chunk._cache_size()
+    both = training.fit(keys, field, xs, cs, 3, **kw)
+    training.fit(keys, field, xs, cs, 5, **kw)
+    assert training._fm_chunk._cache_size() == before + 1
+    assert both.losses.shape == (2, 3)
+    for u in range(2):
+        one = training.fit(keys[u], field, xs[u], cs[u], 3, **kw)
+        np.testing.assert_allclose(both.losses[u], one.losses, rtol=1e-6)
+        chex.assert_trees_all_close(jax.tree.map(lambda a, u=u: a[u], both.state.params),
+                                    one.state.params, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="needs leading axis 2"):
+        training.fit(keys, field, xs[:1], cs[:1], 1, **kw)
 
 
 def test_build_epochs_loss_fn_sees_each_point_once_per_epoch():

@@ -9,18 +9,19 @@ can also be vmapped over σ by the caller (``build_thinned_runner``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
+from jax.flatten_util import ravel_pytree
 
-from bayesiamp_jax import _checks
-from bayesiamp_jax.checkpoint import load_pytree, restore, save_pytree
+from bayesiamp_jax import _checks, _units, resumable
 from bayesiamp_jax.posteriors.adammcmc import build_chain_step, chain_init
-from bayesiamp_jax.posteriors.draws import PosteriorDraws, keys_from_data, keys_to_data
+from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.posteriors.model import EXACT_SOLVER, exact_nll_loss_fn
 from bayesiamp_jax.training import fit
 
@@ -28,39 +29,40 @@ from bayesiamp_jax.training import fit
 def build_thinned_runner(chain_step: Callable, num_steps: int) -> Callable:
     """``run(states, data, sigma, sigma_dir) -> (states, ChainInfo (chains, num_steps))``,
     jitted, vmapped over the leading chain axis of ``states`` (data, σ shared)."""
+    return jax.jit(jax.vmap(_scan_chain(chain_step, num_steps), in_axes=(0, None, None, None)))
 
+
+def _scan_chain(chain_step, num_steps):
     def one_chain(state, data, sigma, sigma_dir):
         return jax.lax.scan(lambda s, _: chain_step(s, data, sigma, sigma_dir), state, None,
                             length=num_steps)
 
-    return jax.jit(jax.vmap(one_chain, in_axes=(0, None, None, None)))
+    return one_chain
 
 
-_RUNNERS: dict = {}
+@partial(jax.jit, static_argnames=("loss_fn", "num_steps", "batch_size", "optimizer",
+                                   "inverse_temperature", "adam_only", "vmapped"))
+def _advance(states, data, sigma, sigma_dir, *, loss_fn, num_steps, batch_size, optimizer,
+             inverse_temperature, adam_only, vmapped):
+    """``num_steps`` steps of every chain (states (chains, ...) or (U, chains, ...)).
 
-
-def _runner(loss_fn, num_steps, **kw):
-    """Cached ``build_thinned_runner``: repeated runs with the same settings reuse compiled code."""
-    key = (loss_fn, num_steps, tuple(sorted(kw.items())))
-    try:
-        hit = _RUNNERS.get(key)
-    except TypeError:  # unhashable loss_fn or optimizer
-        return build_thinned_runner(build_chain_step(loss_fn, **kw), num_steps)
-    if hit is None:
-        if len(_RUNNERS) > 32:
-            _RUNNERS.clear()
-        hit = _RUNNERS[key] = build_thinned_runner(build_chain_step(loss_fn, **kw), num_steps)
-    return hit
+    jax.jit's cache on the hashable static settings replaces a hand-made runner memo."""
+    step = build_chain_step(loss_fn, batch_size=batch_size, optimizer=optimizer,
+                            inverse_temperature=inverse_temperature, adam_only=adam_only)
+    chains = jax.vmap(_scan_chain(step, num_steps), in_axes=(0, None, None, None))
+    return (jax.vmap(chains) if vmapped else chains)(states, data, sigma, sigma_dir)
 
 
 def _check_finite_losses(losses, step0, what):
-    losses = np.asarray(losses)  # (chains, steps)
+    """Raise naming step, chain (and unit) of the first non-finite loss (…, chains, steps)."""
+    losses = np.asarray(losses)
     bad = ~np.isfinite(losses)
     if bad.any():
-        chain, s = np.argwhere(bad)[0]
+        *where, s = np.argwhere(bad)[0]
+        unit = f" of unit {int(where[0])}" if len(where) == 2 else ""
         raise FloatingPointError(
             f"{what}: the loss is non-finite (NaN or inf) at step {step0 + int(s)} "
-            f"of chain {int(chain)}"
+            f"of chain {int(where[-1])}{unit}"
         )
 
 
@@ -70,8 +72,8 @@ def sample_adammcmc(
     loss_fn: Callable,
     data,
     *,
-    sigma: float,
-    sigma_dir: float = 0.0,
+    sigma,
+    sigma_dir=0.0,
     num_samples: int,
     thinning: int = 1,
     num_burnin: int = 0,
@@ -90,82 +92,118 @@ def sample_adammcmc(
     Schedule per chain: ``num_adam_steps`` plain Adam steps, ``num_burnin`` discarded AdamMCMC
     steps, then ``num_samples × thinning`` steps. ``params_init`` is one params pytree (all
     chains start there) or, with ``stacked_init``, stacked over chains. ``batch_size=None``
-    uses the full data every step. Returns draws (num_chains · num_samples, ...) in chain-major
-    order with info "chain", "acceptance_rate" (mean acceptance probability over the thinning
-    interval before each sample), "accepted_fraction" and "loss" (L at the sample).
+    uses the full data every step. Chain i uses key ``split(key, num_chains)[i]``.
+
+    **Units**: keys of shape (U,) run U independent sets of chains in one vmapped program
+    (runs × σ): ``params_init`` and every data leaf then carry a leading axis U, ``sigma`` and
+    ``sigma_dir`` are scalars or (U,) arrays; unit u equals the call with ``key[u]``.
+
+    With ``checkpoint_path`` the chains and samples are saved atomically after every sample
+    and resumed from; the checkpoint's signature (key, data, start, σ, σ_dir, thinning, …)
+    must match.
+
+    Returns draws (num_chains · num_samples, ...) in chain-major order — (U, C · S, ...) for
+    units — with info "chain", "acceptance_rate" (mean acceptance probability over the
+    thinning interval before each sample), "accepted_fraction", "loss" (L at the sample),
+    "sigma", "sigma_dir", "thinning" (each with a leading U for units).
     """
     num_samples = _checks.positive_int("num_samples", num_samples)
     thinning = _checks.positive_int("thinning", thinning)
     num_chains = _checks.positive_int("num_chains", num_chains)
-    _checks.positive("sigma", sigma)
-    _checks.non_negative("sigma_dir", sigma_dir)
+    units = _units.num_units(key)
+    for name, v in (("sigma", sigma), ("sigma_dir", sigma_dir)):
+        arr = np.ravel(np.asarray(v, np.float64))
+        for i, x in enumerate(arr):
+            label = name if np.ndim(v) == 0 else f"{name}[{i}]"
+            (_checks.positive if name == "sigma" else _checks.non_negative)(label, float(x))
+    sigma_arr = _units.per_unit("sigma", sigma, units)
+    sigma_dir_arr = _units.per_unit("sigma_dir", sigma_dir, units)
     for name, v in (("num_burnin", num_burnin), ("num_adam_steps", num_adam_steps)):
         if not isinstance(v, (int, np.integer)) or v < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
     data = jax.tree_util.tree_map(jnp.asarray, data)
-    _check_data(data, batch_size)
+    _units.check_leading("data", data, units)
+    _units.check_leading("params_init", params_init, units)
+    if units is None:
+        _check_data(data, batch_size)
+    else:
+        _check_data(_units.first_unit(data, units), batch_size)
+        for i, leaf in enumerate(jax.tree_util.tree_leaves(data)):
+            _checks.finite(f"data leaf {i}", leaf)
+    one_start = _units.first_unit(params_init, units)
     if stacked_init:
-        lead = {int(np.shape(leaf)[0]) for leaf in jax.tree_util.tree_leaves(params_init)}
+        lead = {int(np.shape(leaf)[0]) for leaf in jax.tree_util.tree_leaves(one_start)}
         if lead != {num_chains}:
             raise ValueError(f"stacked params_init must have leading axis num_chains="
                              f"{num_chains}, got leading sizes {sorted(lead)}")
-        starts = params_init
-    else:
-        starts = jax.tree_util.tree_map(
-            lambda a: jnp.broadcast_to(a, (num_chains,) + jnp.shape(a)), params_init)
-    states = jax.vmap(lambda k, p: chain_init(k, p, optimizer))(
-        jax.random.split(key, num_chains), starts)
 
-    kw = dict(batch_size=batch_size, optimizer=optimizer, inverse_temperature=inverse_temperature)
-    run_thin = _runner(loss_fn, thinning, **kw)
-    samples, infos, done = [], [], 0
-    if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        saved = load_pytree(checkpoint_path)
-        states = keys_from_data(restore(keys_to_data(states), saved["states"]), states)
-        done = int(saved["done"])
-        samples = [jax.tree_util.tree_map(lambda a, i=i: a[:, i], saved["samples"])
-                   for i in range(done)]
-        infos = [tuple(np.asarray(saved["info"][k])[:, i] for k in ("acc", "frac", "loss"))
-                 for i in range(done)]
-    else:
+    def init_unit(key, start):
+        if not stacked_init:
+            start = jax.tree_util.tree_map(
+                lambda a: jnp.broadcast_to(a, (num_chains,) + jnp.shape(a)), start)
+        return jax.vmap(lambda k, p: chain_init(k, p, optimizer))(
+            jax.random.split(key, num_chains), start)
+
+    states = _units.vmap_if(init_unit, units)(key, params_init)
+    statics = dict(loss_fn=loss_fn, batch_size=batch_size, optimizer=optimizer,
+                   inverse_temperature=float(inverse_temperature), vmapped=units is not None)
+    flat = jax.vmap(lambda p: ravel_pytree(p)[0])
+    unravel = ravel_pytree(jax.tree_util.tree_map(
+        lambda a: a[0], _units.first_unit(states.position, units)))[1]
+    lead = 1 if units is None else 2  # axes before the sample axis: (chains,) or (U, chains)
+
+    def warm_up(states):
         if num_adam_steps:
-            states, info = _runner(loss_fn, num_adam_steps, adam_only=True, **kw)(
-                states, data, 1.0, 0.0)
+            states, info = _advance(states, data, sigma_arr, sigma_dir_arr,
+                                    num_steps=num_adam_steps, adam_only=True, **statics)
             _check_finite_losses(info.loss, 0, "Adam warm-up")
         if num_burnin:
-            states, info = _runner(loss_fn, num_burnin, **kw)(states, data, sigma, sigma_dir)
+            states, info = _advance(states, data, sigma_arr, sigma_dir_arr,
+                                    num_steps=num_burnin, adam_only=False, **statics)
             _check_finite_losses(info.loss, num_adam_steps, "AdamMCMC burn-in")
+        return states
+
     step0 = num_adam_steps + num_burnin
-    with tqdm(total=num_samples, initial=done, disable=not progress, desc=f"AdamMCMC σ={sigma:g}",
-              unit="sample") as bar:
-        while done < num_samples:
-            states, info = run_thin(states, data, sigma, sigma_dir)
-            _check_finite_losses(info.loss, step0 + done * thinning, "AdamMCMC")
-            samples.append(states.position)
-            infos.append((np.asarray(info.acceptance_probability.mean(1)),
-                          np.asarray(info.is_accepted.mean(1)), np.asarray(info.loss[:, -1])))
-            done += 1
-            bar.update(1)
-            bar.set_postfix(acc=f"{float(infos[-1][0].mean()):.2f}")
-            if checkpoint_path is not None:
-                save_pytree(checkpoint_path, {
-                    "states": keys_to_data(states), "done": done,
-                    "samples": _stack(samples, axis=1),
-                    "info": {k: np.stack([i[j] for i in infos], 1)
-                             for j, k in enumerate(("acc", "frac", "loss"))},
-                })
-    params = jax.tree_util.tree_map(
-        lambda a: np.asarray(a).reshape((num_chains * num_samples,) + a.shape[2:]),
-        _stack(samples, axis=1))
+
+    def step(states, start, n):
+        states, info = _advance(states, data, sigma_arr, sigma_dir_arr, num_steps=thinning,
+                                adam_only=False, **statics)
+        _check_finite_losses(info.loss, step0 + start * thinning, "AdamMCMC")
+        pos = _units.vmap_if(flat, units)(states.position)
+        rec = {"position": pos, "acc": info.acceptance_probability.mean(-1),
+               "frac": info.is_accepted.mean(-1), "loss": info.loss[..., -1]}
+        return states, {k: np.expand_dims(np.asarray(v), lead) for k, v in rec.items()}
+
+    sig = resumable.signature(
+        method="adammcmc", key=key, data=data, params_init=params_init, sigma=sigma_arr,
+        sigma_dir=sigma_dir_arr, thinning=thinning, num_burnin=num_burnin,
+        num_adam_steps=num_adam_steps, batch_size=batch_size, num_chains=num_chains,
+        inverse_temperature=float(inverse_temperature), units=units)
+    desc = f"AdamMCMC σ={float(sigma):g}" if np.ndim(sigma) == 0 else "AdamMCMC"
+    out = resumable.run_chunks(
+        step, states, num_samples, chunk=1, axis=lead, checkpoint_path=checkpoint_path,
+        signature=sig, progress=progress, prepare=warm_up, unit="sample",
+        desc=desc if units is None else f"{desc} x{units} units",
+        postfix=lambda r: {"acc": f"{float(np.mean(r['acc'][..., -1])):.2f}"})
+    rec = out.records
+
+    def finish(r):
+        """(…, chains, S, ...) -> (…, chains · S, ...): chain-major draws per unit."""
+        return r.reshape(r.shape[:lead - 1] + (num_chains * num_samples,) + r.shape[lead + 1:])
+
+    positions = finish(rec["position"])
+    params = _units.vmap_if(jax.vmap(unravel), units)(positions)
+    tile = (lambda a: a) if units is None else (lambda a: np.broadcast_to(a, (units,) + a.shape))
+    as_info = lambda v: tile(np.asarray(v, np.float64)) if np.ndim(v) == 0 else np.asarray(v)
     info = {
-        "chain": np.repeat(np.arange(num_chains), num_samples),
-        "acceptance_rate": np.stack([i[0] for i in infos], 1).reshape(-1),
-        "accepted_fraction": np.stack([i[1] for i in infos], 1).reshape(-1),
-        "loss": np.stack([i[2] for i in infos], 1).reshape(-1),
-        "sigma": np.asarray(sigma), "sigma_dir": np.asarray(sigma_dir),
-        "thinning": np.asarray(thinning),
+        "chain": tile(np.repeat(np.arange(num_chains), num_samples)),
+        "acceptance_rate": finish(rec["acc"]),
+        "accepted_fraction": finish(rec["frac"]),
+        "loss": finish(rec["loss"]),
+        "sigma": as_info(sigma), "sigma_dir": as_info(sigma_dir),
+        "thinning": tile(np.asarray(thinning)),
     }
-    return PosteriorDraws(params, "adammcmc", info)
+    return PosteriorDraws(jax.device_get(params), "adammcmc", info)
 
 
 def _stack(trees, axis):
@@ -189,14 +227,24 @@ def _check_data(data, batch_size):
     return n
 
 
+class _Scaled(NamedTuple):
+    """``scale · loss_fn(params, batch)``, hashable by value (a static jit argument)."""
+
+    loss_fn: Callable
+    scale: float
+
+    def __call__(self, params, batch):
+        return self.scale * self.loss_fn(params, batch)
+
+
 def adammcmc_cnf(
     key: jax.Array,
     field,
     x,
     c,
     *,
-    sigma: float = 0.1,
-    sigma_dir: float | None = None,
+    sigma=0.1,
+    sigma_dir=None,
     num_pretrain_epochs: int = 2501,
     num_adam_steps: int = 5,
     num_samples: int = 50,
@@ -215,24 +263,29 @@ def adammcmc_cnf(
     2. ``num_adam_steps`` plain Adam steps on L, then sampling with
        L(θ) = −(N/|B|) Σ_B log p_θ(x | c) (exact likelihood through the ODE, λ = 1, flat prior),
        one sample every ``thinning`` steps, no burn-in. σ_dir defaults to P/50.
+
+    ``key`` splits into (pretraining/init, sampling). Keys (U,) with x (U, N, d), c (U, N, ·),
+    ``params_init`` (U, ...) and σ scalar or (U,) run U units (runs × σ) in one program.
     """
+    units = _units.num_units(key)
     x, c = jnp.asarray(x), jnp.asarray(c)
-    _checks.last_dim("x", x, field.data_dim, min_ndim=2)
-    _checks.last_dim("c", c, field.cond_dim, min_ndim=2)
-    _checks.same_leading("x", x, "c", c)
+    lead = 2 if units is None else 3
+    _checks.last_dim("x", x, field.data_dim, min_ndim=lead)
+    _checks.last_dim("c", c, field.cond_dim, min_ndim=lead)
+    _checks.same_leading("x", x, "c", c, ndim=lead - 1)
     if not isinstance(num_pretrain_epochs, (int, np.integer)) or num_pretrain_epochs < 0:
         raise ValueError(
             f"num_pretrain_epochs must be an integer >= 0, got {num_pretrain_epochs!r}")
-    key_pre, key_mcmc = jax.random.split(key)
-    params = params_init if params_init is not None else field.init(key_pre)
+    key_pre, key_mcmc = _units.split(key, 2, units)
+    params = params_init
+    if params is None:
+        params = jax.jit(_units.vmap_if(field.init, units))(key_pre)
     if num_pretrain_epochs:
         params = fit(key_pre, field, x, c, num_pretrain_epochs, batch_size=batch_size,
                      params=params, progress=progress).state.params
     if sigma_dir is None:
         sigma_dir = field.num_params() / 50.0
-    nll = exact_nll_loss_fn(field, solver)
-    num_data = float(x.shape[0])
-    loss_fn = lambda params, batch: num_data * nll(params, batch)
+    loss_fn = _Scaled(exact_nll_loss_fn(field, solver), float(x.shape[lead - 2]))
     return sample_adammcmc(
         key_mcmc, params, loss_fn, (x, c), sigma=sigma, sigma_dir=sigma_dir,
         num_samples=num_samples, thinning=thinning, num_adam_steps=num_adam_steps,

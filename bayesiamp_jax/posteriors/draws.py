@@ -33,6 +33,23 @@ class PosteriorDraws(NamedTuple):
         return jax.tree_util.tree_map(lambda leaf: leaf[i], self.params)
 
 
+def split_units(draws: PosteriorDraws) -> list[PosteriorDraws]:
+    """The U draws of a unit-batched ``PosteriorDraws`` (params (U, S, ...), every info entry
+    with leading axis U, as the drivers return them for U keys) as a list of U draws."""
+    leaves = jax.tree_util.tree_leaves(draws.params)
+    if not leaves or np.ndim(leaves[0]) < 2:
+        raise ValueError("draws.params must carry a leading unit axis (U, S, ...), got shapes "
+                         f"{[np.shape(leaf) for leaf in leaves]}")
+    units = int(np.shape(leaves[0])[0])
+    for name, value in draws.info.items():
+        if np.ndim(value) == 0 or np.shape(value)[0] != units:
+            raise ValueError(f"draws.info[{name!r}] has shape {np.shape(value)}; a unit-batched "
+                             f"info entry needs leading axis U={units}")
+    return [PosteriorDraws(jax.tree_util.tree_map(lambda a, u=u: np.asarray(a[u]), draws.params),
+                           draws.method, {k: np.asarray(v[u]) for k, v in draws.info.items()})
+            for u in range(units)]
+
+
 def stack_params(params_list) -> object:
     """Stack a list of params pytrees of one structure into one pytree with a leading axis."""
     if len(params_list) == 0:
@@ -62,20 +79,3 @@ def load_draws(path: str | os.PathLike, template=None) -> PosteriorDraws:
         target = jax.tree_util.tree_map(lambda leaf: np.zeros((s,) + np.shape(leaf)), template)
         params = restore(target, params)
     return PosteriorDraws(params, str(raw["method"]), dict(raw.get("info", {})))
-
-
-def _is_key(leaf) -> bool:
-    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-
-
-def keys_to_data(tree):
-    """Replace typed PRNG-key leaves by their raw uint32 data (for saving a sampler state)."""
-    return jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
-
-
-def keys_from_data(tree, template):
-    """Inverse of ``keys_to_data``: re-wrap the leaves that are typed keys in ``template``."""
-    return jax.tree_util.tree_map(
-        lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
-        tree, template,
-    )

@@ -41,15 +41,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
-from tqdm.auto import tqdm
 
-from bayesiamp_jax import _checks
-from bayesiamp_jax.checkpoint import load_pytree, restore, save_pytree
-from bayesiamp_jax.flow import SIGMA_MIN, cfm_loss
+from bayesiamp_jax import _checks, _units, resumable
+from bayesiamp_jax.flow import SIGMA_MIN
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
+from bayesiamp_jax.posteriors.model import cfm_loss_fn
 from bayesiamp_jax.training import adam, minibatch_indices
 
 METHOD = "repulsive"
+_DEFAULT_OPTIMIZER = adam()
 
 
 def median_bandwidth(flat: jax.Array) -> jax.Array:
@@ -102,7 +102,7 @@ def build_repulsive_epochs(
     bandwidth: float | None = None,
     function_fn: Callable | None = None,
 ) -> Callable:
-    """Build ``run(key, state, data, num_epochs) -> (state, RepulsiveEpochInfo)``, jitted.
+    """Build ``run(key, state, data, num_epochs[, num_active]) -> (state, info)``, jitted.
 
     ``loss_fn(key, params, batch) -> scalar`` mean data loss for one member; ``data`` is a pytree
     with leading axis N. All members see the same mini-batches; each draws its own loss noise.
@@ -159,9 +159,20 @@ def build_repulsive_epochs(
         return (RepulsiveState(params, opt_state, state.epoch + 1), key, data), info
 
     @partial(jax.jit, static_argnames=("num_epochs",))
-    def run(key, state: RepulsiveState, data, num_epochs: int):
+    def run(key, state: RepulsiveState, data, num_epochs: int, num_active=None):
+        """With ``num_active`` (traced int) only the first ``num_active`` epochs run (the rest
+        leave the state alone and report NaN), so one program serves every chunk length."""
+
+        def body(carry, i):
+            if num_active is None:
+                return one_epoch(carry, i)
+            m = jax.tree_util.tree_leaves(carry[0].params)[0].shape[0]
+            skip = lambda cr: (cr, (jnp.full(m, jnp.nan, jnp.float32),
+                                    jnp.asarray(jnp.nan, jnp.float32)))
+            return jax.lax.cond(i < num_active, lambda cr: one_epoch(cr, i), skip, carry)
+
         (state, *_), (loss, h) = jax.lax.scan(
-            one_epoch, (state, key, data), None, length=num_epochs
+            body, (state, key, data), jnp.arange(num_epochs)
         )
         return state, RepulsiveEpochInfo(loss, h)
 
@@ -171,6 +182,19 @@ def build_repulsive_epochs(
 def init_members(key: jax.Array, init_fn: Callable, num_members: int):
     """Stacked initial parameters: ``init_fn`` applied to ``num_members`` independent keys."""
     return jax.vmap(init_fn)(jax.random.split(key, num_members))
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "optimizer", "batch_size", "num_data",
+                                   "prior_scale", "repulsion", "bandwidth", "function_fn",
+                                   "num_epochs", "vmapped"))
+def _rep_chunk(key, state, data, num_active, *, loss_fn, optimizer, batch_size, num_data,
+               prior_scale, repulsion, bandwidth, function_fn, num_epochs, vmapped):
+    """``num_epochs`` (``num_active`` of them active) epochs for one ensemble or U of them."""
+    run = build_repulsive_epochs(
+        loss_fn, optimizer, batch_size, num_data=num_data, prior_scale=prior_scale,
+        repulsion=repulsion, bandwidth=bandwidth, function_fn=function_fn)
+    one = lambda k, st, d: run(k, st, d, num_epochs, num_active)
+    return (jax.vmap(one) if vmapped else one)(key, state, data)
 
 
 def fit_repulsive(
@@ -195,8 +219,11 @@ def fit_repulsive(
     """Train a repulsive ensemble; its M members are the weight draws (method "repulsive").
 
     Args:
-        key: seeds the member initialisations (``init_fn(key) -> params``) and the training.
-        loss_fn: ``loss_fn(key, params, batch) -> scalar`` mean data loss of one member.
+        key: split into (init, train): the member initialisations (``init_fn`` of
+            ``split(init key, M)``) and the training. Keys (U,) train U independent ensembles
+            (runs) in one vmapped program; every data leaf then has a leading axis U.
+        loss_fn: ``loss_fn(key, params, batch) -> scalar`` mean data loss of one member
+            (hashable: calls with the same function share compiled code).
         data: pytree of arrays with leading axis N (mini-batches are drawn along it).
         num_members: M ≥ 2.
         num_data: N in the posterior exp(−N L) p(θ); defaults to the data's N.
@@ -205,11 +232,13 @@ def fit_repulsive(
         bandwidth: fixed h; None for the median heuristic at every step.
         function_fn: ``function_fn(params, batch) -> array``; if given, repulse in function space.
         optimizer: per-member optax optimiser (default: the reference Adam).
-        checkpoint_path: save the state atomically after each chunk and resume from it.
+        checkpoint_path: save the state atomically after each chunk and resume from it (same
+            signature required: key, data, M, batch size, prior, repulsion, bandwidth).
 
     Returns:
         PosteriorDraws with params (M, ...), method "repulsive" and info {"member_loss" (E, M),
-        "loss" (E,), "bandwidth" (E,)} over all epochs run (resumed ones included).
+        "loss" (E,), "bandwidth" (E,)} over all epochs run (resumed ones included); for U
+        units params (U, M, ...) and every info entry with a leading U.
     """
     num_members = _checks.positive_int("num_members", num_members)
     if num_members < 2:
@@ -217,58 +246,61 @@ def fit_repulsive(
     num_epochs = _checks.positive_int("num_epochs", num_epochs)
     chunk_epochs = _checks.positive_int("chunk_epochs", chunk_epochs)
     batch_size = _checks.positive_int("batch_size", batch_size)
+    units = _units.num_units(key)
+    _units.check_leading("data", data, units)
     leaves = jax.tree_util.tree_leaves(data)
     if not leaves:
         raise ValueError("data must be a pytree holding at least one array")
-    n = int(np.shape(leaves[0])[0])
+    axis = 0 if units is None else 1
+    n = int(np.shape(leaves[0])[axis])
     for i, leaf in enumerate(leaves):
-        if np.shape(leaf)[:1] != (n,):
+        if np.shape(leaf)[axis:axis + 1] != (n,):
             raise ValueError(f"data leaf {i} has shape {np.shape(leaf)}, expected leading axis {n}")
         _checks.finite(f"data leaf {i}", leaf)
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} exceeds the number of data points {n}")
-    num_data = float(n) if num_data is None else num_data
-    optimizer = optimizer or adam()
-
-    key_init, key_train = jax.random.split(key)
-    params = init_members(key_init, init_fn, num_members)
-    state = RepulsiveState(params, jax.vmap(optimizer.init)(params), jnp.asarray(0, jnp.int32))
-    loss_hist: list[np.ndarray] = []
-    h_hist: list[float] = []
-    if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        saved = load_pytree(checkpoint_path)
-        state = restore(state, saved["state"])
-        loss_hist = list(np.asarray(saved["member_loss"]).reshape(-1, num_members))
-        h_hist = list(np.asarray(saved["bandwidth"]).reshape(-1))
-    run = build_repulsive_epochs(
-        loss_fn, optimizer, batch_size, num_data=num_data, prior_scale=prior_scale,
-        repulsion=repulsion, bandwidth=bandwidth, function_fn=function_fn,
-    )
+    _checks.non_negative("repulsion", repulsion)
+    if prior_scale is not None:
+        _checks.positive("prior_scale", prior_scale)
+    if bandwidth is not None:
+        _checks.positive("bandwidth", bandwidth)
+    num_data = float(n) if num_data is None else _checks.positive("num_data", num_data)
+    optimizer = optimizer or _DEFAULT_OPTIMIZER
     data = jax.tree_util.tree_map(jnp.asarray, data)
-    done = int(state.epoch)
-    with tqdm(total=num_epochs, initial=min(done, num_epochs), disable=not progress,
-              desc="repulsive ensemble", unit="epoch") as bar:
-        while done < num_epochs:
-            k = min(chunk_epochs, num_epochs - done)
-            state, info = run(key_train, state, data, k)
-            loss_hist.extend(np.asarray(info.member_loss))
-            h_hist.extend(np.asarray(info.bandwidth).tolist())
-            done += k
-            bar.update(k)
-            bar.set_postfix(loss=f"{float(np.mean(loss_hist[-1])):.4f}")
-            if checkpoint_path is not None:
-                save_pytree(checkpoint_path, {
-                    "state": state,
-                    "member_loss": np.asarray(loss_hist),
-                    "bandwidth": np.asarray(h_hist),
-                })
-    member_loss = np.asarray(loss_hist).reshape(-1, num_members)
-    info = {
-        "member_loss": member_loss,
-        "loss": member_loss.mean(axis=1),
-        "bandwidth": np.asarray(h_hist),
-    }
-    return PosteriorDraws(jax.device_get(state.params), METHOD, info)
+
+    key_init, key_train = _units.split(key, 2, units)
+
+    def init_one(k):
+        params = init_members(k, init_fn, num_members)
+        return RepulsiveState(params, jax.vmap(optimizer.init)(params), jnp.asarray(0, jnp.int32))
+
+    state = jax.jit(_units.vmap_if(init_one, units))(key_init)
+    statics = dict(loss_fn=loss_fn, optimizer=optimizer, batch_size=batch_size,
+                   num_data=num_data, prior_scale=None if prior_scale is None else
+                   float(prior_scale), repulsion=float(repulsion),
+                   bandwidth=None if bandwidth is None else float(bandwidth),
+                   function_fn=function_fn, vmapped=units is not None)
+    sig = resumable.signature(
+        method=METHOD, key=key, data=data, num_members=num_members, batch_size=batch_size,
+        num_data=num_data, prior_scale=prior_scale, repulsion=float(repulsion),
+        bandwidth=bandwidth, units=units)
+    chunk_epochs = min(chunk_epochs, num_epochs)
+
+    def step(state, start, k):
+        state, info = _rep_chunk(key_train, state, data, jnp.asarray(k, jnp.int32),
+                                 num_epochs=chunk_epochs, **statics)
+        return state, {"member_loss": np.asarray(info.member_loss)[..., :k, :],
+                       "bandwidth": np.asarray(info.bandwidth)[..., :k]}
+
+    out = resumable.run_chunks(
+        step, state, num_epochs, chunk=chunk_epochs, axis=axis, checkpoint_path=checkpoint_path,
+        signature=sig, progress=progress, unit="epoch",
+        desc="repulsive ensemble" if units is None else f"repulsive ensemble x{units}",
+        postfix=lambda r: {"loss": f"{float(np.mean(r['member_loss'][..., -1, :])):.4f}"})
+    member_loss = out.records["member_loss"]
+    info = {"member_loss": member_loss, "loss": member_loss.mean(axis=-1),
+            "bandwidth": out.records["bandwidth"]}
+    return PosteriorDraws(jax.device_get(out.state.params), METHOD, info)
 
 
 def fit_repulsive_cnf(
@@ -293,14 +325,17 @@ def fit_repulsive_cnf(
 
     Target: the Gibbs posterior exp(−N L_CFM(θ)) N(θ; 0, s² I) over x (n, d), c (n, cond_dim);
     reference Adam by default. Returns PosteriorDraws (method "repulsive") with M members.
+    Keys (U,) with x (U, n, d), c (U, n, ·) train U ensembles at once (see ``fit_repulsive``).
     """
+    units = _units.num_units(key)
     x, c = jnp.asarray(x), jnp.asarray(c)
-    _checks.last_dim("x", x, field.data_dim, min_ndim=2)
-    _checks.last_dim("c", c, field.cond_dim, min_ndim=2)
-    _checks.same_leading("x", x, "c", c)
-    loss_fn = lambda k, p, batch: cfm_loss(k, field, p, batch[0], batch[1], sigma_min)
+    lead = 2 if units is None else 3
+    _checks.last_dim("x", x, field.data_dim, min_ndim=lead)
+    _checks.last_dim("c", c, field.cond_dim, min_ndim=lead)
+    _checks.same_leading("x", x, "c", c, ndim=lead - 1)
     return fit_repulsive(
-        key, field.init, loss_fn, (x, c), num_members=num_members, num_epochs=num_epochs,
+        key, field.init, cfm_loss_fn(field, sigma_min), (x, c), num_members=num_members,
+        num_epochs=num_epochs,
         batch_size=batch_size, num_data=num_data, prior_scale=prior_scale, repulsion=repulsion,
         optimizer=optimizer, chunk_epochs=chunk_epochs, checkpoint_path=checkpoint_path,
         progress=progress,

@@ -11,9 +11,9 @@ mean what they mean there) or Σ_i KL_i ("total", the textbook ELBO). This is im
 scaling the prior site per element by k / (B · numel(tensor)) resp. k / B.
 
 Epochs run as a ``lax.scan`` over mini-batches, chunks of epochs as one more scan inside one
-jitted call (``build_vi_runner``); ``fit_vi`` is the host loop with a progress bar and atomic
-checkpoint/resume. The runner is pure in (key, state, data, kl_weight), so it can be
-``jax.vmap``-ed over independent runs (see ``init_vi_state`` / ``build_vi_runner``).
+jitted call (``build_vi_runner``); ``fit_vi`` drives the chunks with
+``bayesiamp_jax.resumable.run_chunks`` (progress bar, atomic checkpoint, resume) and, given U keys,
+fits U independent units (runs × k) in one vmapped program.
 """
 
 from __future__ import annotations
@@ -29,14 +29,13 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import optax
+from jax.flatten_util import ravel_pytree
 from numpyro.infer import SVI, TraceMeanField_ELBO
 from numpyro.optim import optax_to_numpyro
-from tqdm.auto import tqdm
 
-from bayesiamp_jax import _checks
-from bayesiamp_jax.checkpoint import load_pytree, restore, save_pytree
+from bayesiamp_jax import _checks, _units, resumable
 from bayesiamp_jax.flow import SIGMA_MIN
-from bayesiamp_jax.posteriors.draws import PosteriorDraws, keys_from_data, keys_to_data
+from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.posteriors.model import SITE, build_weight_model, cfm_loss_fn, weight_space
 from bayesiamp_jax.training import adam, minibatch_indices
 
@@ -124,7 +123,7 @@ def init_vi_state(key, svi: SVI, first_batch, guide_params) -> VIState:
 
 
 def build_vi_runner(svi: SVI, batch_size: int) -> Callable:
-    """``run(key, state, data, site_scale, num_epochs) -> (state, losses (num_epochs,))``, jitted.
+    """``run(key, state, data, site_scale, num_epochs[, num_active]) -> (state, losses)``, jitted.
 
     ``data`` is a pytree of arrays with common leading axis N; the permutation of epoch e uses
     ``fold_in(key, e)``, so chunking and resuming give the same numbers. Pure: vmap over
@@ -147,9 +146,18 @@ def build_vi_runner(svi: SVI, batch_size: int) -> Callable:
         return (state, key, data, site_scale), jnp.mean(losses)
 
     @partial(jax.jit, static_argnames=("num_epochs",))
-    def run(key, state, data, site_scale, num_epochs: int):
+    def run(key, state, data, site_scale, num_epochs: int, num_active=None):
+        """With ``num_active`` (traced int) only the first ``num_active`` epochs run (the rest
+        leave the state alone and report NaN), so one program serves every chunk length."""
+
+        def body(carry, i):
+            if num_active is None:
+                return one_epoch(carry, i)
+            skip = lambda cr: (cr, jnp.asarray(jnp.nan, jnp.float32))
+            return jax.lax.cond(i < num_active, lambda cr: one_epoch(cr, i), skip, carry)
+
         (state, *_), losses = jax.lax.scan(
-            one_epoch, (state, key, data, site_scale), None, length=num_epochs
+            body, (state, key, data, site_scale), jnp.arange(num_epochs)
         )
         return state, losses
 
@@ -157,8 +165,8 @@ def build_vi_runner(svi: SVI, batch_size: int) -> Callable:
 
 
 def guide_loc_scale(svi: SVI, state: VIState, params_template) -> tuple:
-    """(loc, scale) as params pytrees from a VI state."""
-    params = svi.get_params(state.svi_state)
+    """(loc, scale) as params pytrees from a VI state (the guide's params are unconstrained)."""
+    params = svi.optim.get_params(state.svi_state.optim_state)
     unravel = weight_space(params_template).unravel
     return unravel(params[LOC]), unravel(jax.nn.softplus(params[RHO]))
 
@@ -182,27 +190,44 @@ def _check_data(data, batch_size):
     return n
 
 
-_CACHE: dict = {}
+@partial(jax.jit, static_argnames=("loss_fn", "prior_scale", "optimizer", "batch_size",
+                                   "init_loc_from_params", "vmapped"))
+def _vi_init(key_init, key_svi, params_init, first, init_loc_scale, init_rho, *, loss_fn,
+             prior_scale, optimizer, batch_size, init_loc_from_params, vmapped):
+    """Initial VI state of one unit (or of U units, vmapped)."""
+
+    def one(key_init, key_svi, params, first):
+        svi = build_svi(params, loss_fn, prior_scale=prior_scale, optimizer=optimizer)
+        guide = init_guide_params(key_init, params, init_loc_scale, init_rho)
+        if init_loc_from_params:
+            guide[LOC] = weight_space(params).ravel(params).astype(jnp.float32)
+        return init_vi_state(key_svi, svi, first, guide)
+
+    return (jax.vmap(one) if vmapped else one)(key_init, key_svi, params_init, first)
 
 
-def _machinery(params_init, loss_fn, prior_scale, optimizer, batch_size):
-    """(svi, jitted init, jitted runner), cached so repeated fits reuse compiled code."""
-    leaves, treedef = jax.tree_util.tree_flatten(params_init)
-    key = (treedef, tuple((np.shape(x), str(jnp.result_type(x))) for x in leaves), loss_fn,
-           float(prior_scale), optimizer, batch_size)
-    try:
-        hit = _CACHE.get(key)
-    except TypeError:  # unhashable loss_fn / optimizer: no caching
-        key, hit = None, None
-    if hit is None:
-        svi = build_svi(params_init, loss_fn, prior_scale=prior_scale, optimizer=optimizer)
-        init = jax.jit(lambda k, batch, guide: init_vi_state(k, svi, batch, guide))
-        hit = (svi, init, build_vi_runner(svi, batch_size))
-        if key is not None:
-            if len(_CACHE) > 32:
-                _CACHE.clear()
-            _CACHE[key] = hit
-    return hit
+@partial(jax.jit, static_argnames=("loss_fn", "prior_scale", "optimizer", "batch_size",
+                                   "num_epochs", "vmapped"))
+def _vi_chunk(key, state, data, site_scale, template, num_active, *, loss_fn, prior_scale,
+              optimizer, batch_size, num_epochs, vmapped):
+    """``num_epochs`` (``num_active`` of them active) VI epochs for one unit or U units."""
+    svi = build_svi(template, loss_fn, prior_scale=prior_scale, optimizer=optimizer)
+    # SVI.update needs the transforms that SVI.init records; trace init abstractly for them.
+    one_batch = jax.tree_util.tree_map(
+        lambda a: a[0, :batch_size] if vmapped else a[:batch_size], data)
+    p = weight_space(template).num_params
+    jax.eval_shape(lambda k, b: svi.init(k, b, jnp.ones(p), init_params={
+        LOC: jnp.zeros(p), RHO: jnp.zeros(p)}), jax.random.key(0), one_batch)
+    run = build_vi_runner(svi, batch_size)
+    one = lambda k, st, d, ss: run(k, st, d, ss, num_epochs, num_active)
+    return (jax.vmap(one) if vmapped else one)(key, state, data, site_scale)
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "prior_scale", "vmapped"))
+def _vi_loc_scale(state, template, *, loss_fn, prior_scale, vmapped):
+    svi = build_svi(template, loss_fn, prior_scale=prior_scale)
+    one = lambda st: guide_loc_scale(svi, st, template)
+    return (jax.vmap(one) if vmapped else one)(state)
 
 
 def fit_vi(
@@ -213,7 +238,7 @@ def fit_vi(
     *,
     num_epochs: int,
     batch_size: int,
-    kl_weight: float = 10.0,
+    kl_weight=10.0,
     kl_normalisation: str = "reference",
     prior_scale: float = 1.0,
     init_loc_scale: float = 0.1,
@@ -227,10 +252,14 @@ def fit_vi(
     """Fit the mean-field Gaussian posterior of the weights by SVI.
 
     Args:
-        key: seeds the guide initialisation, the permutations and the weight draws.
+        key: seeds the guide initialisation, the SVI state and the permutations
+            (``split(key, 3)``). Keys of shape (U,) fit U independent units in one vmapped
+            program: ``params_init`` and every data leaf then carry a leading axis U and
+            ``kl_weight`` may be a (U,) array; unit u equals the call with ``key[u]``.
         params_init: params pytree (defines structure and shapes only).
         loss_fn: ``loss_fn(key, params, batch) -> scalar`` mean data loss on a batch
-            (Gibbs log-likelihood = −loss).
+            (Gibbs log-likelihood = −loss). Hashable (a function, or e.g. ``cfm_loss_fn``):
+            calls with the same ``loss_fn`` share compiled code.
         data: pytree of arrays with common leading axis N;
             ``batch = tree_map(lambda a: a[idx], data)``.
         num_epochs, batch_size: N // batch_size steps per epoch (remainder dropped).
@@ -240,81 +269,108 @@ def fit_vi(
         init_loc_scale, init_rho: μ ~ N(0, init_loc_scale²), ρ ~ N(init_rho, 0.1²).
         optimizer: optax transformation (default: Adam lr 1e-3, betas (0.99, 0.99)).
         chunk_epochs: epochs per jitted call (progress and checkpoints between chunks).
-        checkpoint_path: saved atomically after each chunk; resumed from if it exists
-            (its k, normalisation and batch size must match).
+        checkpoint_path: saved atomically after each chunk; resumed from if it exists (its
+            signature — key, data, k, normalisation, batch size, prior, initialisation — must
+            match; see ``bayesiamp_jax.resumable``).
         init_loc_from_params: start μ at ``params_init`` (e.g. pretrained weights) instead of
             the reference's μ ~ N(0, init_loc_scale²).
+    Returns:
+        ``VIResult``; with units, loc/scale carry a leading axis U, losses are (U, epochs) and
+        ``kl_weight`` is a (U,) array.
     """
     num_epochs = _checks.positive_int("num_epochs", num_epochs)
     batch_size = _checks.positive_int("batch_size", batch_size)
     chunk_epochs = _checks.positive_int("chunk_epochs", chunk_epochs)
-    kl_weight = _checks.non_negative("kl_weight", kl_weight)
+    units = _units.num_units(key)
+    kl = np.asarray(kl_weight, np.float64)
+    for i, k in enumerate(np.ravel(kl)):
+        _checks.non_negative("kl_weight" if kl.ndim == 0 else f"kl_weight[{i}]", float(k))
+    kl_arr = _units.per_unit("kl_weight", kl, units)
     _checks.positive("prior_scale", prior_scale)
     _checks.non_negative("init_loc_scale", init_loc_scale)
     _checks.finite("init_rho", np.asarray(init_rho))
     _checks.one_of("kl_normalisation", kl_normalisation, KL_NORMALISATIONS)
     data = jax.tree_util.tree_map(jnp.asarray, data)
-    _check_data(data, batch_size)
+    _units.check_leading("data", data, units)
+    _units.check_leading("params_init", params_init, units)
+    _check_data(_units.first_unit(data, units), batch_size)
+    if units is not None:
+        for i, leaf in enumerate(jax.tree_util.tree_leaves(data)):
+            _checks.finite(f"data leaf {i}", leaf)
+    template = _units.first_unit(params_init, units)
 
-    svi, init_state, run = _machinery(params_init, loss_fn, prior_scale, optimizer, batch_size)
-    key_init, key_svi, key_run = jax.random.split(key, 3)
-    guide_params = init_guide_params(key_init, params_init, init_loc_scale, init_rho)
-    if init_loc_from_params:
-        guide_params[LOC] = weight_space(params_init).ravel(params_init).astype(jnp.float32)
-    first = jax.tree_util.tree_map(lambda a: a[:batch_size], data)
-    state = init_state(key_svi, first, guide_params)
-    history: list[float] = []
-    settings = {"kl_weight": np.float64(kl_weight), "batch_size": np.int64(batch_size),
-                "kl_normalisation": kl_normalisation}
-    if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        saved = load_pytree(checkpoint_path)
-        old = {k: saved.get("settings", {}).get(k) for k in settings}
-        if any(str(old[k]) != str(settings[k]) for k in settings):
-            raise ValueError(f"checkpoint {str(checkpoint_path)!r} was written with settings "
-                             f"{old}, not {settings}")
-        state = keys_from_data(restore(keys_to_data(state), saved["state"]), state)
-        history = list(np.asarray(saved["losses"]))
-    site_scale = kl_site_scale(params_init, kl_weight, batch_size, kl_normalisation)
-    done = int(state.epoch)
-    with tqdm(total=num_epochs, initial=min(done, num_epochs), disable=not progress,
-              desc=f"VI k={kl_weight:g}", unit="epoch") as bar:
-        while done < num_epochs:
-            n = min(chunk_epochs, num_epochs - done)
-            state, losses = run(key_run, state, data, site_scale, n)
-            losses = np.asarray(losses)
-            if not np.all(np.isfinite(losses)):
-                bad = done + int(np.argmin(np.isfinite(losses)))
-                raise FloatingPointError(f"VI loss became non-finite in epoch {bad}")
-            history.extend(losses.tolist())
-            done += n
-            bar.update(n)
-            bar.set_postfix(loss=f"{history[-1]:.4f}")
-            if checkpoint_path is not None:
-                save_pytree(checkpoint_path, {"state": keys_to_data(state), "settings": settings,
-                                              "losses": np.asarray(history)})
-    loc, scale = guide_loc_scale(svi, state, params_init)
-    return VIResult(loc, scale, np.asarray(history), state, kl_weight, kl_normalisation)
+    statics = dict(loss_fn=loss_fn, prior_scale=float(prior_scale), optimizer=optimizer,
+                   batch_size=batch_size)
+    vmapped = units is not None
+    key_init, key_svi, key_run = _units.split(key, 3, units)
+    first = jax.tree_util.tree_map(
+        lambda a: a[:, :batch_size] if vmapped else a[:batch_size], data)
+    state = _vi_init(key_init, key_svi, params_init, first, float(init_loc_scale),
+                     float(init_rho), init_loc_from_params=bool(init_loc_from_params),
+                     vmapped=vmapped, **statics)
+    site_scale = _units.vmap_if(
+        lambda k: kl_site_scale(template, k, batch_size, kl_normalisation), units)(kl_arr)
+    sig = resumable.signature(
+        method="vi", key=key, data=data, params_init=params_init, kl_weight=kl_arr,
+        kl_normalisation=kl_normalisation, batch_size=batch_size, prior_scale=float(prior_scale),
+        init_loc_scale=float(init_loc_scale), init_rho=float(init_rho),
+        init_loc_from_params=bool(init_loc_from_params), units=units)
+    chunk_epochs = min(chunk_epochs, num_epochs)
+
+    def step(state, start, n):
+        state, losses = _vi_chunk(key_run, state, data, site_scale, template,
+                                  jnp.asarray(n, jnp.int32), num_epochs=chunk_epochs,
+                                  vmapped=vmapped, **statics)
+        losses = np.asarray(losses)[..., :n]
+        bad = ~np.isfinite(losses)
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            unit = "" if units is None else f" of unit {int(where[0])}"
+            raise FloatingPointError(
+                f"VI loss became non-finite in epoch {start + int(where[-1])}{unit}")
+        return state, {"loss": losses}
+
+    desc = f"VI k={float(kl):g}" if kl.ndim == 0 else "VI"
+    out = resumable.run_chunks(
+        step, state, num_epochs, chunk=chunk_epochs, axis=0 if units is None else 1,
+        checkpoint_path=checkpoint_path, signature=sig, progress=progress,
+        desc=desc if units is None else f"{desc} x{units} units", unit="epoch",
+        postfix=lambda r: {"loss": f"{np.mean(r['loss'][..., -1]):.4f}"})
+    loc, scale = _vi_loc_scale(out.state, template, loss_fn=loss_fn,
+                               prior_scale=float(prior_scale), vmapped=vmapped)
+    kl_out = float(kl) if units is None else np.asarray(kl_arr)
+    return VIResult(loc, scale, np.asarray(out.records["loss"]), out.state, kl_out,
+                    kl_normalisation)
+
+
+@partial(jax.jit, static_argnames=("num_draws", "vmapped"))
+def _draw(key, loc, scale, *, num_draws, vmapped):
+    def one(key, loc, scale):
+        flat_loc, unravel = ravel_pytree(loc)
+        flat_scale, _ = ravel_pytree(scale)
+        eps = jax.random.normal(key, (num_draws,) + flat_loc.shape, flat_loc.dtype)
+        return jax.vmap(unravel)(flat_loc + flat_scale * eps)
+
+    return (jax.vmap(one) if vmapped else one)(key, loc, scale)
 
 
 def sample_vi(key: jax.Array, result: VIResult, num_draws: int) -> PosteriorDraws:
-    """``num_draws`` independent weight draws θ = μ + σ ⊙ ε from the fitted q (method "vi")."""
+    """``num_draws`` independent weight draws θ = μ + σ ⊙ ε, ε ~ N(0, I) (S, P) drawn with
+    ``key`` over the flat weights (method "vi"); info: kl_weight, losses, final_loss.
+
+    With keys (U,) and a U-unit ``result`` (``fit_vi`` with U keys), params are (U, S, ...)
+    and every info entry has a leading U (``split_units`` gives one ``PosteriorDraws`` each).
+    """
     num_draws = _checks.positive_int("num_draws", num_draws)
+    units = _units.num_units(key)
     _checks.same_structure("result.loc", result.loc, "result.scale", result.scale)
-
-    def one(k):
-        leaves, treedef = jax.tree_util.tree_flatten(result.loc)
-        keys = jax.random.split(k, len(leaves))
-        scales = treedef.flatten_up_to(result.scale)
-        drawn = [
-            m + s * jax.random.normal(kk, jnp.shape(m), jnp.result_type(m))
-            for kk, m, s in zip(keys, leaves, scales, strict=True)
-        ]
-        return jax.tree_util.tree_unflatten(treedef, drawn)
-
-    params = jax.vmap(one)(jax.random.split(key, num_draws))
-    info = {"kl_weight": np.asarray(result.kl_weight),
-            "final_loss": np.asarray(result.losses[-1] if len(result.losses) else np.nan)}
-    return PosteriorDraws(params, "vi", info)
+    _units.check_leading("result.loc", result.loc, units)
+    params = _draw(key, result.loc, result.scale, num_draws=num_draws, vmapped=units is not None)
+    losses = np.asarray(result.losses)
+    final = losses[..., -1] if losses.shape[-1] else np.full(losses.shape[:-1], np.nan)
+    info = {"kl_weight": np.asarray(result.kl_weight), "losses": losses,
+            "final_loss": np.asarray(final)}
+    return PosteriorDraws(jax.device_get(params), "vi", info)
 
 
 def fit_vi_cnf(
@@ -323,7 +379,7 @@ def fit_vi_cnf(
     x,
     c,
     *,
-    kl_weight: float = 10.0,
+    kl_weight=10.0,
     num_epochs: int = 1000,
     batch_size: int = 1000,
     sigma_min: float = SIGMA_MIN,
@@ -332,15 +388,20 @@ def fit_vi_cnf(
 ) -> VIResult:
     """VI of a CNF vector field with the flow-matching loss on (x (N, d), c (N, cond_dim)).
 
-    Other keywords go to ``fit_vi``; ``params_init`` defaults to ``field.init(key)``.
+    ``key`` splits into (init, fit); ``params_init`` defaults to ``field.init(init key)``.
+    With keys (U,), x (U, N, d), c (U, N, cond_dim) and ``kl_weight`` scalar or (U,), U units
+    are fitted in one vmapped program. Other keywords go to ``fit_vi``.
     """
+    units = _units.num_units(key)
     x, c = jnp.asarray(x), jnp.asarray(c)
-    _checks.last_dim("x", x, field.data_dim, min_ndim=2)
-    _checks.last_dim("c", c, field.cond_dim, min_ndim=2)
-    _checks.same_leading("x", x, "c", c)
-    key_init, key_fit = jax.random.split(key)
-    template = params_init if params_init is not None else field.init(key_init)
+    lead = 2 if units is None else 3
+    _checks.last_dim("x", x, field.data_dim, min_ndim=lead)
+    _checks.last_dim("c", c, field.cond_dim, min_ndim=lead)
+    _checks.same_leading("x", x, "c", c, ndim=lead - 1)
+    key_init, key_fit = _units.split(key, 2, units)
+    if params_init is None:
+        params_init = jax.jit(_units.vmap_if(field.init, units))(key_init)
     return fit_vi(
-        key_fit, template, cfm_loss_fn(field, sigma_min), (x, c), num_epochs=num_epochs,
+        key_fit, params_init, cfm_loss_fn(field, sigma_min), (x, c), num_epochs=num_epochs,
         batch_size=batch_size, kl_weight=kl_weight, **kw,
     )

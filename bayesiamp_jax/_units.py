@@ -1,0 +1,74 @@
+"""The unit axis of the drivers: U independent runs / grid points trained in one vmapped program.
+
+A driver gets one unit when its key is a single key and U units when the key has shape (U,);
+per-unit arguments (data, initial params) then carry a leading axis U, and hyper-parameters
+(k, σ) are a scalar shared by all units or a (U,) array.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def key_batch_shape(key) -> tuple[int, ...]:
+    """Batch shape of a typed key array or of a raw uint32 key array (..., 2)."""
+    key = jnp.asarray(key) if not hasattr(key, "dtype") else key
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return tuple(key.shape)
+    if key.dtype == jnp.uint32 and key.ndim >= 1 and key.shape[-1] == 2:
+        return tuple(key.shape[:-1])
+    raise ValueError(f"key must be a PRNG key or an array of keys, got dtype {key.dtype} "
+                     f"and shape {tuple(key.shape)}")
+
+
+def num_units(key) -> int | None:
+    """None for a single key, U for keys of shape (U,)."""
+    shape = key_batch_shape(key)
+    if shape == ():
+        return None
+    if len(shape) == 1 and shape[0] >= 1:
+        return int(shape[0])
+    raise ValueError(f"key must be one key or a (U,) array of keys (one per unit), "
+                     f"got key batch shape {shape}")
+
+
+def per_unit(name: str, value, units: int | None, dtype=jnp.float32) -> jax.Array:
+    """A hyper-parameter as a scalar (one unit) or a (U,) array (scalar broadcast to all)."""
+    arr = np.asarray(value, dtype=np.float64)
+    if units is None:
+        if arr.ndim != 0:
+            raise ValueError(f"{name} must be a scalar for one unit, got shape {arr.shape}")
+        return jnp.asarray(arr, dtype)
+    if arr.ndim == 0:
+        arr = np.full(units, arr)
+    if arr.shape != (units,):
+        raise ValueError(f"{name} must be a scalar or have shape ({units},) (one per unit), "
+                         f"got shape {arr.shape}")
+    return jnp.asarray(arr, dtype)
+
+
+def check_leading(name: str, tree, units: int | None) -> None:
+    """With units, every leaf of ``tree`` must have leading axis U."""
+    if units is None:
+        return
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
+        if np.ndim(leaf) == 0 or np.shape(leaf)[0] != units:
+            raise ValueError(f"{name} leaf {i} has shape {tuple(np.shape(leaf))}; with {units} "
+                             f"unit keys it needs leading axis {units} (one slice per unit)")
+
+
+def first_unit(tree, units: int | None):
+    """The tree of one unit (the unit axis removed) — for shapes and checks."""
+    return tree if units is None else jax.tree_util.tree_map(lambda a: a[0], tree)
+
+
+def vmap_if(fn, units: int | None, in_axes=0):
+    return fn if units is None else jax.vmap(fn, in_axes=in_axes)
+
+
+def split(key, num: int, units: int | None):
+    """``jax.random.split(key, num)`` per unit, as a tuple of ``num`` keys (each () or (U,))."""
+    keys = vmap_if(lambda k: jax.random.split(k, num), units)(key)
+    return tuple(keys[:, i] if units is not None else keys[i] for i in range(num))
