@@ -12,6 +12,10 @@ solvers; an adaptive solver picks one step size per chunk). Two modes, as in the
   filled from the same samples in one pass.
 - scaled (``histogram_scaled``): for binning b and global draw m (= run · S + draw), fresh
   noise from ``fold_in(fold_in(key, b), m)`` and ``samples_per_cell · n_cells`` points per draw.
+  With ``shared=True`` one fresh sample per draw, ``samples_per_cell · max n_cells`` points
+  with noise ``fold_in(fold_in(key, 0), m)``, fills every binning in one pass (the
+  generation-noise-corrected N_eq allows it: each binning knows its points per draw; the
+  binnings' N_eq are then correlated through the shared sample).
 
 With several devices, the flattened (run, draw) axis is sharded over them with ``jax.shard_map``
 (padded to a multiple of the device count); with one device no sharding code runs.
@@ -326,16 +330,20 @@ def histogram_scaled(key, field, posterior, binnings, samples_per_cell: int = 10
                      chunk_size: int = DEFAULT_CHUNK, devices: Sequence | None = None,
                      draws_per_device: int = 1, has_run_axis: bool = False,
                      progress: bool = True, checkpoint_path=None,
-                     keep_checkpoint: bool = False) -> PosteriorHistograms:
+                     keep_checkpoint: bool = False, shared: bool = False) -> PosteriorHistograms:
     """"Scaled" histograms: per binning and draw, ``samples_per_cell · n_cells`` fresh points.
 
     Arguments as in ``histogram_same_noise``; binning b, global draw m use noise
-    fold_in(fold_in(key, b), m).
+    fold_in(fold_in(key, b), m). ``shared``: one fresh sample of ``samples_per_cell · max
+    n_cells`` points per draw (noise fold_in(fold_in(key, 0), m)) fills all binnings.
     """
     k = _checks.positive_int("samples_per_cell", samples_per_cell)
     bins = as_binnings(binnings, _checks.non_negative("c", c))
-    return _histogram(key, field, posterior, bins, [k * b.num_cells for b in bins],
-                      [[b] for b in bins], True, SCALED, c=c, solver=solver,
+    if shared:
+        sizes, groups = [k * max(b.num_cells for b in bins)], [list(bins)]
+    else:
+        sizes, groups = [k * b.num_cells for b in bins], [[b] for b in bins]
+    return _histogram(key, field, posterior, bins, sizes, groups, True, SCALED, c=c, solver=solver,
                       chunk_size=chunk_size, devices=devices, draws_per_device=draws_per_device,
                       has_run_axis=has_run_axis, progress=progress,
                       checkpoint_path=checkpoint_path, keep_checkpoint=keep_checkpoint)
