@@ -1,0 +1,241 @@
+"""Which ODE solver and step schedule generation needs: histogram error against a tight solve.
+
+    python -m benchmarks.solver_study [--epochs 300,2501] [--samples 262144] [--params FILE]
+                                      [--output benchmarks/results/cpu_solver_study.json]
+
+For a trained field (flow matching on the ring, ``--epochs`` epochs with the benchmarks' seed,
+or ``--params`` a ``models/deterministic.msgpack``), ``--samples`` noise points are decoded by
+every candidate solver (float32, chunks of ``CHUNK`` as in ``evaluation.generate``) and by the
+reference, Dormand–Prince at rtol 1e-8 / atol 1e-9 (max norm) in float64. Per candidate and
+n × n truth-quantile grid:
+
+- ``migrated``: fraction f of the samples whose cell differs from the reference's;
+- ``sigma_ratio_1e7``: the RMS over cells of the histogram error in units of the Monte Carlo
+  std sqrt(N p_c) at N = 10⁷ samples. With m_c the samples that left or entered cell c and
+  Δ_c its count difference on n samples, the error of a cell at N is N b_c (systematic, b_c² ≈
+  (Δ_c² − m_c) / n²) plus a random part of variance N g_c (g_c ≈ m_c / n), so
+  ratio² = (1/K) Σ_c (N b_c² + g_c) / p_c over the K cells (the systematic term is an unbiased
+  estimate, floored at 0).
+
+A solver is "below the noise" when ``sigma_ratio_1e7 ≤ THRESHOLD`` (0.1: the histogram's total
+error grows by ≤ 0.5 % over the MC noise) for every grid up to ``--max-bins``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesiamp_jax import Solver, VectorField, data
+from bayesiamp_jax.integrate import integrate
+
+CHUNK = 2**15
+N_TARGET = 10_000_000
+THRESHOLD = 0.1
+BINS = (10, 20, 50, 100)
+REFERENCE = Solver("dopri5", rtol=1e-8, atol=1e-9, norm="max", max_steps=100_000)
+
+
+POWERS = (0.5, 0.65, 0.8, 1.0, 1.5, 2.0)
+
+
+def candidates(powers=POWERS, fine: bool = False) -> list[Solver]:
+    """Adaptive Dormand–Prince per chunk, and RK4 / fixed DP5 / midpoint per step schedule.
+
+    ``fine``: only the uniform schedule, step counts between 48 and 80 evaluations.
+    """
+    if fine:
+        return ([Solver("dopri5", rtol=r, atol=r / 10) for r in (1e-5, 1e-4, 2e-4)]
+                + [Solver("rk4", n) for n in (12, 14, 16, 18, 20)]
+                + [Solver("dp5", n) for n in (8, 9, 10, 12)]
+                + [Solver("rk4", 20, power=0.8), Solver("rk4", 16, power=0.8)])
+    out = [Solver("dopri5", rtol=1e-5, atol=1e-6), Solver("dopri5", rtol=1e-4, atol=1e-5),
+           Solver("dopri5", rtol=1e-3, atol=1e-4)]
+    for p in powers:
+        out += [Solver("rk4", n, power=p) for n in (6, 8, 10, 12, 16, 20)]
+        out += [Solver("dp5", n, power=p) for n in (4, 6, 8)]
+    out += [Solver("midpoint", n, power=p) for n in (16, 32) for p in (1.0, 0.65)]
+    return out
+
+
+def label(s: Solver) -> str:
+    if s.adaptive:
+        return f"{s.name} rtol={s.rtol:g}"
+    return f"{s.name}-{s.num_steps}" + ("" if s.power == 1.0 else f" p={s.power:g}")
+
+
+def trained_field(epochs: int, seed: int = 0, params_path=None):
+    """(field, params): the default ``VectorField`` after ``epochs`` flow-matching epochs."""
+    from bayesiamp_jax import fit, sample_ring
+    from bayesiamp_jax.checkpoint import load_pytree
+
+    field = VectorField()
+    if params_path:
+        state = load_pytree(params_path)
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), state["params"])
+        return field, params
+    key = jax.random.PRNGKey(seed)
+    ring = sample_ring(jax.random.fold_in(key, 1), 10_000)
+    res = fit(jax.random.fold_in(key, 2), field, ring.x, ring.c, epochs, batch_size=1000,
+              progress=False)
+    return field, res.state.params
+
+
+@partial(jax.jit, static_argnames=("field", "solver"))
+def _decode_chunks(field, solver, params, z, c):
+    """Decode z (k, CHUNK, 2) chunk by chunk: (points (k, CHUNK, 2), evals (k,))."""
+    def one(zc):
+        sol = integrate(lambda t, y, _: field(params, t, y, c), zc, 1.0, 0.0, solver)
+        return sol.y1, sol.num_evals
+
+    return jax.lax.map(one, z)
+
+
+def cells(x: np.ndarray, num_bins: int) -> np.ndarray:
+    """Flat truth-quantile cell of each point (float64 numpy, -1 never happens: open edges)."""
+    e = data.quantile_edges(num_bins)
+    r = np.hypot(x[:, 0], x[:, 1])
+    phi = np.mod(np.arctan2(x[:, 1], x[:, 0]), 2 * math.pi)
+    i_r = np.clip(np.searchsorted(e.r, r, side="right") - 1, 0, num_bins - 1)
+    i_p = np.clip(np.searchsorted(e.phi, phi, side="right") - 1, 0, num_bins - 1)
+    return i_r * num_bins + i_p
+
+
+def histogram_error(x, ref_cells: dict, n_target: int = N_TARGET) -> dict:
+    """Migration fraction and error in MC-noise units at ``n_target`` per grid (see module)."""
+    n = x.shape[0]
+    out = {}
+    for k, rc in ref_cells.items():
+        cc = cells(x, k)
+        moved = cc != rc
+        cells_total = k * k
+        out_c = np.bincount(rc[moved], minlength=cells_total)
+        in_c = np.bincount(cc[moved], minlength=cells_total)
+        delta = in_c - out_c
+        m = in_c + out_c
+        p = 1.0 / cells_total
+        b2 = np.maximum((delta.astype(float) ** 2 - m).sum(), 0.0) / n**2
+        g = m.sum() / n
+        ratio2 = (n_target * b2 + g) / p / cells_total
+        out[f"{k}x{k}"] = {"migrated": float(moved.mean()), "sigma_ratio_1e7": math.sqrt(ratio2),
+                           "systematic_1e7": math.sqrt(n_target * b2 / p / cells_total),
+                           "random_1e7": math.sqrt(g / p / cells_total),
+                           "max_abs_delta": int(np.abs(delta).max())}
+    return out
+
+
+def study(field, params, num_samples: int, seed: int = 0, max_bins: int = 100,
+          progress: bool = True, powers=POWERS, cache_dir=None, fine: bool = False,
+          reference: Solver = REFERENCE) -> dict:
+    num_chunks = -(-num_samples // CHUNK)
+    n = num_chunks * CHUNK
+    z = jax.random.normal(jax.random.PRNGKey(seed + 100), (num_chunks, CHUNK, 2))
+    c = jnp.full((1,), data.DEFAULT_R_MEAN)
+    t0 = time.perf_counter()
+    cache = None
+    if cache_dir:
+        from bayesiamp_jax.evaluation.generate import fingerprint
+
+        tag = fingerprint({"p": params, "z": np.asarray(z), "ref": np.asarray(repr(reference))})
+        cache = os.path.join(cache_dir, f"solver_study_ref_{tag[:16]}.npz")
+    if cache and os.path.isfile(cache):
+        with np.load(cache) as f:
+            ref, ref_evals, ref_s = f["ref"], f["evals"], float(f["seconds"])
+    else:
+        with jax.enable_x64(True):
+            p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+            ref, ref_evals = _decode_chunks(field, reference, p64, jnp.asarray(z, jnp.float64),
+                                            jnp.asarray(c, jnp.float64))
+            ref = np.asarray(ref, np.float64).reshape(n, 2)
+            ref_evals = np.asarray(ref_evals)
+        ref_s = time.perf_counter() - t0
+        if cache:
+            os.makedirs(cache_dir, exist_ok=True)
+            np.savez(cache, ref=ref, evals=ref_evals, seconds=ref_s)
+    if progress:
+        print(f"reference {label(reference)} float64: {ref_s:.1f} s, evals/chunk "
+              f"{ref_evals.min()}..{ref_evals.max()}", flush=True)
+    bins = [b for b in BINS if b <= max_bins]
+    ref_cells = {b: cells(ref, b) for b in bins}
+    rows = []
+    for s in candidates(powers, fine):
+        t0 = time.perf_counter()
+        x, evals = _decode_chunks(field, s, params, z, c)
+        x = np.asarray(x, np.float64).reshape(n, 2)
+        secs = time.perf_counter() - t0
+        d = np.linalg.norm(x - ref, axis=-1)
+        row = {"solver": label(s), "name": s.name, "num_steps": s.num_steps, "power": s.power,
+               "rtol": s.rtol if s.adaptive else None,
+               "evals": float(np.mean(np.asarray(evals))), "max_err": float(d.max()),
+               "rms_err": float(np.sqrt(np.mean(d**2))), "seconds_incl_compile": secs,
+               "hist": histogram_error(x, ref_cells)}
+        row["worst_sigma_ratio_1e7"] = max(h["sigma_ratio_1e7"] for h in row["hist"].values())
+        row["below_noise"] = row["worst_sigma_ratio_1e7"] <= THRESHOLD
+        rows.append(row)
+        if progress:
+            h = " ".join(f"{k}:{v['migrated']:.1e}/{v['sigma_ratio_1e7']:.3f}"
+                         for k, v in row["hist"].items())
+            print(f"{row['solver']:<22} evals {row['evals']:6.1f} max {row['max_err']:.2e} "
+                  f"rms {row['rms_err']:.2e}  {h}", flush=True)
+    ok = [r for r in rows if r["below_noise"]]
+    best = min(ok, key=lambda r: r["evals"]) if ok else None
+    return {"samples": n, "reference": label(reference) + " (max norm), float64",
+            "reference_evals_per_chunk": ref_evals.tolist(), "reference_s": ref_s,
+            "threshold": THRESHOLD, "n_target": N_TARGET, "bins": bins, "rows": rows,
+            "cheapest_below_noise": best and best["solver"],
+            "cheapest_below_noise_evals": best and best["evals"]}
+
+
+def main(argv=None):
+    from benchmarks.common import environment
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", default="300,2501")
+    parser.add_argument("--params", default=None, help="models/deterministic.msgpack to use")
+    parser.add_argument("--samples", type=int, default=2**18)
+    parser.add_argument("--max-bins", type=int, default=100)
+    parser.add_argument("--powers", default=",".join(str(p) for p in POWERS))
+    parser.add_argument("--fine", action="store_true",
+                        help="only uniform schedules between 48 and 80 evaluations")
+    parser.add_argument("--reference", default="dopri5",
+                        help="dopri5 (rtol 1e-8, float64) or rk4-N (float64, N steps)")
+    parser.add_argument("--cache", default=None, help="folder to cache the reference solve in")
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args(argv)
+    from bayesiamp_jax.checkpoint import atomic_write_json
+
+    report = {"environment": environment(), "command": "python -m benchmarks.solver_study "
+              + " ".join(argv if argv is not None else os.sys.argv[1:]), "fields": []}
+    sources = [("params", args.params)] if args.params else [
+        ("epochs", int(e)) for e in args.epochs.split(",")]
+    reference = REFERENCE
+    if args.reference != "dopri5":
+        reference = Solver("rk4", int(args.reference.split("-")[1]))
+    for kind, value in sources:
+        t0 = time.perf_counter()
+        field, params = (trained_field(0, params_path=value) if kind == "params"
+                         else trained_field(value))
+        print(f"# field: {kind}={value} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        res = study(field, params, args.samples, max_bins=args.max_bins,
+                    powers=tuple(float(p) for p in args.powers.split(",")),
+                    cache_dir=args.cache, fine=args.fine, reference=reference)
+        res["field"] = {kind: value}
+        report["fields"].append(res)
+        report["environment"]["load_average_at_end"] = list(os.getloadavg())
+        if args.output:
+            atomic_write_json(args.output, report)
+        print(f"# cheapest below {THRESHOLD} sigma at 1e7: {res['cheapest_below_noise']} "
+              f"({res['cheapest_below_noise_evals']} evals)", flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    main()
