@@ -39,6 +39,7 @@ from bayesiamp_jax.evaluation.calibration import NOMINAL_LEVELS, Calibration, ca
 from bayesiamp_jax.evaluation.generate import (
     DEFAULT_CHUNK,
     DEFAULT_SOLVER,
+    SCALED,
     PosteriorHistograms,
     histogram_same_noise,
     histogram_scaled,
@@ -53,7 +54,9 @@ FIT_BINS = (15, 20, 30, 40, 50, 70, 100, 200)
 
 class BinningResult(NamedTuple):
     """Everything computed for one binning: shape (n_r, n_φ), points per draw, r edges and
-    truth (for plots), and the calibration, amplification and closure results."""
+    truth (for plots), and the calibration, amplification and closure results.
+    ``amplification_corrected``: the generation-noise-corrected N_eq (fresh points per draw,
+    i.e. scaled histograms with >= 5 draws; None otherwise)."""
 
     label: str
     shape: tuple
@@ -63,47 +66,62 @@ class BinningResult(NamedTuple):
     calibration: Calibration
     amplification: Amplification
     closure: Closure
+    amplification_corrected: Amplification | None = None
 
 
 class EvaluationResult(NamedTuple):
     """same_noise / scaled: dict label -> BinningResult (e.g. "50x50"); fit: power law of
     the scaled amplification (of the same-noise one when no scaled binnings were evaluated;
-    None if fewer than 2 binnings were selected); num_train."""
+    None if fewer than 2 binnings were selected); num_train; fit_corrected: the same fit of
+    the generation-noise-corrected amplification (None without scaled binnings)."""
 
     same_noise: dict
     scaled: dict
     fit: PowerLawFit | None
     num_train: int
+    fit_corrected: PowerLawFit | None = None
 
 
 def analyse(key: jax.Array, histograms: PosteriorHistograms, num_train: int,
             levels=NOMINAL_LEVELS, closure_repeats: int = 100) -> dict:
-    """Calibration, amplification and closure of every binning: dict label -> BinningResult."""
+    """Calibration, amplification and closure of every binning: dict label -> BinningResult.
+
+    Scaled histograms (fresh points per draw) with >= 5 draws also get the
+    generation-noise-corrected amplification (``num_generated`` = points per draw).
+    """
     n_train = _checks.positive_int("num_train", num_train)
     out = {}
     keys = jax.random.split(key, max(len(histograms.binnings), 1))
     for k, b, frac, n in zip(keys, histograms.binnings, histograms.fractions,
                              histograms.num_samples, strict=True):
         amp = amplification(frac, b.truth, n_train)
+        fresh = histograms.mode == SCALED and frac.shape[1] >= 5 and n >= 2
         out[b.label] = BinningResult(
             label=b.label, shape=b.shape, num_samples=int(n), r_edges=b.r, truth=b.truth,
             calibration=calibrate(frac, b.truth, levels),
             amplification=amp,
             closure=closure(k, frac, b.truth, amp.n_eq, closure_repeats),
+            amplification_corrected=(amplification(frac, b.truth, n_train, num_generated=int(n))
+                                     if fresh else None),
         )
     return out
 
 
-def fit_scaled(results: dict, select: int | Sequence | None = FIT_BINS) -> PowerLawFit | None:
+def fit_scaled(results: dict, select: int | Sequence | None = FIT_BINS,
+               corrected: bool = False) -> PowerLawFit | None:
     """Power-law fit of amplification vs n_Q over ``results`` (dict of BinningResult).
 
     ``select``: a sequence of n (n × n grids, i.e. n_Q = n²), an int k (k largest n_Q) or None
-    (all); None is returned when fewer than two binnings qualify.
+    (all); None is returned when fewer than two binnings qualify. ``corrected``: fit the
+    generation-noise-corrected amplification (None if a binning lacks it).
     """
     if not results:
         return None
+    if corrected and any(r.amplification_corrected is None for r in results.values()):
+        return None
     n_cells = np.array([r.shape[0] * r.shape[1] for r in results.values()], float)
-    amps = np.stack([r.amplification.amplification for r in results.values()], axis=1)
+    amps = np.stack([(r.amplification_corrected if corrected else r.amplification).amplification
+                     for r in results.values()], axis=1)
     if isinstance(select, Sequence) and not isinstance(select, str):
         wanted = [n * n for n in select if n * n in n_cells.tolist()]
         if len(wanted) < 2:
@@ -180,7 +198,7 @@ def evaluate(
     same = phase("same_noise", histogram_same_noise, calibration_bins, num_samples, k_same, k_a)
     scaled = phase("scaled", histogram_scaled, scaled_bins, samples_per_cell, k_scaled, k_b)
     result = EvaluationResult(same, scaled, fit_scaled(scaled or same, fit_bins),
-                              int(num_train))
+                              int(num_train), fit_scaled(scaled, fit_bins, corrected=True))
     if out is not None:
         save_results(out / "results.json", result)
         for partial in ("same_noise.partial.npz", "scaled.partial.npz"):
@@ -197,7 +215,8 @@ def analyse_saved(key: jax.Array, same_noise: PosteriorHistograms | None,
     same = {} if same_noise is None else analyse(k_a, same_noise, num_train, levels,
                                                  closure_repeats)
     sc = {} if scaled is None else analyse(k_b, scaled, num_train, levels, closure_repeats)
-    return EvaluationResult(same, sc, fit_scaled(sc or same, fit_bins), int(num_train))
+    return EvaluationResult(same, sc, fit_scaled(sc or same, fit_bins), int(num_train),
+                            fit_scaled(sc, fit_bins, corrected=True))
 
 
 # ------------------------------------------------------------------------------- save/load

@@ -12,6 +12,9 @@ number of bins per dimension n as a string ("50"; the label "20x40" for a non-sq
     cell_amplification: {"n", "r_edges", "mean", "quantiles"}  run-mean per-cell amplification
         over φ per radial bin (mean and 16/50/84 % quantiles)
     fit: {"a", "a_err", "b", "b_err", "n_cells"}  (NaN when there is no fit)
+    scaled binnings with fresh noise also: amplification_corrected, n_eq_corrected,
+        n_eq_corrected_err (jackknife), corrected_model_share, corrected_unresolved
+        ({n: [R]}) and fit_corrected: the generation-noise-corrected N_eq (``amplification``)
 
 The figures of ``bayesiamp_jax.evaluation.figures`` are drawn from this summary, so a study can
 be plotted from its small result files alone.
@@ -72,6 +75,16 @@ def summarise(result, deviation_bins: int | str | None = None,
         key = binning_key(res)
         out["amplification"][key] = np.asarray(res.amplification.amplification).tolist()
         out["n_eq"][key] = np.asarray(res.amplification.n_eq).tolist()
+        corr = getattr(res, "amplification_corrected", None)
+        if corr is not None:  # generation-noise-corrected (evaluation.amplification)
+            out.setdefault("amplification_corrected", {})[key] = np.asarray(
+                corr.amplification).tolist()
+            out.setdefault("n_eq_corrected", {})[key] = np.asarray(corr.n_eq).tolist()
+            out.setdefault("n_eq_corrected_err", {})[key] = np.asarray(corr.n_eq_err).tolist()
+            out.setdefault("corrected_model_share", {})[key] = np.asarray(
+                corr.model_share).tolist()
+            out.setdefault("corrected_unresolved", {})[key] = np.asarray(
+                corr.num_unresolved).tolist()
         if result.scaled:
             cal = res.calibration
             out["mad_scaled"][key] = {"mad": _f(cal.mad), "mad_r": _f(cal.mad_r),
@@ -87,12 +100,17 @@ def summarise(result, deviation_bins: int | str | None = None,
         out["cell_amplification"] = {"n": res.shape[0],
                                      "r_edges": [float(x) for x in res.r_edges],
                                      "mean": mean.tolist(), "quantiles": q.tolist()}
-    fit = result.fit
-    nan = float("nan")
-    out["fit"] = ({"a": nan, "a_err": nan, "b": nan, "b_err": nan} if fit is None else
-                  {"a": _f(fit.a), "a_err": _f(fit.a_err), "b": _f(fit.b),
-                   "b_err": _f(fit.b_err), "n_cells": np.asarray(fit.n_cells).tolist()})
+    out["fit"] = _fit(result.fit)
+    if "amplification_corrected" in out:
+        out["fit_corrected"] = _fit(getattr(result, "fit_corrected", None))
     return out
+
+
+def _fit(fit) -> dict:
+    nan = float("nan")
+    return ({"a": nan, "a_err": nan, "b": nan, "b_err": nan} if fit is None else
+            {"a": _f(fit.a), "a_err": _f(fit.a_err), "b": _f(fit.b), "b_err": _f(fit.b_err),
+             "n_cells": np.asarray(fit.n_cells).tolist()})
 
 
 def _closure(clo) -> dict:
