@@ -1,39 +1,68 @@
 """The ``bayesiamp`` console script.
 
-    bayesiamp paper [--preset quick|paper|tiny] [--output DIR] [--set KEY=VALUE ...]
+    bayesiamp paper [--preset quick|paper|replicate|tiny] [--output DIR] [--set KEY=VALUE ...]
     bayesiamp train [...same options...] [--method vi ...]   # data + posteriors only
     bayesiamp evaluate [...same options...]                   # ... + evaluation
     bayesiamp figures OUTDIR                                   # redraw figures from files
     bayesiamp report OUTDIR                                    # rewrite report.md / report.json
-    bayesiamp config [--preset ...] [--set ...]                # print the resolved config
+    bayesiamp config [--preset ...] [--set ...] [--show-config json]  # print the configuration
     bayesiamp demo                                             # short single-network demo
+
+``bayesiamp COMMAND --help`` documents every option of a command.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import sys
 from pathlib import Path
 
+from experiments import config as cfgmod
+from experiments import settings
+
 USAGE = __doc__
+STUDY_COMMANDS = {"paper": None, "train": "train", "evaluate": "evaluate"}
 
 
-def _report(argv) -> int:
-    from experiments import config as cfgmod
-    from experiments import report_stage, runtime
-    from experiments.stages import Study
-
-    if len(argv) != 1:
-        print("usage: bayesiamp report OUTDIR", file=sys.stderr)
-        return 2
-    outdir = Path(argv[0])
+def _study(argv, command: str) -> tuple[Path, object] | int:
+    """(folder, Config) of the study folder named in ``argv`` or an exit status."""
+    what = "Redraw the figures" if command == "figures" else "Rewrite report.md and report.json"
+    p = argparse.ArgumentParser(
+        prog=f"bayesiamp {command}",
+        description=f"{what} of a study from its saved files (nothing is recomputed).")
+    p.add_argument("outdir", help="output folder of a study (holds config.json and results/)")
+    args = p.parse_args(argv)
+    outdir = Path(args.outdir)
     if not (outdir / "config.json").is_file():
         print(f"error: {outdir} holds no config.json (not a study folder)", file=sys.stderr)
         return 2
+    try:
+        return outdir, cfgmod.load(outdir / "config.json")
+    except settings.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _redraw(argv, command: str) -> int:
+    from experiments import figures, report_stage, runtime
+    from experiments.stages import Study
+
+    got = _study(argv, command)
+    if isinstance(got, int):
+        return got
+    outdir, cfg = got
     runtime.setup_logging(None)
-    cfg = cfgmod.from_dict(json.loads((outdir / "config.json").read_text()))
-    report_stage.write(Study(outdir, cfg))
-    print(outdir / "report.md")
+    study = Study(outdir, cfg)
+    try:
+        if command == "figures":
+            for path in figures.draw_all(study):
+                print(outdir / path)
+        else:
+            report_stage.write(study)
+            print(outdir / "report.md")
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -43,25 +72,22 @@ def main(argv=None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    if cmd == "paper":
+    if cmd in STUDY_COMMANDS:
         from experiments.paper import main as run
-        return run(rest)
-    if cmd in ("train", "evaluate"):
-        from experiments.paper import main as run
-        return run(rest, only=cmd)
+
+        return run(rest, only=STUDY_COMMANDS[cmd], prog=f"bayesiamp {cmd}")
     if cmd == "config":
         from experiments.paper import main as run
-        return run(rest + ["--show-config"])
-    if cmd == "figures":
-        from experiments.figures import main as run
-        return run(rest)
-    if cmd == "report":
-        return _report(rest)
+
+        show = [] if any(a.startswith("--show-config") for a in rest) else ["--show-config"]
+        return run(rest + show, prog="bayesiamp config")
+    if cmd in ("figures", "report"):
+        return _redraw(rest, cmd)
     if cmd == "demo":
         from experiments.demo import main as run
-        run(rest)
-        return 0
-    print(f"unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
+
+        return run(rest, prog="bayesiamp demo")
+    print(f"error: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
     return 2
 
 

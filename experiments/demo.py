@@ -11,12 +11,25 @@ import jax.numpy as jnp
 import bayesiamp_jax as bj
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--num-train", type=int, default=10_000)
-    parser.add_argument("--num-samples", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=0)
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def main(argv=None, prog: str = "python -m experiments.demo") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser.add_argument("--epochs", type=_positive, default=300,
+                        help="flow-matching epochs (default: 300)")
+    parser.add_argument("--num-train", type=_positive, default=10_000,
+                        help="training points (default: 10000)")
+    parser.add_argument("--num-samples", type=_positive, default=100_000,
+                        help="generated points (default: 100000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of all keys (default: 0)")
     args = parser.parse_args(argv)
     key_data, key_fit, key_sample = jax.random.split(jax.random.key(args.seed), 3)
     train = bj.sample_ring(key_data, args.num_train)
@@ -33,7 +46,8 @@ def main(argv=None):
     truth = bj.data.truth_log_prob(train.x[:2000])
     print(f"mean log p on training points: model {float(lp.mean()):.3f}, "
           f"truth {float(truth.mean()):.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,30 +1,24 @@
-"""Evaluation stage: generated histograms of every posterior, calibration, amplification, closure.
+"""Evaluation stage: ``bayesiamp_jax.evaluation.evaluate`` for every selected method label.
 
-Per method label (all runs together), ``bayesiamp_jax.evaluation.evaluate`` done in its parts:
-
-1. same-noise histograms (``evaluation.calib_samples`` points per draw, the same noise for every
-   draw, run and method) at ``calib_bins`` and the fine ``deviation_bins`` grid, in one pass;
-2. scaled histograms (``scaled_factor · n²`` fresh points per draw) at ``scaled_bins``;
-3. calibration (coverage curves, MAD, MAD_r, MAD_φ, deviation per radial bin), amplification
-   per run, the power-law fit on ``fit_bins`` and the Jensen–Shannon closure.
-
-Raw histograms go to ``histograms/<label>/`` (same_noise.npz, scaled.npz; generation is
-resumable there, a finished histogram set is reused), the report's summary to
-``results/<label>.json`` (atomic; an existing summary means the label is done). Figures and the
-report are drawn from these files only. Command line: ``python -m experiments.evaluate
---output OUTDIR [--preset ...]`` (runs the earlier stages first when needed).
+Per label (all runs together) the library call generates the same-noise and scaled histograms
+into ``histograms/<label>/`` (resumable there through its ``*.partial.npz`` checkpoints) and
+analyses them; this stage stores the compact ``evaluation.summarise`` of the result, the label's
+metadata and its sampler diagnostics in ``results/<label>.json``. A results file whose
+``fingerprint`` matches the label's configuration means the label is done, so labels are
+evaluated one after another and a later invocation with more methods adds only the new ones.
+Figures and the report are drawn from these files only.
 """
 
 from __future__ import annotations
 
 import json
-
-import jax
-import numpy as np
+import shutil
 
 from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax.checkpoint import atomic_write_json
+from bayesiamp_jax.evaluation.summary import binning_key
 from bayesiamp_jax.integrate import Solver
+from bayesiamp_jax.posteriors.diagnostics import draws_diagnostics
 from experiments import config as cfgmod
 from experiments.data import field_from_config, purpose_key
 from experiments.train import load_run_draws
@@ -45,10 +39,6 @@ def histograms_path(study, label, mode):
     return histograms_dir(study, label) / f"{mode}.npz"
 
 
-def load_histograms(path) -> ev.PosteriorHistograms:
-    return ev.load_histograms(path)
-
-
 def evaluation_key(cfg):
     """One key for every label: the same noise for every draw, run and method."""
     return purpose_key(cfg.seed, 0, "evaluation")
@@ -58,135 +48,76 @@ def calibration_bins(cfg) -> list[int]:
     return sorted(set(cfg.evaluation.calib_bins) | {cfg.evaluation.deviation_bins})
 
 
-def evaluate_label(study, label: str, progress: bool = True) -> dict:
-    """Generate, analyse and save one label (``bayesiamp_jax.evaluation.evaluate``)."""
-    cfg = study.cfg
+def label_fingerprint(cfg, train_fingerprint: str) -> str:
+    """What a label's results depend on: its training stage and the evaluation settings."""
+    return cfgmod.fingerprint(train_fingerprint, cfg.evaluation)
+
+
+def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
+                   progress: bool = True) -> dict:
+    """Evaluate one label with the library and save its summary; returns the summary."""
+    cfg, e = study.cfg, study.cfg.evaluation
     runs = [load_run_draws(study, label, r) for r in range(cfg.num_runs)]
     sizes = {d.num_draws for d in runs}
     if len(sizes) != 1:
         raise ValueError(f"{label}: runs have different numbers of draws {sorted(sizes)}")
-    result = _evaluate(study, label, runs, progress)
-    method, hyper = next((m, h) for m, lab, h in cfgmod.method_grid(cfg) if lab == label)
-    summary = summarise(cfg, result)
-    summary.update(method=method, hyper=hyper, num_runs=cfg.num_runs,
-                   num_draws=runs[0].num_draws)
+    result = ev.evaluate(
+        evaluation_key(cfg), field_from_config(cfg), runs, cfg.data.num_train,
+        calibration_bins=calibration_bins(cfg), num_samples=e.calib_samples,
+        scaled_bins=sorted(e.scaled_bins) if e.scaled else (), samples_per_cell=e.scaled_factor,
+        fit_bins=list(e.fit_bins), c=cfg.data.r_mean,
+        solver=Solver(e.solver, num_steps=e.solver_steps), chunk_size=e.chunk_size,
+        closure_repeats=CLOSURE_REPEATS, progress=progress,
+        output_dir=histograms_dir(study, label))
+    summary = {"method": method, "hyper": hyper, "num_runs": cfg.num_runs,
+               "num_draws": runs[0].num_draws}
+    summary |= ev.summarise(result, deviation_bins=e.deviation_bins)
+    same = ev.load_histograms(histograms_path(study, label, "same_noise"))
+    fractions = {binning_key(b): f for b, f in zip(same.binnings, same.fractions, strict=True)
+                 if b.shape[0] in e.calib_bins}
+    summary["diagnostics"] = draws_diagnostics(runs, fractions)
+    summary["fingerprint"] = fingerprint
     atomic_write_json(results_path(study, label), summary)
     return summary
 
 
-def _evaluate(study, label, runs, progress) -> ev.EvaluationResult:
-    """``bayesiamp_jax.evaluation.evaluate`` in its parts (same keys), so that each finished
-    histogram set is kept and reused on resume and no bulky per-cell JSON is written."""
-    cfg, e = study.cfg, study.cfg.evaluation
-    out = histograms_dir(study, label)
-    out.mkdir(parents=True, exist_ok=True)
-    key = evaluation_key(cfg)
-    k_same, k_scaled, _, _ = jax.random.split(key, 4)  # as ``ev.evaluate`` splits its key
-    field = field_from_config(cfg)
-    common = dict(c=cfg.data.r_mean, solver=Solver(e.solver, num_steps=e.solver_steps),
-                  chunk_size=e.chunk_size, progress=progress)
-
-    def histograms(mode, make):
-        path = histograms_path(study, label, mode)
-        if path.is_file():
-            return ev.load_histograms(path)
-        hist = make(checkpoint_path=out / f"{mode}.partial.npz", **common)
-        ev.save_histograms(path, hist)
-        return hist
-
-    same = histograms("same_noise", lambda **kw: ev.histogram_same_noise(
-        k_same, field, runs, calibration_bins(cfg), e.calib_samples, **kw))
-    scaled = None
-    if e.scaled:
-        scaled = histograms("scaled", lambda **kw: ev.histogram_scaled(
-            k_scaled, field, runs, sorted(e.scaled_bins), e.scaled_factor, **kw))
-    return ev.analyse_saved(key, same, scaled, cfg.data.num_train,
-                            fit_bins=list(e.fit_bins), closure_repeats=CLOSURE_REPEATS)
+def load_result(study, label) -> dict | None:
+    """The saved summary of ``label`` (None if absent or unreadable)."""
+    p = results_path(study, label)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
-def reanalyse(study, label: str) -> ev.EvaluationResult:
-    """The ``EvaluationResult`` of a label from its saved histograms (no generation)."""
-    cfg = study.cfg
-    scaled = histograms_path(study, label, "scaled")
-    return ev.analyse_saved(
-        evaluation_key(cfg), load_histograms(histograms_path(study, label, "same_noise")),
-        load_histograms(scaled) if scaled.is_file() else None, cfg.data.num_train,
-        fit_bins=list(cfg.evaluation.fit_bins), closure_repeats=CLOSURE_REPEATS)
-
-
-def _f(v) -> float:
-    return float(np.asarray(v))
-
-
-def summarise(cfg, result: ev.EvaluationResult) -> dict:
-    """The report's per-label numbers (JSON-able) from an ``EvaluationResult``."""
-    e = cfg.evaluation
-    out = {"mad": {}, "mad_r": {}, "mad_phi": {}, "coverage": {}, "mad_scaled": {},
-           "amplification": {}, "n_eq": {}, "closure": {}, "deviation_r": {}}
-    for res in result.same_noise.values():
-        n, cal = res.shape[0], res.calibration
-        key = str(n)
-        if n in e.calib_bins:
-            out["mad"][key], out["mad_r"][key] = _f(cal.mad), _f(cal.mad_r)
-            out["mad_phi"][key] = _f(cal.mad_phi)
-            out["coverage"][key] = {"nominal": np.asarray(cal.levels).tolist(),
-                                    "empirical": np.asarray(cal.curve).tolist()}
-        if n == e.deviation_bins:
-            out["deviation_r"] = {"n": n, "r_edges": [float(x) for x in res.r_edges],
-                                  "deviation": np.asarray(cal.deviation_r).tolist()}
-    source = result.scaled or result.same_noise
-    for res in source.values():
-        key = str(res.shape[0])
-        out["amplification"][key] = np.asarray(res.amplification.amplification).tolist()
-        out["n_eq"][key] = np.asarray(res.amplification.n_eq).tolist()
-        if result.scaled:
-            cal = res.calibration
-            out["mad_scaled"][key] = {"mad": _f(cal.mad), "mad_r": _f(cal.mad_r),
-                                      "mad_phi": _f(cal.mad_phi)}
-        clo = res.closure
-        truth = np.asarray(clo.jsd_truth, float)
-        out["closure"][key] = {"model": float(np.mean(clo.jsd_model)),
-                               "truth": float(np.nanmean(truth)) if np.isfinite(truth).any()
-                               else float("nan"),
-                               "model_per_run": np.asarray(clo.jsd_model).tolist(),
-                               "truth_std": float(np.nanstd(truth)) if np.isfinite(truth).any()
-                               else float("nan")}
-    fit = result.fit if result.scaled else ev.fit_scaled(result.same_noise, list(e.fit_bins))
-    nan = float("nan")
-    out["fit"] = ({"a": nan, "a_err": nan, "b": nan, "b_err": nan} if fit is None else
-                  {"a": _f(fit.a), "a_err": _f(fit.a_err), "b": _f(fit.b),
-                   "b_err": _f(fit.b_err), "n_cells": np.asarray(fit.n_cells).tolist()})
-    return out
-
-
-def load_results(study) -> dict:
-    """{label: summary} of every enabled label with results on disk."""
+def load_results(study, labels=None) -> dict:
+    """{label: summary} of ``labels`` (default: every enabled label) with results on disk."""
+    if labels is None:
+        labels = [label for _, label, _ in cfgmod.method_grid(study.cfg)]
     out = {}
-    for _, label, _ in cfgmod.method_grid(study.cfg):
-        p = results_path(study, label)
-        if p.is_file():
-            out[label] = json.loads(p.read_text())
+    for label in labels:
+        res = load_result(study, label)
+        if res is not None:
+            out[label] = res
     return out
 
 
-def evaluate_all(study, progress: bool = True) -> None:
-    for _, label, _ in cfgmod.method_grid(study.cfg):
-        if results_path(study, label).is_file():
+def evaluate_all(study, units, progress: bool = True) -> None:
+    """Evaluate every (method, label, hyper, fingerprint) of ``units`` not done yet."""
+    for method, label, hyper, fingerprint in units:
+        saved = load_result(study, label)
+        if saved is not None and saved.get("fingerprint") == fingerprint:
             study.log.info("evaluate: %s already done", label)
             continue
-        s = evaluate_label(study, label, progress)
+        if saved is not None:  # other settings; partial histograms check their own signature
+            study.log.info("evaluate: %s was evaluated with other settings; redoing it", label)
+            shutil.rmtree(histograms_dir(study, label), ignore_errors=True)
+            results_path(study, label).unlink(missing_ok=True)
+        s = evaluate_label(study, method, label, hyper, fingerprint, progress)
         largest = max(s["amplification"], key=int)
         study.log.info("evaluate: %s MAD %s, amplification at %s×%s: %s, fit b = %.3g ± %.2g",
                        label, {k: round(v, 4) for k, v in s["mad"].items()}, largest, largest,
-                       np.round(s["amplification"][largest], 3).tolist(), s["fit"]["b"],
+                       [round(v, 3) for v in s["amplification"][largest]], s["fit"]["b"],
                        s["fit"]["b_err"])
-
-
-def main(argv=None):
-    from experiments.paper import main as paper_main
-
-    return paper_main(argv, only="evaluate")
-
-
-if __name__ == "__main__":
-    main()

@@ -3,6 +3,8 @@
     python -m experiments.paper --preset quick                 # ~2 min on a 2-core CPU
     python -m experiments.paper --preset paper --output runs/paper   # the paper's sizes (GPU)
     python -m experiments.paper --preset paper --set vi.num_epochs=2000 --set num_runs=2
+    python -m experiments.paper --preset tiny --method vi      # one method only
+    python -m experiments.paper --config runs/paper/config.json --set seed=1 -o runs/seed1
 
 Outputs (in ``--output``, default ``outputs/<preset>``): config.json (the resolved
 configuration), log.txt, data/, models/, draws/<label>/run<r>.msgpack, histograms/, results/,
@@ -14,7 +16,6 @@ checkpoint; a changed setting redoes the stages that depend on it.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -22,43 +23,65 @@ from pathlib import Path
 
 from bayesiamp_jax.checkpoint import atomic_write_json
 from experiments import config as cfgmod
-from experiments import runtime
+from experiments import (
+    data,
+    deterministic,
+    evaluate,
+    figures,
+    report_stage,
+    runtime,
+    settings,
+    train,
+)
 from experiments.stages import Study
 
+METHODS = ("vi", "adammcmc", "nuts", "repulsive")
 STAGE_ORDER = ("data", "deterministic", "train_vi", "train_adammcmc", "train_nuts",
                "train_repulsive", "evaluate", "figures", "report")
 
 
-def build_parser(prog="python -m experiments.paper", description=None) -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m experiments.paper",
+                 description: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description or __doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default=None, choices=sorted(cfgmod.PRESETS),
-                   help="size preset (default: quick, or the preset saved in --output)")
+    settings.add_config_arguments(p, cfgmod.PRESETS, default_preset="quick")
     p.add_argument("--output", "-o", default=None,
                    help="output folder (default: outputs/<preset>)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set vi.num_epochs=2000 --set "
-                        "vi.kl_weights=1,10 (repeatable; see --show-config for all keys)")
-    p.add_argument("--method", action="append", default=None,
-                   choices=("vi", "adammcmc", "nuts", "repulsive"),
-                   help="train only these methods (repeatable; default: all enabled)")
-    p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--method", action="append", default=None, choices=METHODS,
+                   help="run only these methods: train, evaluate, draw and report them "
+                        "(repeatable; default: every enabled method)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def _saved_preset(outdir: Path | None) -> str | None:
+    """The preset of the study already in ``outdir`` (None if there is none)."""
+    if outdir is None or not (outdir / "config.json").exists():
+        return None
+    return settings.load_file(outdir / "config.json", cfgmod.Config).preset
 
 
 def resolve_args(args):
     """(Config, output folder) from parsed arguments, reusing a saved config's preset."""
     outdir = Path(args.output) if args.output else None
-    preset = args.preset
-    if preset is None and outdir is not None and (outdir / "config.json").is_file():
-        preset = json.loads((outdir / "config.json").read_text()).get("preset", "quick")
-    preset = preset or "quick"
-    cfg = cfgmod.resolve(preset, args.overrides)
-    return cfg, outdir or Path("outputs") / preset
+    cfg = settings.config_from_args(args, cfgmod.Config, cfgmod.PRESETS, default_preset="quick",
+                                    saved_preset=_saved_preset(outdir))
+    return cfg, outdir or Path("outputs") / cfg.preset
 
 
-def fingerprints(cfg) -> dict:
+def selected(cfg, methods=None) -> list[str]:
+    """Enabled methods, restricted to ``methods`` when given."""
+    enabled = [m for m in METHODS if getattr(cfg, m).enabled]
+    if methods is None:
+        return enabled
+    off = sorted(set(methods) - set(enabled))
+    if off:
+        raise settings.ConfigError(f"--method {off[0]} is not enabled in this configuration "
+                                   f"(enable it with --set {off[0]}.enabled=true)")
+    return [m for m in enabled if m in methods]
+
+
+def fingerprints(cfg, methods=None) -> dict:
     """Fingerprint of every stage: its config sections plus the fingerprints it depends on."""
     fp = {"data": cfgmod.fingerprint("data", cfg.seed, cfg.num_runs, cfg.data)}
     fp["deterministic"] = cfgmod.fingerprint(fp["data"], cfg.network, cfg.deterministic)
@@ -66,9 +89,8 @@ def fingerprints(cfg) -> dict:
         fp[f"train_{m}"] = cfgmod.fingerprint(fp["data"], cfg.network, getattr(cfg, m))
     for m in ("adammcmc", "nuts"):  # start from the deterministic network
         fp[f"train_{m}"] = cfgmod.fingerprint(fp["deterministic"], getattr(cfg, m))
-    enabled = [f"train_{m}" for m in ("vi", "adammcmc", "nuts", "repulsive")
-               if getattr(cfg, m).enabled]
-    fp["evaluate"] = cfgmod.fingerprint([fp[s] for s in enabled], cfg.evaluation)
+    chosen = [f"train_{m}" for m in selected(cfg, methods)]
+    fp["evaluate"] = cfgmod.fingerprint([fp[s] for s in chosen], cfg.evaluation)
     fp["figures"] = cfgmod.fingerprint(fp["evaluate"], cfg.figures)
     return fp
 
@@ -85,61 +107,63 @@ def _cleaner(study, *rel):
     return clean
 
 
-def _label_dirs(cfg, method):
-    return [f"draws/{label}" for m, label, _ in cfgmod.method_grid(cfg) if m == method]
-
-
 def run_pipeline(cfg, outdir, *, only: str | None = None, methods=None, progress=True) -> Study:
-    """Run (or resume) every stage in order; ``only`` in {"train", "evaluate"} stops early."""
-    from experiments import data, deterministic, evaluate, figures, report_stage, train
+    """Run (or resume) every stage in order; ``only`` in {"train", "evaluate"} stops early.
 
+    ``methods``: the methods to train, evaluate, draw and report (default: all enabled).
+    """
     outdir = Path(outdir)
+    chosen = selected(cfg, methods)
     outdir.mkdir(parents=True, exist_ok=True)
     runtime.setup_logging(outdir / "log.txt")
     study = Study(outdir, cfg)
     log = study.log
-    log.info("study %s: preset %r, output %s", time.strftime("%Y-%m-%d %H:%M:%S"), cfg.preset,
-             outdir)
+    log.info("study %s: preset %r, output %s, methods %s", time.strftime("%Y-%m-%d %H:%M:%S"),
+             cfg.preset, outdir, ", ".join(chosen))
     log.info("device: %s", runtime.device_info())
     atomic_write_json(outdir / "config.json", cfgmod.to_dict(cfg))
     runtime.warn_if_long(cfg, log)
-    fp = fingerprints(cfg)
+    fp = fingerprints(cfg, methods)
+    grid = [(m, label, h) for m, label, h in cfgmod.method_grid(cfg) if m in chosen]
+    labels = [label for _, label, _ in grid]
     stage = study.run_stage
     stage("data", fp["data"], lambda: data.make_data(study), _cleaner(study, "data"))
     if cfg.deterministic.enabled:
         stage("deterministic", fp["deterministic"],
               lambda: deterministic.train_deterministic(study, progress),
               _cleaner(study, "models/deterministic.msgpack"))
-    for m in ("vi", "adammcmc", "nuts", "repulsive"):
-        if getattr(cfg, m).enabled and (methods is None or m in methods):
-            stage(f"train_{m}", fp[f"train_{m}"],
-                  lambda m=m: train.TRAINERS[m](study, progress),
-                  _cleaner(study, *_label_dirs(cfg, m)))
+    for m in chosen:
+        stage(f"train_{m}", fp[f"train_{m}"], lambda m=m: train.TRAINERS[m](study, progress),
+              _cleaner(study, *[f"draws/{label}" for mm, label, _ in grid if mm == m]))
     if only == "train":
         return study
-    stage("evaluate", fp["evaluate"], lambda: evaluate.evaluate_all(study, progress),
-          _cleaner(study, "results", "histograms"))
+    units = [(m, label, h, evaluate.label_fingerprint(cfg, fp[f"train_{m}"]))
+             for m, label, h in grid]
+    # labels keep their own fingerprints, so a changed selection re-evaluates only what changed
+    stage("evaluate", fp["evaluate"], lambda: evaluate.evaluate_all(study, units, progress))
     if only == "evaluate":
         return study
-    stage("figures", fp["figures"], lambda: figures.draw_all(study), _cleaner(study, "figures"))
+    stage("figures", fp["figures"], lambda: figures.draw_all(study, labels),
+          _cleaner(study, "figures"))
     # the report is cheap and carries the timings of all stages: always rewritten
     study.marker_path("report").unlink(missing_ok=True)
-    stage("report", "always", lambda: report_stage.write(study))
+    stage("report", "always", lambda: report_stage.write(study, labels))
     log.info("done: %s (stages run: %s; skipped: %s)", outdir / "report.md",
              ", ".join(study.ran) or "none", ", ".join(study.skipped) or "none")
     return study
 
 
-def main(argv=None, only: str | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, only: str | None = None, prog: str = "python -m experiments.paper") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         cfg, outdir = resolve_args(args)
-    except (ValueError, TypeError) as e:
+        if args.show_config:
+            settings.print_config(cfg, args.show_config)
+            return 0
+        selected(cfg, args.method)
+    except settings.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.show_config:
-        print(json.dumps(cfgmod.to_dict(cfg), indent=2))
-        return 0
     try:
         run_pipeline(cfg, outdir, only=only, methods=args.method, progress=not args.no_progress)
     except KeyboardInterrupt:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from experiments import config as cfgmod
 from experiments import runtime
+from experiments.evaluate import load_results
 from experiments.figures import figure_paths
 from experiments.report import validate_report, write_report
 
 
-def build(study) -> dict:
-    from experiments.evaluate import load_results
-
+def build(study, labels=None) -> dict:
+    """report.json's content for ``labels`` (default: every enabled label with results)."""
     cfg = study.cfg
-    results = load_results(study)
+    results = load_results(study, labels)
+    for r in results.values():
+        r.pop("fingerprint", None)  # bookkeeping of the evaluate stage, not a result
     timings = study.timings()
     timings.pop("report", None)
     timings["total"] = sum(timings.values())
@@ -32,8 +34,8 @@ def build(study) -> dict:
     return report
 
 
-def write(study) -> dict:
-    report = build(study)
+def write(study, labels=None) -> dict:
+    report = build(study, labels)
     write_report(study.outdir, report, figure_paths(study))
     study.log.info("report: %s", study.outdir / "report.md")
     return report

@@ -97,15 +97,18 @@ TINY = ["data.num_train=200", "deterministic.num_epochs=4", "deterministic.chunk
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
-    """A tiny study run in two invocations: training only, then the rest (resume)."""
+    """A tiny study in four invocations: VI only (a whole study of one method), then the
+    training of the remaining method, then the rest (resume), then once more."""
     from experiments.paper import run_pipeline
 
     out = tmp_path_factory.mktemp("study")
     cfg = cfgmod.resolve("tiny", TINY)
+    vi_only = run_pipeline(cfg, out, methods=["vi"], progress=False)
+    vi_report = json.loads((out / "report.json").read_text())
     first = run_pipeline(cfg, out, only="train", progress=False)
     second = run_pipeline(cfg, out, progress=False)
     third = run_pipeline(cfg, out, progress=False)
-    return out, cfg, first, second, third
+    return out, cfg, first, second, third, vi_only, vi_report
 
 
 def test_pipeline_writes_a_valid_report(study_dir):
@@ -125,19 +128,41 @@ def test_pipeline_writes_a_valid_report(study_dir):
     for name in ("data", "coverage", "mad", "deviation", "amplification", "closure", "losses"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
     assert "stage evaluate" in (out / "log.txt").read_text()
+    # AdamMCMC's acceptance per run, as saved with its draws, is in the diagnostics
+    from bayesiamp_jax.posteriors.draws import load_draws
+
+    diag = report["methods"]["adammcmc_sigma0.5"]["diagnostics"]
+    for r in range(cfg.num_runs):
+        info = load_draws(out / "draws" / "adammcmc_sigma0.5" / f"run{r}.msgpack").info
+        assert diag["acceptance"][r] == pytest.approx(float(np.mean(info["acceptance_rate"])))
+    assert set(diag["bin_fractions"]) == {"4"} and "Sampler diagnostics" in md
+
+
+def test_one_method_is_a_whole_study(study_dir):
+    """--method vi trains, evaluates, draws and reports VI alone; adding the other method
+    later trains and evaluates only that one."""
+    out, cfg, first, second, _, vi_only, vi_report = study_dir
+    assert vi_only.ran == ["data", "deterministic", "train_vi", "evaluate", "figures", "report"]
+    assert set(vi_report["methods"]) == {"vi_k10"}
+    assert first.ran == ["train_adammcmc"]
+    assert second.ran == ["evaluate", "figures", "report"]
+    log = (out / "log.txt").read_text()
+    assert "evaluate: vi_k10 already done" in log
+    full = json.loads((out / "report.json").read_text())["methods"]["vi_k10"]
+    assert full["mad"] == vi_report["methods"]["vi_k10"]["mad"]
 
 
 def test_second_invocation_skips_completed_stages(study_dir):
-    _, _, first, second, third = study_dir
-    assert first.ran == ["data", "deterministic", "train_vi", "train_adammcmc"]
+    _, _, first, second, third, *_ = study_dir
+    assert first.skipped == ["data", "deterministic", "train_vi"]
     assert second.skipped == ["data", "deterministic", "train_vi", "train_adammcmc"]
-    assert second.ran == ["evaluate", "figures", "report"]
     assert third.ran == ["report"]
 
 
 def test_report_numbers_match_saved_histograms(study_dir):
     """N_eq and coverage recomputed with plain numpy from the raw histogram files."""
-    from experiments.evaluate import histograms_path, load_histograms
+    from bayesiamp_jax.evaluation import load_histograms
+    from experiments.evaluate import histograms_path
     from experiments.stages import Study
 
     out, cfg, *_ = study_dir
@@ -171,12 +196,12 @@ def test_report_numbers_match_saved_histograms(study_dir):
 
 
 def test_figures_redraw_from_files(study_dir):
-    from experiments.figures import main
+    from experiments.cli import main
 
     out, *_ = study_dir
     target = out / "figures" / "amplification.png"
     target.unlink()
-    assert main([str(out)]) == 0
+    assert main(["figures", str(out)]) == 0
     assert target.stat().st_size > 1000
 
 
@@ -211,13 +236,132 @@ def _leaves(tree):
     return jax.tree_util.tree_leaves(tree)
 
 
-def test_command_line_resolves_and_rejects(capsys):
+def test_command_line_resolves_and_rejects(capsys, tmp_path):
     from experiments.cli import main
 
     assert main(["config", "--preset", "paper", "--set", "vi.kl_weights=10",
-                 "--set", "num_runs=2"]) == 0
+                 "--set", "num_runs=2", "--show-config", "json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["vi"]["kl_weights"] == [10.0] and shown["num_runs"] == 2
     assert shown["adammcmc"]["sigmas"] == [0.01, 0.05, 0.1, 0.5]
-    assert main(["paper", "--set", "vi.nope=3"]) == 2
-    assert "unknown setting 'vi.nope'" in capsys.readouterr().err
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(shown))
+    assert main(["config", "--config", str(saved), "--set", "seed=3"]) == 0
+    text = capsys.readouterr().out
+    assert "seed = 3" in text and "num_runs = 2" in text
+    assert "vi.kl_weights = 10 " in text and "# KL weights k" in text
+    for argv, message in [
+        (["paper", "--set", "vi.nope=3"], "unknown setting 'vi.nope'"),
+        (["paper", "--set", "preset=foo"], "'preset' cannot be changed with --set"),
+        (["paper", "--method", "nuts"], "--method nuts is not enabled"),
+        (["paper", "--config", str(tmp_path / "none.json")], "does not exist"),
+        (["paper", "--config", str(saved), "--preset", "tiny"], "not both"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_config_files_are_checked_by_key_and_type(tmp_path):
+    good = cfgmod.to_dict(cfgmod.resolve("tiny"))
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(good))
+    assert cfgmod.load(path) == cfgmod.resolve("tiny")
+    cases = [
+        (lambda d: d["vi"].update(nope=1), r"c.json.vi: unknown setting\(s\) \['nope'\]"),
+        (lambda d: d.update(extra=1), r"unknown setting\(s\) \['extra'\]"),
+        (lambda d: d["vi"].update(num_epochs="20"), r"vi.num_epochs must be int, got '20'"),
+        (lambda d: d["vi"].update(num_epochs=2.5), "vi.num_epochs must be int, got 2.5"),
+        (lambda d: d["adammcmc"].update(enabled=1), "adammcmc.enabled must be true/false"),
+        (lambda d: d["vi"].update(kl_weights=3), "vi.kl_weights must be a list"),
+        (lambda d: d["network"].update(hidden=[16, "a"]), r"network.hidden\[1\] must be int"),
+        (lambda d: d.update(data=[1]), "data must be a JSON object"),
+        (lambda d: d["vi"].update(num_draws=1), "vi.num_draws must be >= 2"),
+        (lambda d: d.update(preset="foo"), "preset must be one of"),
+    ]
+    for mutate, match in cases:
+        d = json.loads(json.dumps(good))
+        mutate(d)
+        path.write_text(json.dumps(d))
+        with pytest.raises(cfgmod.ConfigError, match=match):
+            cfgmod.load(path)
+    path.write_text("{not json")
+    with pytest.raises(cfgmod.ConfigError, match="not readable JSON"):
+        cfgmod.load(path)
+    # an int where a float is expected is the same setting (and the same fingerprint)
+    d = json.loads(json.dumps(good))
+    d["data"]["r_mean"] = 4
+    path.write_text(json.dumps(d))
+    assert cfgmod.load(path).data.r_mean == 4.0 and isinstance(cfgmod.load(path).data.r_mean,
+                                                                float)
+
+
+def test_every_setting_has_a_description_and_descriptions_leave_the_config_alone():
+    from experiments import settings
+
+    rows = settings.describe(cfgmod.resolve("quick"))
+    assert len(rows) > 50 and all(doc for _, _, doc in rows)
+    # metadata is not data: a section's dict holds exactly its values
+    assert cfgmod.to_dict(cfgmod.DataConfig()) == {"num_train": 10_000, "r_mean": 4.0}
+    shown = settings.show(cfgmod.resolve("quick"))
+    assert "vi.kl_weights = 10" in shown and "# KL weights k" in shown
+    # every line of --show-config is accepted back by --set and changes nothing
+    cfg = cfgmod.resolve("quick")
+    again = cfgmod.resolve("quick", [line.split("  #")[0].replace(" = ", "=").strip()
+                                     for line in shown.splitlines()
+                                     if not line.startswith("preset ")])
+    assert again == cfg
+
+
+def test_no_import_cycles_between_project_modules():
+    """Every import of the project (module level or inside functions), as a graph of modules:
+    no strongly connected component with more than one module."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    modules = {}
+    for pkg in ("bayesiamp_jax", "experiments"):
+        for path in sorted((root / pkg).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    assert "experiments.paper" in modules and "bayesiamp_jax.evaluation.pipeline" in modules
+
+    def imports(name, path):
+        out = set()
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                           for a in node.names]
+            else:
+                continue
+            for t in targets:
+                while t and t not in modules:
+                    t = t.rpartition(".")[0]
+                if t and t != name:
+                    out.add(t)
+        return out
+
+    graph = {m: imports(m, p) for m, p in modules.items()}
+
+    def reachable(start):
+        seen, todo = set(), list(graph[start])
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo += graph[m]
+        return seen
+
+    cycles = sorted(m for m in graph if m in reachable(m))
+    assert cycles == [], f"modules on an import cycle: {cycles}"
