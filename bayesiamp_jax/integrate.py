@@ -36,6 +36,7 @@ from bayesiamp_jax import _checks
 FIXED_STEP = {"euler": 1, "midpoint": 2, "rk4": 4, "dp5": 6}  # name -> evaluations per step
 ADAPTIVE = {"dopri5": diffrax.Dopri5, "tsit5": diffrax.Tsit5}
 NORMS = ("max", "rms")
+BACKENDS = ("xla", "pallas")
 _EVALS_PER_STEP = 6  # new stages per step of the FSAL 7-stage Dopri5 / Tsit5
 
 
@@ -47,6 +48,9 @@ class Solver:
         name: "euler", "midpoint", "rk4", "dp5" (fixed step) or "dopri5", "tsit5" (adaptive).
         num_steps: number of steps of a fixed-step solver.
         power: step schedule of a fixed-step solver, (k / N)^power from the end nearer t = 0.
+        backend: "xla" (default) or "pallas": ``evaluation.generate``'s histograms then use the
+            fused generation + binning kernel (``bayesiamp_jax.kernels``; fixed-step solvers
+            only, interpret mode off GPUs). ``integrate`` itself always runs the XLA path.
         rtol, atol: tolerances of an adaptive solver.
         norm: error norm of an adaptive solver, "max" or "rms".
         max_steps: step budget of an adaptive solver.
@@ -61,6 +65,7 @@ class Solver:
     max_steps: int = 4096
     checkpoint: bool = False
     power: float = 1.0
+    backend: str = "xla"
 
     def __post_init__(self):
         _checks.one_of("name", self.name, tuple(FIXED_STEP) + tuple(ADAPTIVE))
@@ -70,6 +75,17 @@ class Solver:
         _checks.one_of("norm", self.norm, NORMS)
         _checks.positive_int("max_steps", self.max_steps)
         _checks.positive("power", self.power)
+        _checks.one_of("backend", self.backend, BACKENDS)
+        if self.backend == "pallas" and self.adaptive:
+            raise ValueError(f"backend='pallas' needs a fixed-step solver, got name={self.name!r}")
+
+    def __repr__(self) -> str:
+        # fields at their defaults that were added later are left out, so that signatures
+        # written with repr(solver) (evaluation checkpoints) stay valid
+        later = {"power": 1.0, "backend": "xla"}
+        items = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                 if f.name not in later or getattr(self, f.name) != later[f.name]]
+        return f"Solver({', '.join(items)})"
 
     @property
     def adaptive(self) -> bool:

@@ -66,3 +66,20 @@ def test_fused_counts_reject_adaptive_solver(params):
     with pytest.raises(ValueError, match="solver.name"):
         fused_counts(FIELD, params, jnp.zeros((4, 2)), C, device_edges([quantile_binning(3)]),
                      Solver("dopri5"), interpret=True)
+
+
+def test_generation_with_pallas_backend_equals_default(params):
+    """``evaluation.generate`` with ``Solver(backend="pallas")`` gives the default's counts
+    (2 draws, 300 samples in chunks of 256: the second chunk is partly masked)."""
+    from bayesiamp_jax.evaluation.generate import histogram_same_noise
+
+    draws = jax.tree_util.tree_map(lambda a: jnp.stack([a, 0.9 * a]), params)
+    solver = Solver("rk4", 3)
+    common = dict(num_samples=300, chunk_size=256, progress=False)
+    plain = histogram_same_noise(jax.random.PRNGKey(5), FIELD, draws, [4, 6], solver=solver,
+                                 **common)
+    fused = histogram_same_noise(jax.random.PRNGKey(5), FIELD, draws, [4, 6],
+                                 solver=Solver("rk4", 3, backend="pallas"), **common)
+    for a, b in zip(plain.counts, fused.counts, strict=True):
+        assert a.sum() == 2 * 300
+        np.testing.assert_array_equal(a, b)

@@ -148,6 +148,11 @@ def _draw_counts(field, solver, chunk, total_cells, num_samples, params, noise_k
     def body(k, counts):
         idx = k * chunk + jnp.arange(chunk, dtype=jnp.int32)
         z = _noise(noise_key, idx, field.data_dim)
+        if solver.backend == "pallas":  # fused kernel (bayesiamp_jax.kernels); NaN noise drops
+            from bayesiamp_jax.kernels import fused_counts
+
+            z = jnp.where((idx < num_samples)[:, None], z, jnp.nan)
+            return counts + fused_counts(field, params, z, c, edges, solver)
         x = flow.decode(field, params, z, c, solver)
         r, phi = data.to_polar(x)
         return accumulate(counts, r, phi, idx < num_samples, edges)

@@ -164,20 +164,28 @@ def _kernel(field, solver, num_points, block, num_w, num_bin, z_ref, *refs):
         outs[b][...] = jnp.dot(oh_r.T, oh_p, precision="highest")
 
 
-@partial(jax.jit, static_argnames=("field", "solver", "block", "interpret"))
 def fused_counts(field, params, z, c, edges: tuple, solver: Solver, block: int = 256,
-                 interpret: bool = False) -> jax.Array:
+                 interpret: bool | None = None) -> jax.Array:
     """Fused flat counts (total_cells,) int32 of decoding noise z (n, 2) and binning (r, φ).
 
     Same layout and cell rule as ``binning.accumulate`` (concatenated binnings, cells
     i_r · n_φ + i_φ, numpy's half-open bins, NaN dropped). ``solver``: a fixed-step solver
     (``KERNEL_SOLVERS``, any power schedule); ``c``: the scalar condition shared by all points.
+    Points whose noise is NaN are dropped (the caller's mask). ``interpret``: Pallas interpret
+    mode; default: on unless the default backend is a GPU.
     """
+    if interpret is None:
+        interpret = jax.default_backend() != "gpu"
     if solver.name not in KERNEL_SOLVERS:
         raise ValueError(f"solver.name must be one of {KERNEL_SOLVERS} for the fused kernel, "
                          f"got {solver.name!r}")
     if field.data_dim != 2:
         raise ValueError(f"polar histograms need a 2-D field, got data_dim={field.data_dim!r}")
+    return _fused_counts(field, params, z, c, edges, solver, block, interpret)
+
+
+@partial(jax.jit, static_argnames=("field", "solver", "block", "interpret"))
+def _fused_counts(field, params, z, c, edges, solver, block, interpret):
     n = z.shape[0]
     num_blocks = -(-n // block)
     zt = jnp.zeros((2, num_blocks * block), jnp.float32).at[:, :n].set(z.T.astype(jnp.float32))
