@@ -10,7 +10,9 @@ Outputs (in ``--output``, default ``outputs/<preset>``): config.json (the resolv
 configuration), log.txt, data/, models/, draws/<label>/run<r>.msgpack, histograms/, results/,
 figures/ (PNG and PDF), report.md and report.json, stages/ (completion markers). Invoking the
 same command again skips completed stages and continues interrupted training from its last
-checkpoint; a changed setting redoes the stages that depend on it.
+checkpoint. A folder is used by one run at a time (study.lock); a folder holding the results
+of another configuration is refused unless ``--overwrite`` is given, and then the stages that
+depend on a changed setting are redone.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from experiments import (
     settings,
     train,
 )
-from experiments.stages import Study
+from experiments.stages import FolderLock, Study, StudyError, check_no_clobber, prepare_folder
 
 METHODS = ("vi", "adammcmc", "nuts", "repulsive")
 STAGE_ORDER = ("data", "deterministic", "train_vi", "train_adammcmc", "train_nuts",
@@ -50,22 +52,31 @@ def build_parser(prog: str = "python -m experiments.paper",
     p.add_argument("--method", action="append", default=None, choices=METHODS,
                    help="run only these methods: train, evaluate, draw and report them "
                         "(repeatable; default: every enabled method)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of another configuration in --output (without "
+                        "it such a folder is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 def _saved_preset(outdir: Path | None) -> str | None:
     """The preset of the study already in ``outdir`` (None if there is none)."""
-    if outdir is None or not (outdir / "config.json").exists():
+    saved = None if outdir is None else outdir / "config.json"
+    if saved is None or not saved.is_file():
         return None
-    return settings.load_file(outdir / "config.json", cfgmod.Config).preset
+    try:
+        return settings.load_file(saved, cfgmod.Config).preset
+    except settings.ConfigError as e:
+        raise settings.ConfigError(f"{e}; give --preset or --config, or choose another "
+                                   "--output") from None
 
 
 def resolve_args(args):
     """(Config, output folder) from parsed arguments, reusing a saved config's preset."""
     outdir = Path(args.output) if args.output else None
+    saved = None if args.preset or args.config else _saved_preset(outdir)
     cfg = settings.config_from_args(args, cfgmod.Config, cfgmod.PRESETS, default_preset="quick",
-                                    saved_preset=_saved_preset(outdir))
+                                    saved_preset=saved)
     return cfg, outdir or Path("outputs") / cfg.preset
 
 
@@ -107,14 +118,22 @@ def _cleaner(study, *rel):
     return clean
 
 
-def run_pipeline(cfg, outdir, *, only: str | None = None, methods=None, progress=True) -> Study:
+def run_pipeline(cfg, outdir, *, only: str | None = None, methods=None, progress=True,
+                 overwrite: bool = False) -> Study:
     """Run (or resume) every stage in order; ``only`` in {"train", "evaluate"} stops early.
 
     ``methods``: the methods to train, evaluate, draw and report (default: all enabled).
+    The folder is locked for the run (``StudyError`` while another run holds it); one holding
+    another configuration's results is refused unless ``overwrite``.
     """
-    outdir = Path(outdir)
+    outdir = prepare_folder(outdir)
     chosen = selected(cfg, methods)
-    outdir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(outdir):
+        check_no_clobber(outdir, cfgmod.to_dict(cfg), overwrite)
+        return _run_stages(cfg, outdir, chosen, only, methods, progress)
+
+
+def _run_stages(cfg, outdir, chosen, only, methods, progress) -> Study:
     runtime.setup_logging(outdir / "log.txt")
     study = Study(outdir, cfg)
     log = study.log
@@ -165,7 +184,11 @@ def main(argv=None, only: str | None = None, prog: str = "python -m experiments.
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        run_pipeline(cfg, outdir, only=only, methods=args.method, progress=not args.no_progress)
+        run_pipeline(cfg, outdir, only=only, methods=args.method, progress=not args.no_progress,
+                     overwrite=args.overwrite)
+    except StudyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         runtime.get_logger().warning("interrupted: run the same command again to resume")
         return 130

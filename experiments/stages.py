@@ -1,20 +1,178 @@
-"""Stage bookkeeping of a study folder: marker files, skipping completed stages, timings.
+"""Stage bookkeeping of a study folder: ownership, marker files, skipping completed stages.
 
 A stage is complete when ``stages/<name>.json`` exists and holds the stage's fingerprint (a hash
 of the configuration it depends on). The marker is written atomically and only after all of
 the stage's outputs, so an interrupted stage never counts as done and is simply run again
 (long stages also keep their own checkpoints and continue from them).
+
+A folder belongs to one run at a time: ``FolderLock`` holds ``study.lock`` (pid, host, start
+time) while a run works there; another run is refused while the owner is alive, and the lock of
+a dead run on this host is taken over.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from bayesiamp_jax.checkpoint import atomic_write_json, atomic_write_text
 from experiments.runtime import get_logger
+
+
+class StudyError(RuntimeError):
+    """The output folder cannot be used as asked (the message says why and what to do)."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+class FolderLock:
+    """Exclusive ownership of a study folder through ``<folder>/study.lock``.
+
+    ``with FolderLock(folder):`` creates the lock file atomically (``O_EXCL``) with this
+    process's pid and host; a lock of a live process (or of another host, whose processes
+    cannot be checked) raises ``StudyError``; a lock left by a dead process on this host is
+    removed and taken over. The lock is removed on exit.
+    """
+
+    NAME = "study.lock"
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / self.NAME
+        self.owner = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def holder(self) -> dict | None:
+        """The recorded owner, {} for an unreadable lock, None without a lock."""
+        try:
+            d = json.loads(self.path.read_text())
+            return d if isinstance(d, dict) else {}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> FolderLock:
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                held = self.holder()
+                if held is None:
+                    continue  # released meanwhile
+                pid, host = held.get("pid"), held.get("host")
+                if host == self.owner["host"] and isinstance(pid, int) and not _alive(pid):
+                    self._remove_stale(held)
+                    continue
+                if not held:  # half-written by a starting run, or damaged
+                    raise StudyError(f"output folder {self.path.parent} is locked by "
+                                     f"{self.path} with unreadable content; if no run uses the "
+                                     "folder, delete that file") from None
+                hint = ("" if host == self.owner["host"] else
+                        f" (if that run is dead, delete {self.path})")
+                raise StudyError(
+                    f"output folder {self.path.parent} is in use by another run (pid {pid} on "
+                    f"host {host}, since {held.get('started')}); wait for it to finish or "
+                    f"choose another --output{hint}") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.owner, f)
+            return self
+        raise StudyError(f"could not lock output folder {self.path.parent} ({self.path} keeps "
+                         "changing); is another run starting there?")
+
+    def _remove_stale(self, held: dict) -> None:
+        """Remove the lock of a dead run; a lock taken meanwhile by a live run is put back."""
+        aside = self.path.with_name(f"{self.NAME}.{os.getpid()}.stale")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if json.loads(aside.read_text()) != held:  # another run took it meanwhile
+                try:
+                    os.link(aside, self.path)  # restore unless a third run locked again
+                except FileExistsError:
+                    pass
+        except (OSError, ValueError):
+            pass
+        aside.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if (self.holder() or {}).get("pid") == self.owner["pid"]:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def prepare_folder(outdir: str | Path) -> Path:
+    """Create ``outdir`` if needed; ``StudyError`` if it is a file, under a file or read-only."""
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise StudyError(f"output folder {outdir} is a file, not a folder; choose another --output")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StudyError(f"cannot create output folder {outdir}: {e.strerror or e}; choose "
+                         "another --output") from None
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        raise StudyError(f"output folder {outdir} is not writable; choose another --output")
+    return outdir
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_no_clobber(outdir: str | Path, config: dict, overwrite: bool = False,
+                     results=("stages", "draws", "results")) -> None:
+    """``StudyError`` if ``outdir`` holds results of another configuration (unless
+    ``overwrite``): its config.json differs from ``config`` and one of ``results`` exists."""
+    outdir = Path(outdir)
+    saved = outdir / "config.json"
+    if overwrite or not saved.exists():
+        return
+    try:
+        old = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        old = None
+    if old == config:
+        return
+    present = [r for r in results if (outdir / r).exists() and any((outdir / r).iterdir())]
+    if not present:
+        return
+    if isinstance(old, dict):
+        a, b = _flat(old), _flat(config)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k, "?") != b.get(k, "?"))
+        what = (f"a study of preset {old.get('preset')!r} with other settings "
+                f"({', '.join(diff[:5])}{', …' if len(diff) > 5 else ''})")
+    else:
+        what = "a study whose config.json is unreadable"
+    stages = outdir / "stages"
+    done = sorted(p.stem for p in stages.glob("*.json")) if stages.is_dir() else []
+    raise StudyError(f"output folder {outdir} holds {what} and its results "
+                     f"({', '.join(present)}; finished stages: {', '.join(done) or 'none'}); "
+                     "rerun with --overwrite to replace them, or choose another --output")
 
 
 class Study:

@@ -365,3 +365,71 @@ def test_no_import_cycles_between_project_modules():
 
     cycles = sorted(m for m in graph if m in reachable(m))
     assert cycles == [], f"modules on an import cycle: {cycles}"
+
+
+# ----------------------------------------------------------------------------- output folders
+
+
+def test_two_writers_one_folder(tmp_path):
+    """A live run's lock refuses a second run (one line, exit 2); a dead run's lock is taken."""
+    import subprocess
+    import sys
+
+    from experiments.cli import main
+    from experiments.stages import FolderLock, StudyError
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from experiments.stages import FolderLock\n"
+         f"with FolderLock({str(folder)!r}):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StudyError, match=f"in use by another run \\(pid {holder.pid} on"):
+            FolderLock(folder).acquire()
+        assert main(["paper", "--preset", "tiny", "--output", str(folder)]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    # the killed holder left its lock behind: stale, so the next run takes it over
+    assert json.loads((folder / "study.lock").read_text())["pid"] == holder.pid
+    with FolderLock(folder) as lock:
+        assert lock.holder()["pid"] != holder.pid
+    assert not (folder / "study.lock").exists()
+
+
+def test_no_clobber_of_another_configuration(study_dir, capsys):
+    """A folder with finished results of another configuration is refused with what is there
+    and how to proceed; nothing in it changes."""
+    from experiments.cli import main
+    from experiments.stages import check_no_clobber
+
+    out, cfg, *_ = study_dir
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert main(["paper", "--preset", "tiny", "--set", "seed=1", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "holds a study of preset 'tiny' with other settings" in err and "seed" in err
+    assert "--overwrite" in err and "finished stages: data, deterministic" in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    other = cfgmod.to_dict(cfgmod.apply_override(cfg, "seed=1"))
+    check_no_clobber(out, other, overwrite=True)  # the user said so
+    check_no_clobber(out, cfgmod.to_dict(cfg))  # the same study resumes
+
+
+def test_bad_output_folders_are_one_line_errors(tmp_path, capsys):
+    from experiments.cli import main
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "config.json").write_text("{oops")
+    for output, message in [(a_file, "is a file, not a folder"),
+                            (a_file / "sub", "cannot create output folder"),
+                            (corrupt, "is not readable JSON")]:
+        assert main(["paper", "--preset", "tiny", "--output", str(output)]
+                    if output != corrupt else ["paper", "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
