@@ -433,3 +433,21 @@ def test_bad_output_folders_are_one_line_errors(tmp_path, capsys):
                     if output != corrupt else ["paper", "--output", str(output)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_result_files_follow_the_umask(tmp_path):
+    """Atomic writes give the mode a plain open() gives: 0666 minus the umask."""
+    import os
+    import stat
+
+    from bayesiamp_jax.checkpoint import atomic_write_json
+
+    old = os.umask(0o027)
+    try:
+        p = atomic_write_json(tmp_path / "a.json", {"x": 1})
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o640
+    assert stat.S_IMODE(p.stat().st_mode) == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
