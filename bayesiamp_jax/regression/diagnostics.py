@@ -3,6 +3,7 @@
 - pulls (truth − prediction) / σ: for test targets y with σ_total they should be N(0, 1); for the
   truth mean μ(x) with σ_stat they test the statistical part alone.
 - coverage of central Gaussian predictive intervals mean ± z_{(1+c)/2} σ at nominal levels c.
+- a Gaussian fitted to the histogram of pulls (mean and width of its core, as in ATLAS pull plots).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import scipy.optimize
 import scipy.stats
 
 from bayesiamp_jax import _checks
@@ -25,6 +27,40 @@ class PullSummary(NamedTuple):
     within_1: float
     within_2: float
     num: int
+
+
+class GaussianFit(NamedTuple):
+    """Mean and width of a Gaussian fitted to a histogram, with their fit errors."""
+
+    mean: float
+    width: float
+    mean_err: float
+    width_err: float
+
+
+PULL_EDGES = np.linspace(-4, 4, 41)
+
+
+def gaussian_fit(values, edges=PULL_EDGES) -> GaussianFit:
+    """Least-squares fit of A·N(μ, w²) to the histogram of ``values`` on ``edges`` (Poisson
+    errors, empty bins weighted as 1 count); values outside the edges are ignored."""
+    v = np.asarray(values, np.float64).ravel()
+    edges = np.asarray(edges, np.float64)
+    counts, _ = np.histogram(v, edges)
+    if counts.sum() < 10:
+        raise ValueError(f"need >= 10 values inside the histogram range, got {counts.sum()}")
+    centres, width = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
+
+    def model(x, amp, mu, w):
+        return amp * width * scipy.stats.norm.pdf(x, mu, abs(w))
+
+    inside = v[(v >= edges[0]) & (v <= edges[-1])]
+    p0 = (counts.sum(), inside.mean(), max(inside.std(), 1e-3))
+    popt, pcov = scipy.optimize.curve_fit(model, centres, counts, p0=p0,
+                                          sigma=np.sqrt(np.maximum(counts, 1.0)),
+                                          absolute_sigma=True)
+    err = np.sqrt(np.diag(pcov))
+    return GaussianFit(float(popt[1]), float(abs(popt[2])), float(err[1]), float(err[2]))
 
 
 def pulls(truth, prediction, sigma) -> np.ndarray:

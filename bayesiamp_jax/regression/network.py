@@ -8,6 +8,7 @@ broadcasts over leading axes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
@@ -80,8 +81,11 @@ def gaussian_nll(mean, variance, y) -> jax.Array:
     return 0.5 * (jnp.log(2 * math.pi * variance) + (y - mean) ** 2 / variance)
 
 
+@functools.lru_cache(maxsize=64)
 def nll_loss_fn(net: RegressionNet) -> Callable:
-    """``loss_fn(key, params, (x (B, in_dim), y (B,))) -> mean NLL`` (the key is unused)."""
+    """``loss_fn(key, params, (x (B, in_dim), y (B,))) -> mean NLL`` (the key is unused).
+
+    One function per (hashable) network, so fits of the same network share compiled code."""
 
     def loss_fn(key, params, batch):
         x, y = batch

@@ -7,7 +7,10 @@ Input E (a "true energy") follows a truncated exponential on [e_min, e_max] with
     μ(E) = plateau · (1 − drop · exp(−E / turn_on))          (response rising to a plateau)
     σ(E) = sqrt(stochastic² / E + constant²)                  (calorimeter-like resolution)
 
-so the noise falls with E and the data thin out where it is smallest.
+so the noise falls with E and the data thin out where it is smallest. Optionally the training
+spectrum has a "crack" [gap_lo, gap_hi] where only a fraction ``gap_efficiency`` of the inputs is
+kept (like the barrel–endcap transition of a calorimeter): a poorly informed region inside the
+range, where σ_stat should show up as a secondary maximum of the uncertainty spectrum.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class ResponseToy:
     turn_on: float = 0.8
     stochastic: float = 0.15
     constant: float = 0.03
+    gap_lo: float = 0.0
+    gap_hi: float = 0.0
+    gap_efficiency: float = 1.0
 
     def __post_init__(self):
         _checks.positive("e_min", self.e_min)
@@ -51,6 +57,35 @@ class ResponseToy:
             _checks.non_negative(name, getattr(self, name))
         if self.stochastic == 0 and self.constant == 0:
             raise ValueError("stochastic and constant cannot both be 0 (zero noise)")
+        _checks.probability("gap_efficiency", self.gap_efficiency)
+        if self.gap_efficiency < 1 and not self.e_min <= self.gap_lo < self.gap_hi <= self.e_max:
+            raise ValueError(f"the gap [{self.gap_lo}, {self.gap_hi}] must be a non-empty "
+                             f"interval inside [{self.e_min}, {self.e_max}]")
+
+    @property
+    def has_gap(self) -> bool:
+        return self.gap_efficiency < 1
+
+    def without_gap(self) -> ResponseToy:
+        """The same truth with the full input spectrum (e.g. for test data)."""
+        return dataclasses.replace(self, gap_efficiency=1.0)
+
+    def in_gap(self, e) -> jax.Array:
+        """True where E lies in the gap (all False without one), elementwise."""
+        e = jnp.asarray(e)
+        return (e >= self.gap_lo) & (e <= self.gap_hi) & self.has_gap
+
+    def _cum(self, e):
+        """∫_{e_min}^{e} exp(−(t − e_min)/λ) dt (no gap)."""
+        return self.spectrum_decay * -jnp.expm1(-(e - self.e_min) / self.spectrum_decay)
+
+    def _cum_inv(self, s):
+        return self.e_min - self.spectrum_decay * jnp.log1p(-s / self.spectrum_decay)
+
+    def _gap_mass(self):
+        """(∫ below the gap, ∫ over the gap) of the unweighted exponential."""
+        below = self._cum(jnp.asarray(self.gap_lo))
+        return below, self._cum(jnp.asarray(self.gap_hi)) - below
 
     def mean(self, e) -> jax.Array:
         """Truth response μ(E), elementwise."""
@@ -63,17 +98,25 @@ class ResponseToy:
     def input_density(self, e) -> jax.Array:
         """Density of the inputs on [e_min, e_max] (0 outside), elementwise."""
         e = jnp.asarray(e)
-        width = self.e_max - self.e_min
-        norm = self.spectrum_decay * (1.0 - jnp.exp(-width / self.spectrum_decay))
+        _, gap = self._gap_mass()
+        norm = self._cum(jnp.asarray(self.e_max)) - (1.0 - self.gap_efficiency) * gap
         inside = (e >= self.e_min) & (e <= self.e_max)
-        return jnp.where(inside, jnp.exp(-(e - self.e_min) / self.spectrum_decay) / norm, 0.0)
+        weight = jnp.where(self.in_gap(e), self.gap_efficiency, 1.0)
+        return jnp.where(inside, weight * jnp.exp(-(e - self.e_min) / self.spectrum_decay) / norm,
+                         0.0)
 
     def sample_inputs(self, key: jax.Array, n: int) -> jax.Array:
-        """n inputs from the truncated exponential spectrum (inverse CDF) -> (n, 1)."""
+        """n inputs from the (gapped) truncated exponential spectrum (inverse CDF) -> (n, 1)."""
         n = _checks.positive_int("n", n)
         u = jax.random.uniform(key, (n, 1))
-        tail = 1.0 - jnp.exp(-(self.e_max - self.e_min) / self.spectrum_decay)
-        return self.e_min - self.spectrum_decay * jnp.log1p(-u * tail)
+        below, gap = self._gap_mass()
+        eff = self.gap_efficiency
+        t = u * (self._cum(jnp.asarray(self.e_max)) - (1.0 - eff) * gap)
+        # weighted cumulative t -> unweighted cumulative s: stretch inside the gap, shift above
+        s = jnp.where(t < below, t, jnp.where(t < below + eff * gap,
+                                              below + (t - below) / jnp.maximum(eff, 1e-30),
+                                              t + (1.0 - eff) * gap))
+        return jnp.clip(self._cum_inv(s), self.e_min, self.e_max)
 
     def sample_targets(self, key: jax.Array, x) -> jax.Array:
         """y = μ(E) + σ(E) ε for inputs x (n, 1) -> (n,)."""
