@@ -22,6 +22,15 @@ from experiments import settings
 
 USAGE = __doc__
 STUDY_COMMANDS = {"paper": None, "train": "train", "evaluate": "evaluate"}
+_STAGES = ("\n\nSame options as `bayesiamp paper`; completed stages are skipped, so `bayesiamp "
+           "paper` later continues from here.")
+DESCRIPTIONS = {
+    "train": "The first stages of a study: training data and weight posteriors." + _STAGES,
+    "evaluate": "A study up to the evaluation: data, posteriors, histograms, calibration and "
+                "amplification numbers (results/)." + _STAGES,
+    "config": "Print the resolved configuration of a study (every setting with its "
+              "description; --show-config json for a file --config loads) and exit.",
+}
 
 
 def _study(argv, command: str) -> tuple[Path, object] | int:
@@ -75,12 +84,13 @@ def main(argv=None) -> int:
     if cmd in STUDY_COMMANDS:
         from experiments.paper import main as run
 
-        return run(rest, only=STUDY_COMMANDS[cmd], prog=f"bayesiamp {cmd}")
+        return run(rest, only=STUDY_COMMANDS[cmd], prog=f"bayesiamp {cmd}",
+                   description=DESCRIPTIONS.get(cmd))
     if cmd == "config":
         from experiments.paper import main as run
 
         show = [] if any(a.startswith("--show-config") for a in rest) else ["--show-config"]
-        return run(rest + show, prog="bayesiamp config")
+        return run(rest + show, prog="bayesiamp config", description=DESCRIPTIONS["config"])
     if cmd in ("figures", "report"):
         return _redraw(rest, cmd)
     if cmd == "demo":

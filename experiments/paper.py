@@ -172,8 +172,9 @@ def _run_stages(cfg, outdir, chosen, only, methods, progress) -> Study:
     return study
 
 
-def main(argv=None, only: str | None = None, prog: str = "python -m experiments.paper") -> int:
-    args = build_parser(prog).parse_args(argv)
+def main(argv=None, only: str | None = None, prog: str = "python -m experiments.paper",
+         description: str | None = None) -> int:
+    args = build_parser(prog, description).parse_args(argv)
     try:
         cfg, outdir = resolve_args(args)
         if args.show_config:
