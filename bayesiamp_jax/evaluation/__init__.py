@@ -81,14 +81,6 @@ from bayesiamp_jax.evaluation.generate import (
     histogram_scaled,
     stack_runs,
 )
-from bayesiamp_jax.evaluation.regions import (
-    KSAmplification,
-    RegionAmplification,
-    averaging_amplification,
-    ks_amplification,
-    ks_null_median,
-    region_fractions,
-)
 from bayesiamp_jax.evaluation.pipeline import (
     CALIBRATION_BINS,
     FIT_BINS,
@@ -104,6 +96,14 @@ from bayesiamp_jax.evaluation.pipeline import (
     save_histograms,
     save_results,
     to_dict,
+)
+from bayesiamp_jax.evaluation.regions import (
+    KSAmplification,
+    RegionAmplification,
+    averaging_amplification,
+    ks_amplification,
+    ks_null_median,
+    region_fractions,
 )
 from bayesiamp_jax.evaluation.summary import summarise
 
