@@ -11,7 +11,6 @@ Figures and the report are drawn from these files only.
 
 from __future__ import annotations
 
-import json
 import shutil
 
 from bayesiamp_jax import evaluation as ev
@@ -21,6 +20,7 @@ from bayesiamp_jax.integrate import Solver
 from bayesiamp_jax.posteriors.diagnostics import draws_diagnostics
 from experiments import config as cfgmod
 from experiments.data import field_from_config, purpose_key
+from experiments.stages import read_json
 from experiments.train import load_run_draws
 
 CLOSURE_REPEATS = 100
@@ -83,13 +83,8 @@ def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
 
 def load_result(study, label) -> dict | None:
     """The saved summary of ``label`` (None if absent or unreadable)."""
-    p = results_path(study, label)
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    res = read_json(results_path(study, label))
+    return res if isinstance(res, dict) else None
 
 
 def load_results(study, labels=None) -> dict:

@@ -9,8 +9,6 @@ the figures the report embeds.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from bayesiamp_jax import data as bjdata
@@ -19,6 +17,7 @@ from bayesiamp_jax.checkpoint import atomic_write_json, load_pytree
 from bayesiamp_jax.posteriors.draws import load_draws
 from experiments import config as cfgmod
 from experiments.evaluate import load_results
+from experiments.stages import read_json
 
 # the paper's power-law fits (a, b) of the headline labels (PAPER.md), drawn dotted
 PAPER_FITS = {"vi": (0.0043, 0.99), "adammcmc": (0.0121, 0.986)}
@@ -99,8 +98,5 @@ def draw_all(study, labels=None) -> list[str]:
 
 def figure_paths(study) -> list[str]:
     """The figures to embed in the report (as listed by the last ``draw_all``)."""
-    index = study.outdir / "figures" / "index.json"
-    try:
-        return json.loads(index.read_text()) if index.is_file() else []
-    except (OSError, json.JSONDecodeError):
-        return []
+    index = read_json(study.outdir / "figures" / "index.json")
+    return index if isinstance(index, list) else []

@@ -198,10 +198,12 @@ def _format_value(v) -> str:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, presets: Mapping | None = None,
-                         default_preset: str | None = None) -> argparse.ArgumentParser:
-    """Add ``--preset`` (if ``presets``), ``--config``, ``--set`` and ``--show-config``."""
+                         default_preset: str | None = None,
+                         preset_option: str = "--preset") -> argparse.ArgumentParser:
+    """Add ``--preset`` (if ``presets``; named ``preset_option``), ``--config``, ``--set`` and
+    ``--show-config``; ``config_from_args`` reads them back."""
     if presets:
-        parser.add_argument("--preset", default=None, choices=sorted(presets),
+        parser.add_argument(preset_option, dest="preset", default=None, choices=sorted(presets),
                             help=f"start from this size preset (default: {default_preset}, or "
                                  "the preset saved in the output folder)")
     parser.add_argument("--config", metavar="FILE", default=None,
@@ -229,7 +231,7 @@ def config_from_args(args: argparse.Namespace, cls, presets: Mapping[str, Callab
     preset = getattr(args, "preset", None)
     if args.config is not None:
         if preset is not None:
-            raise ConfigError("give --preset or --config, not both")
+            raise ConfigError("give a preset or --config, not both")
         cfg = load_file(args.config, cls)
     elif presets:
         name = preset or saved_preset or default_preset

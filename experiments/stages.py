@@ -23,6 +23,14 @@ from bayesiamp_jax.checkpoint import atomic_write_json, atomic_write_text
 from experiments.runtime import get_logger
 
 
+def read_json(path: str | Path):
+    """The JSON content of ``path``; None if it is absent, unreadable or damaged."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 class StudyError(RuntimeError):
     """The output folder cannot be used as asked (the message says why and what to do)."""
 
@@ -152,10 +160,7 @@ def check_no_clobber(outdir: str | Path, config: dict, overwrite: bool = False,
     saved = outdir / "config.json"
     if overwrite or not saved.exists():
         return
-    try:
-        old = json.loads(saved.read_text())
-    except (OSError, ValueError):
-        old = None
+    old = read_json(saved)
     if old == config:
         return
     present = [r for r in results if (outdir / r).exists() and any((outdir / r).iterdir())]
@@ -194,13 +199,8 @@ class Study:
         return self.outdir / "stages" / f"{name}.json"
 
     def marker(self, name: str) -> dict | None:
-        p = self.marker_path(name)
-        if not p.is_file():
-            return None
-        try:
-            return json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
+        m = read_json(self.marker_path(name))
+        return m if isinstance(m, dict) else None
 
     def is_done(self, name: str, fingerprint: str) -> bool:
         m = self.marker(name)
@@ -246,9 +246,7 @@ class Study:
         out = {}
         folder = self.outdir / "stages"
         for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            try:
-                m = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            out[m.get("stage", p.stem)] = float(m.get("seconds", float("nan")))
+            m = read_json(p)
+            if isinstance(m, dict):
+                out[m.get("stage", p.stem)] = float(m.get("seconds", float("nan")))
         return out
