@@ -407,10 +407,11 @@ def test_no_clobber_of_another_configuration(study_dir, capsys):
 
     out, cfg, *_ = study_dir
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    assert main(["paper", "--preset", "tiny", "--set", "seed=1", "--output", str(out)]) == 2
+    sets = [a for o in TINY for a in ("--set", o)]
+    assert main(["paper", "--preset", "tiny", *sets, "--set", "seed=1", "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "holds a study of preset 'tiny' with other settings" in err and "seed" in err
+    assert "holds a study of preset 'tiny' with other settings (seed)" in err
     assert "--overwrite" in err and "finished stages: data, deterministic" in err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
     other = cfgmod.to_dict(cfgmod.apply_override(cfg, "seed=1"))
