@@ -1,10 +1,17 @@
-"""PosteriorDraws: stacking, indexing and atomic save/load of weight draws."""
+"""PosteriorDraws: stacking, indexing, atomic save/load, unit split and arviz export."""
 
 import jax
 import numpy as np
 import pytest
 
-from bayesiamp_jax.posteriors.draws import PosteriorDraws, load_draws, save_draws, stack_params
+from bayesiamp_jax.posteriors.draws import (
+    PosteriorDraws,
+    load_draws,
+    save_draws,
+    split_units,
+    stack_params,
+    to_inference_data,
+)
 
 
 def make_params(seed):
@@ -59,3 +66,32 @@ def test_stack_params_rejects_empty_and_mismatched():
     other["Dense_0"]["bias"] = np.zeros(5, np.float32)
     with pytest.raises(ValueError, match=r"params_list\[0\] and params_list\[1\] differ"):
         stack_params([make_params(0), other])
+
+
+def test_split_units_gives_each_units_draws():
+    batched = PosteriorDraws({"w": np.arange(24.0).reshape(2, 3, 4)}, "vi",
+                             {"kl_weight": np.array([1.0, 5.0]), "losses": np.zeros((2, 7))})
+    a, b = split_units(batched)
+    np.testing.assert_array_equal(b.params["w"], np.arange(12.0, 24.0).reshape(3, 4))
+    assert a.num_draws == 3 and float(b.info["kl_weight"]) == 5.0 and a.info["losses"].shape == (7,)
+    with pytest.raises(ValueError, match="leading axis U=2"):
+        split_units(batched._replace(info={"thinning": np.asarray(3)}))
+
+
+def test_inference_data_has_runs_as_chains_and_per_draw_stats():
+    az = pytest.importorskip("arviz")
+    rng = np.random.default_rng(0)
+    runs = [PosteriorDraws({"a": {"k": rng.normal(size=(5, 2, 3))}, "b": rng.normal(size=(5,))},
+                           "adammcmc", {"acceptance_rate": rng.uniform(size=5),
+                                        "sigma": np.asarray(0.1)}) for _ in range(2)]
+    idata = to_inference_data(runs)
+    assert isinstance(idata, az.InferenceData)
+    post = idata.posterior
+    assert post["a/k"].shape == (2, 5, 2, 3) and post["b"].shape == (2, 5)
+    np.testing.assert_array_equal(post["a/k"].values[1], runs[1].params["a"]["k"])
+    np.testing.assert_array_equal(idata.sample_stats["acceptance_rate"].values[0],
+                                  runs[0].info["acceptance_rate"])
+    assert "sigma" not in idata.sample_stats  # not a per-draw statistic
+    # arviz's own ESS of i.i.d. normal draws is about the number of draws
+    many = PosteriorDraws({"x": rng.normal(size=(2000,))}, "vi", {})
+    assert float(az.ess(to_inference_data(many))["x"]) == pytest.approx(2000, rel=0.2)

@@ -50,6 +50,42 @@ def split_units(draws: PosteriorDraws) -> list[PosteriorDraws]:
             for u in range(units)]
 
 
+def to_inference_data(draws):
+    """arviz ``InferenceData`` of one ``PosteriorDraws`` (one chain) or a list of R of them
+    (runs as chains; equal S; for unit-batched draws pass ``split_units(draws)``).
+
+    Group ``posterior``: one variable per params leaf, named by its path ("Dense_0/kernel"),
+    dims (chain, draw, *leaf shape). Group ``sample_stats``: the info entries with one value
+    per draw ("acceptance_rate", "accept_prob", "diverging", "loss", …). Needs the optional
+    ``arviz`` package (``pip install -e ".[arviz]"``).
+    """
+    try:
+        import arviz
+    except ImportError as err:  # optional extra
+        raise ImportError("to_inference_data needs arviz: pip install arviz "
+                          "(or the project's [arviz] extra)") from err
+    runs = [draws] if isinstance(draws, PosteriorDraws) else list(draws)
+    if not runs:
+        raise ValueError("draws must hold at least one PosteriorDraws, got an empty list")
+    sizes = {r.num_draws for r in runs}
+    if len(sizes) != 1:
+        raise ValueError(f"every run needs the same number of draws, got {sorted(sizes)}")
+    (num_draws,) = sizes
+    posterior = {}
+    paths = jax.tree_util.tree_flatten_with_path(runs[0].params)[0]
+    for i, (path, _) in enumerate(paths):
+        name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
+                        for k in path) or f"param{i}"
+        posterior[name] = np.stack([np.asarray(jax.tree_util.tree_leaves(r.params)[i])
+                                    for r in runs])
+    stats = {}
+    for key in runs[0].info:
+        values = [np.asarray(r.info.get(key, np.nan)) for r in runs]
+        if all(v.ndim >= 1 and v.shape[0] == num_draws for v in values) and key != "chain":
+            stats[key] = np.stack(values)
+    return arviz.from_dict(posterior=posterior, sample_stats=stats or None)
+
+
 def stack_params(params_list) -> object:
     """Stack a list of params pytrees of one structure into one pytree with a leading axis."""
     if len(params_list) == 0:

@@ -14,7 +14,6 @@ likelihood; ``likelihood_scale = N / temperature``) or the exact CNF negative lo
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -107,20 +106,42 @@ def build_weight_model(
 # --- likelihood terms of the CNF -------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
+class _CFMLoss(NamedTuple):
+    field: object
+    sigma_min: float
+
+    def __call__(self, key, params, batch):
+        return cfm_loss(key, self.field, params, batch[0], batch[1], self.sigma_min)
+
+
+class _CFMFixedNoiseLoss(NamedTuple):
+    field: object
+    sigma_min: float
+
+    def __call__(self, params, batch):
+        return cfm_loss_from_noise(self.field, params, *batch, self.sigma_min)
+
+
+class _ExactNLL(NamedTuple):
+    field: object
+    solver: Solver
+
+    def __call__(self, params, batch):
+        return -jnp.mean(log_prob(self.field, params, batch[0], batch[1], self.solver))
+
+
 def cfm_loss_fn(field, sigma_min: float = SIGMA_MIN) -> Callable:
     """Stochastic flow-matching loss ``loss_fn(key, params, (x, c))`` (VI).
 
-    The loss builders are cached: the same (field, settings) gives the same function object,
-    so repeated fits reuse compiled code."""
-    return lambda key, params, batch: cfm_loss(key, field, params, batch[0], batch[1], sigma_min)
+    The loss objects are hashable by value (field, settings), so repeated fits with equal
+    settings hit jax.jit's cache of the drivers (static arguments)."""
+    return _CFMLoss(field, float(sigma_min))
 
 
-@functools.lru_cache(maxsize=64)
 def cfm_fixed_noise_loss_fn(field, sigma_min: float = SIGMA_MIN) -> Callable:
     """Deterministic flow-matching loss ``loss_fn(params, (x, c, t, z))`` for samplers that need
     a fixed potential: the noise (t, z) is drawn outside (``with_cfm_noise``) and passed in."""
-    return lambda params, batch: cfm_loss_from_noise(field, params, *batch, sigma_min)
+    return _CFMFixedNoiseLoss(field, float(sigma_min))
 
 
 def with_cfm_noise(key: jax.Array, x, c) -> tuple:
@@ -129,10 +150,10 @@ def with_cfm_noise(key: jax.Array, x, c) -> tuple:
     return (jnp.asarray(x), jnp.asarray(c), t, z)
 
 
-@functools.lru_cache(maxsize=64)
 def exact_nll_loss_fn(field, solver: Solver = EXACT_SOLVER) -> Callable:
-    """Mean exact negative CNF log-likelihood ``loss_fn(params, (x, c)) = −mean log p_θ(x | c)``."""
-    return lambda params, batch: -jnp.mean(log_prob(field, params, batch[0], batch[1], solver))
+    """Mean exact negative CNF log-likelihood ``loss_fn(params, (x, c)) = −mean log p_θ(x | c)``
+    (hashable by value, like ``cfm_loss_fn``)."""
+    return _ExactNLL(field, solver)
 
 
 def cnf_weight_model(
