@@ -31,6 +31,7 @@ __all__ = ["PRESETS", "Config", "ConfigError", "apply_override", "fingerprint", 
 
 PAPER_SCALED_BINS = (2, 3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 200, 500)
 PAPER_FIT_BINS = (15, 20, 30, 40, 50, 70, 100, 200)
+INT32_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class NetworkConfig:
     precision: str = setting("highest", "matmul precision: default, high or highest (true float32)")
 
     def validate(self):
+        _nonempty("network.hidden", self.hidden)
         for i, w in enumerate(self.hidden):
             _checks.positive_int(f"network.hidden[{i}]", w)
         _checks.one_of("network.precision", self.precision, ("default", "high", "highest"))
@@ -189,11 +191,19 @@ class EvaluationConfig:
     def validate(self):
         for name in ("calib_bins", "scaled_bins", "fit_bins"):
             for i, n in enumerate(getattr(self, name)):
-                _checks.positive_int(f"evaluation.{name}[{i}]", n)
+                _at_least_two_bins(f"evaluation.{name}[{i}]", n)
         _nonempty("evaluation.calib_bins", self.calib_bins)
         _checks.positive_int("evaluation.calib_samples", self.calib_samples)
         _checks.positive_int("evaluation.scaled_factor", self.scaled_factor)
-        _checks.positive_int("evaluation.deviation_bins", self.deviation_bins)
+        _at_least_two_bins("evaluation.deviation_bins", self.deviation_bins)
+        if self.calib_samples > INT32_MAX:
+            raise ValueError(f"evaluation.calib_samples must be <= {INT32_MAX} (points per draw "
+                             f"are counted in int32), got {self.calib_samples}")
+        if self.scaled and self.scaled_bins and (
+                self.scaled_factor * max(self.scaled_bins) ** 2 > INT32_MAX):
+            raise ValueError(f"evaluation.scaled_factor * max(scaled_bins)^2 = "
+                             f"{self.scaled_factor * max(self.scaled_bins) ** 2} points per "
+                             f"draw exceed {INT32_MAX} (counted in int32); lower one of them")
         _checks.one_of("evaluation.solver", self.solver, ("euler", "midpoint", "rk4", "dopri5",
                                                           "tsit5"))
         _checks.positive_int("evaluation.solver_steps", self.solver_steps)
@@ -257,7 +267,7 @@ class Config:
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
                 section.validate()
-        for name in ("vi", "adammcmc", "repulsive"):
+        for name in ("deterministic", "vi", "adammcmc", "repulsive"):
             section = getattr(self, name)
             if section.enabled and section.batch_size > self.data.num_train:
                 raise ValueError(f"{name}.batch_size={section.batch_size} exceeds data.num_train="
@@ -278,6 +288,13 @@ class Config:
 def _nonempty(name, seq):
     if len(seq) == 0:
         raise ValueError(f"{name} must not be empty, got {seq!r}")
+
+
+def _at_least_two_bins(name, value):
+    _checks.positive_int(name, value)
+    if value < 2:
+        raise ValueError(f"{name} must be >= 2 (one bin per axis holds every point), "
+                         f"got {value!r}")
 
 
 def _at_least_two(name, value):

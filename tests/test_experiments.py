@@ -40,6 +40,12 @@ def test_overrides_are_typed_by_field():
     ("evaluation.fit_bins=10,1000", r"evaluation.fit_bins \[1000\] are not in"),
     ("vi", "must look like section.field=value"),
     ("vi=3", "is a section"),
+    ("evaluation.calib_bins=1,5", r"evaluation.calib_bins\[0\] must be >= 2"),
+    ("network.hidden=", "network.hidden must not be empty"),
+    ("evaluation.calib_samples=3_000_000_000", "calib_samples must be <= 2147483647"),
+    ("evaluation.scaled_factor=10_000_000", r"scaled_factor \* max\(scaled_bins\)\^2"),
+    ("deterministic.batch_size=20000", "deterministic.batch_size=20000 exceeds data.num_train"),
+    ("preset=paper", "'preset' cannot be changed with --set"),
 ])
 def test_bad_overrides_name_the_setting(assignment, match):
     with pytest.raises(ValueError, match=match):
