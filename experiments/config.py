@@ -179,6 +179,9 @@ class EvaluationConfig:
         "n of the n x n grids of the scaled evaluation")
     scaled_factor: int = setting(1_000,
         "points per cell and draw in the scaled evaluation (paper: 1000)")
+    scaled_shared: bool = setting(False,
+        "one fresh sample of scaled_factor * max n^2 points per draw fills every scaled grid "
+        "(paper: false, a fresh sample per grid)")
     fit_bins: tuple[int, ...] = setting(PAPER_FIT_BINS,
         "scaled grids entering the power-law fit of the amplification")
     deviation_bins: int = setting(200, "n of the grid of the coverage deviation per radial bin")

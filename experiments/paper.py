@@ -141,7 +141,7 @@ def _run_stages(cfg, outdir, chosen, only, methods, progress) -> Study:
              cfg.preset, outdir, ", ".join(chosen))
     log.info("device: %s", runtime.device_info())
     atomic_write_json(outdir / "config.json", cfgmod.to_dict(cfg))
-    runtime.warn_if_long(cfg, log)
+    atomic_write_json(outdir / "budget.json", runtime.log_budget(cfg, log))
     fp = fingerprints(cfg, methods)
     grid = [(m, label, h) for m, label, h in cfgmod.method_grid(cfg) if m in chosen]
     labels = [label for _, label, _ in grid]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from experiments import budget, runtime
 from experiments import config as cfgmod
-from experiments import runtime
 from experiments.evaluate import load_results
 from experiments.figures import figure_paths
 from experiments.report import validate_report, write_report
@@ -27,6 +27,9 @@ def build(study, labels=None) -> dict:
         "estimate_s": runtime.estimate_seconds(cfg),
         "methods": results,
     }
+    plan = budget.for_report(study.outdir, timings)
+    if plan is not None:  # predicted (before the run) vs measured seconds per stage
+        report["budget"] = plan
     e = cfg.evaluation
     validate_report(report, calib_bins=e.calib_bins,
                     scaled_bins=e.scaled_bins if e.scaled else e.calib_bins,

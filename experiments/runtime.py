@@ -1,4 +1,4 @@
-"""Run-time environment of a study: logging, device and version capture, cost estimate."""
+"""Run-time environment of a study: logging, device and version capture, the budget."""
 
 from __future__ import annotations
 
@@ -72,78 +72,51 @@ def device_info() -> dict:
     }
 
 
-# Rough seconds per unit of work on a 2-core CPU and on one H100-class GPU (MEASURED.md, PAPER.md
-# and this pipeline's own runs; ±50 %). On a GPU, up to ``parallel`` vmapped units (runs × grid
-# points) cost about as much as one. The estimate only decides whether to warn.
-_COST = {
-    "cpu": {"fm_epoch": 0.02, "vi_epoch": 0.04, "grad_point_step": 6e-6,
-            "field_eval_per_sample": 1.4e-7, "nuts_draw": 0.35, "parallel": 1},
-    "gpu": {"fm_epoch": 0.02, "vi_epoch": 0.05, "grad_point_step": 1e-6,
-            "field_eval_per_sample": 6e-10, "nuts_draw": 0.5, "parallel": 32},
-}
-
-
 def estimate_seconds(cfg, platform_name: str | None = None) -> dict:
-    """Very rough compute-time estimate per stage for ``cfg`` on the current (or given) platform."""
-    from experiments.config import method_grid  # local: avoid an import cycle
+    """Predicted seconds per stage (and "total") from documented per-unit costs, without a
+    probe: ``budget.CPU_COSTS`` on a CPU, ``budget.GPU_COSTS`` otherwise."""
+    from experiments import budget  # local: budget imports this module's formatter
 
     platform_name = platform_name or jax.devices()[0].platform
-    c = _COST["cpu" if platform_name == "cpu" else "gpu"]
-    runs = cfg.num_runs
-    batches = lambda units: -(-units // c["parallel"])  # noqa: E731
-    per_epoch = lambda batch_size: cfg.data.num_train / batch_size / 10  # noqa: E731
-    est = {}
-    if cfg.deterministic.enabled:
-        d = cfg.deterministic
-        est["deterministic"] = (batches(runs) * d.num_epochs * c["fm_epoch"]
-                                * per_epoch(d.batch_size))
-    if cfg.vi.enabled:
-        v = cfg.vi
-        est["vi"] = (batches(runs * len(v.kl_weights)) * v.num_epochs * c["vi_epoch"]
-                     * per_epoch(v.batch_size))
-    if cfg.adammcmc.enabled:
-        a = cfg.adammcmc
-        steps = a.num_samples * a.thinning + a.num_adam_steps
-        est["adammcmc"] = (batches(runs * len(a.sigmas)) * steps * 2 * a.batch_size
-                           * a.solver_steps * 4 * c["grad_point_step"] / 4)
-    if cfg.nuts.enabled:
-        n = cfg.nuts
-        est["nuts"] = (runs * (n.num_warmup + n.num_samples) * c["nuts_draw"]
-                       * 2 ** (n.max_tree_depth - 6) * n.num_points / 10_000)
-    if cfg.repulsive.enabled:
-        r = cfg.repulsive
-        est["repulsive"] = (batches(runs * r.num_members) * r.num_epochs * c["fm_epoch"]
-                            * per_epoch(r.batch_size))
-    draws = 0
-    for method, _, _ in method_grid(cfg):
-        draws += {"vi": cfg.vi.num_draws, "adammcmc": cfg.adammcmc.num_samples,
-                  "nuts": cfg.nuts.num_samples, "repulsive": cfg.repulsive.num_members}[method]
-    e = cfg.evaluation
-    evals = e.solver_steps * {"euler": 1, "midpoint": 2, "rk4": 4}.get(e.solver, 10)
-    samples = e.calib_samples + (e.scaled_factor * sum(n * n for n in e.scaled_bins)
-                                 if e.scaled else 0)
-    est["evaluate"] = runs * draws * samples * evals * c["field_eval_per_sample"]
-    est["total"] = sum(est.values())
+    costs = budget.CPU_COSTS if platform_name == "cpu" else budget.GPU_COSTS
+    plan = budget.budget(cfg, costs)
+    est = {k: v["predicted_s"] for k, v in plan["stages"].items()}
+    est["total"] = plan["total_s"]
     return est
 
 
-def warn_if_long(cfg, logger=None, threshold_s: float = 600.0) -> dict:
-    """Log the estimate; warn clearly when the preset will take long on this device."""
+def log_budget(cfg, logger=None, threshold_s: float = 600.0, probe: bool = True) -> dict:
+    """The budget per stage (``experiments.budget``): costs probed on this device (a few
+    seconds), logged as a table, with a warning when the study will take long; on a CPU also
+    the prediction for one GPU from documented costs. Returns the JSON-ready plans
+    {"device": ..., "gpu": ...} (``budget.with_measured`` adds measured times later)."""
+    from experiments import budget  # local: budget imports this module's formatter
+    from experiments.data import field_from_config
+
     logger = logger or get_logger()
     platform_name = jax.devices()[0].platform
-    est = estimate_seconds(cfg, platform_name)
-    total = est["total"]
-    logger.info("rough compute estimate on %s: %s", platform_name, _fmt_duration(total))
+    field = field_from_config(cfg)
+    flops = budget.field_flops(field)
+    costs = budget.probe(field) if probe else (budget.CPU_COSTS if platform_name == "cpu"
+                                               else budget.GPU_COSTS)
+    plans = {"device": budget.budget(cfg, costs, flops)}
+    if platform_name == "cpu":
+        plans["gpu"] = budget.budget(cfg, budget.GPU_COSTS, flops)
+    for line in budget.format_table(plans["device"]):
+        logger.info(line)
+    if "gpu" in plans:
+        logger.info("one GPU (documented costs) would take about %s",
+                    _fmt_duration(plans["gpu"]["total_s"]))
+    total = plans["device"]["total_s"]
     if total > threshold_s:
-        parts = ", ".join(f"{k} {_fmt_duration(v)}" for k, v in est.items() if k != "total")
         msg = (f"preset {cfg.preset!r} will take long on this device ({platform_name}): about "
-               f"{_fmt_duration(total)} ({parts}).")
+               f"{_fmt_duration(total)}.")
         if platform_name == "cpu":
             msg += (" It is meant for a GPU; on a CPU use --preset quick or reduce sizes with "
                     "--set (see `bayesiamp paper --help`). Interrupted runs resume where they "
                     "stopped.")
         logger.warning(msg)
-    return est
+    return {k: budget.as_json(v) for k, v in plans.items()}
 
 
 def _fmt_duration(seconds: float) -> str:

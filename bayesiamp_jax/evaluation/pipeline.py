@@ -144,6 +144,7 @@ def evaluate(
     num_samples: int = 10_000_000,
     scaled_bins: Sequence = SCALED_BINS,
     samples_per_cell: int = 1000,
+    shared_sample: bool = False,
     fit_bins: int | Sequence | None = FIT_BINS,
     c: float = data.DEFAULT_R_MEAN,
     solver: Solver = DEFAULT_SOLVER,
@@ -169,6 +170,8 @@ def evaluate(
         scaled_bins: n of the scaled evaluation (or ``Binning``s); empty to skip it.
         samples_per_cell: the scaled evaluation generates samples_per_cell · n_Q points per
             draw and binning (paper: 1000).
+        shared_sample: one fresh sample of samples_per_cell · max n_Q points per draw fills
+            every scaled binning (``histogram_scaled(shared=True)``; for the corrected N_eq).
         fit_bins: which scaled binnings enter the power-law fit (see ``fit_scaled``).
         c, solver, chunk_size, devices: as in ``histogram_same_noise``.
         levels: nominal coverage levels (paper: (2i+1)/99, i = 0..49).
@@ -196,7 +199,11 @@ def evaluate(
         return analyse(key_analyse, hist, num_train, levels, closure_repeats)
 
     same = phase("same_noise", histogram_same_noise, calibration_bins, num_samples, k_same, k_a)
-    scaled = phase("scaled", histogram_scaled, scaled_bins, samples_per_cell, k_scaled, k_b)
+
+    def scaled_histogram(*args, **kwargs):
+        return histogram_scaled(*args, **kwargs, shared=shared_sample)
+
+    scaled = phase("scaled", scaled_histogram, scaled_bins, samples_per_cell, k_scaled, k_b)
     result = EvaluationResult(same, scaled, fit_scaled(scaled or same, fit_bins),
                               int(num_train), fit_scaled(scaled, fit_bins, corrected=True))
     if out is not None:

@@ -1,0 +1,237 @@
+"""Budget of a study before it runs: work per stage, FLOPs and predicted time on this device.
+
+Work per stage (``work``), in units whose cost is measured or documented:
+
+- deterministic, vi, repulsive: *training point-steps* = epochs × num_train × units (runs × grid
+  points × members); one is the value and gradient of the flow-matching loss for one point
+  (≈ 3 field evaluations; VI ≈ 2 point-steps: weight sampling and the KL term).
+- adammcmc: *likelihood point-steps* = steps × 2 (current and proposed point) × batch ×
+  solver_steps; one RK4 step of the exact log-likelihood gradient of one point = 4 stages ×
+  (1 + d) (exact divergence, d = 2) × 3 (reverse mode) = 36 field evaluations.
+- nuts: draws × 2^(tree depth) likelihood gradients of num_points points (as adammcmc).
+- evaluate: *generated points* (same-noise calib_samples, scaled scaled_factor · n² per
+  binning, or scaled_factor · max n² with ``scaled_shared``) per run and draw, each
+  solver_steps × stages field evaluations.
+
+FLOPs = field evaluations × the field's FLOPs per point (XLA's cost analysis of the compiled
+field). Time = work × cost per unit. ``probe`` measures the costs on this device in a few
+seconds (a compiled RK4 decode; a compiled flow-matching loss gradient; derived multipliers for
+the rest); ``GPU_COSTS`` are documented per-unit costs of one H100 for predictions on a
+machine without one. On a GPU, up to ``parallel`` vmapped training units cost about one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import bayesiamp_jax as bj
+
+# One H100, seconds per unit. field_eval: MEASURED.md, plain-XLA fixed-step RK4 (32 steps)
+# over 10M samples in 0.72 s = 0.72 / (10⁷ · 128) s per point and field evaluation (a fused
+# Pallas kernel: 0.25 s, 2.0e-10). Training costs as the previous rough estimate
+# (runtime._COST, from PAPER.md's reference epochs: flow-matching epoch 21 ms, VIB epoch
+# 95 ms), with 32 vmapped units at the cost of one.
+GPU_COSTS = {
+    "field_eval": 0.72 / (1e7 * 128),
+    "train_point_step": 0.02 / 10_000,
+    "vi_point_step": 0.05 / 10_000,
+    "likelihood_point_step": 1e-6,
+    "nuts_draw": 0.5,
+    "parallel": 32,
+    "source": "documented H100 costs (MEASURED.md, PAPER.md)",
+}
+# A 2-core CPU (MEASURED.md: ~140 ns per field evaluation and sample, flow-matching epoch of
+# 10 × 1,000 points ~20 ms, likelihood gradient ~6 µs per point and RK4 step, NUTS draw 0.35 s).
+CPU_COSTS = {
+    "field_eval": 1.4e-7,
+    "train_point_step": 0.02 / 10_000,
+    "vi_point_step": 0.04 / 10_000,
+    "likelihood_point_step": 6e-6,
+    "nuts_draw": 0.35,
+    "parallel": 1,
+    "source": "documented 2-core CPU costs (MEASURED.md)",
+}
+VI_FACTOR = 2.0  # VI point-step / flow-matching point-step (runtime._COST: 0.04 s vs 0.02 s)
+LIKELIHOOD_EVALS = 4 * (1 + 2) * 3  # field evaluations per likelihood-gradient RK4 point-step
+NUTS_DRAW_CPU = 0.35  # s per NUTS draw at depth 6, 10k points (MEASURED.md)
+STAGES_PER_STEP = {"euler": 1, "midpoint": 2, "rk4": 4}
+TIMING_KEYS = {"deterministic": "deterministic", "vi": "train_vi", "adammcmc": "train_adammcmc",
+               "nuts": "train_nuts", "repulsive": "train_repulsive", "evaluate": "evaluate"}
+
+
+def field_flops(field) -> float:
+    """FLOPs of one field evaluation for one point (XLA cost analysis, batch of 1024)."""
+    params = field.init(jax.random.key(0))
+    x = jnp.zeros((1024, field.data_dim))
+    c = jnp.zeros((1024, getattr(field, "cond_dim", 1)))
+    fn = jax.jit(lambda p, x, c: field(p, jnp.float32(0.5), x, c))
+    cost = fn.lower(params, x, c).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0)) / 1024
+
+
+def probe(field, points: int = 4096, repeats: int = 3) -> dict:
+    """Costs per unit measured on this device (a few seconds, most of it compilation)."""
+    params = field.init(jax.random.key(0))
+    z = jax.random.normal(jax.random.key(1), (points, field.data_dim))
+    c = jnp.full((points, getattr(field, "cond_dim", 1)), 4.0)
+    steps = 4
+    decode = jax.jit(lambda p, z, c: bj.flow.decode(field, p, z, c, bj.Solver("rk4", steps)))
+    batch = 1000
+    x = z[:batch]
+    opt = bj.training.adam()
+
+    @jax.jit
+    def grad(p, k):  # one optimiser step of flow matching on one mini-batch
+        g = jax.grad(lambda q: bj.flow.cfm_loss(k, field, q, x, c[:batch]))(p)
+        updates, _ = opt.update(g, opt.init(p), p)
+        return optax.apply_updates(p, updates)
+
+    def best(fn, *args):
+        jax.block_until_ready(fn(*args))
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            ts.append(time.perf_counter() - t0)
+        return min(ts)
+
+    field_eval = best(decode, params, z, c) / (points * steps * 4)
+    step = best(grad, params, jax.random.key(2)) / batch
+    platform = jax.devices()[0].platform
+    return {"field_eval": field_eval, "train_point_step": step,
+            "vi_point_step": VI_FACTOR * step,
+            "likelihood_point_step": LIKELIHOOD_EVALS * field_eval,
+            "nuts_draw": NUTS_DRAW_CPU * (field_eval / 1.4e-7),
+            "parallel": 1 if platform == "cpu" else GPU_COSTS["parallel"],
+            "source": f"probe on this device ({platform}, {jax.devices()[0].device_kind})"}
+
+
+def scaled_points(e) -> int:
+    """Generated points per draw of the scaled evaluation."""
+    if not e.scaled:
+        return 0
+    if getattr(e, "scaled_shared", False):
+        return e.scaled_factor * max(n * n for n in e.scaled_bins)
+    return e.scaled_factor * sum(n * n for n in e.scaled_bins)
+
+
+def work(cfg) -> dict:
+    """Units of work per stage: {stage: {"unit", "units", "field_evals", "parallel_units"}}."""
+    from experiments.config import method_grid  # local: avoid an import cycle
+
+    runs, n_train = cfg.num_runs, cfg.data.num_train
+    out = {}
+    if cfg.deterministic.enabled:
+        d = cfg.deterministic
+        out["deterministic"] = _train("train_point_step", d.num_epochs * n_train, runs, 3)
+    if cfg.vi.enabled:
+        v = cfg.vi
+        out["vi"] = _train("vi_point_step", v.num_epochs * n_train, runs * len(v.kl_weights),
+                           3 * VI_FACTOR)
+    if cfg.repulsive.enabled:
+        r = cfg.repulsive
+        out["repulsive"] = _train("train_point_step", r.num_epochs * n_train,
+                                  runs * r.num_members, 3)
+    if cfg.adammcmc.enabled:
+        a = cfg.adammcmc
+        steps = a.num_samples * a.thinning + a.num_adam_steps
+        out["adammcmc"] = _train("likelihood_point_step", steps * 2 * a.batch_size * a.solver_steps,
+                                 runs * len(a.sigmas), LIKELIHOOD_EVALS)
+    if cfg.nuts.enabled:
+        n = cfg.nuts
+        # cost per draw at depth 6 and 10k points (the documented unit), scaled
+        draws = (n.num_warmup + n.num_samples) * 2 ** (n.max_tree_depth - 6) * n.num_points / 1e4
+        grads = (n.num_warmup + n.num_samples) * 2**n.max_tree_depth * n.num_points * runs
+        out["nuts"] = {"unit": "nuts_draw", "units": float(draws * runs), "parallel_units": 1,
+                       "field_evals": float(grads * 3)}
+    draws = 0
+    for method, _, _ in method_grid(cfg):
+        draws += {"vi": cfg.vi.num_draws, "adammcmc": cfg.adammcmc.num_samples,
+                  "nuts": cfg.nuts.num_samples, "repulsive": cfg.repulsive.num_members}[method]
+    e = cfg.evaluation
+    per_sample = e.solver_steps * STAGES_PER_STEP.get(e.solver, 10)
+    points = float(runs * draws * (e.calib_samples + scaled_points(e)))
+    out["evaluate"] = {"unit": "field_eval", "units": points * per_sample, "parallel_units": 1,
+                       "field_evals": points * per_sample, "samples": points,
+                       "samples_calibration": float(runs * draws * e.calib_samples),
+                       "samples_scaled": float(runs * draws * scaled_points(e))}
+    return out
+
+
+def _train(unit, point_steps, units, evals_per_unit):
+    return {"unit": unit, "units": float(point_steps) * units, "parallel_units": units,
+            "field_evals": float(point_steps) * units * evals_per_unit}
+
+
+def budget(cfg, costs: dict, flops_per_eval: float | None = None) -> dict:
+    """Predicted seconds, field evaluations and FLOPs per stage for ``costs`` (``probe`` or
+    ``GPU_COSTS``): {"costs", "flops_per_eval", "stages": {...}, "total_s"}."""
+    flops_per_eval = field_flops(_field(cfg)) if flops_per_eval is None else flops_per_eval
+    stages = {}
+    for name, w in work(cfg).items():
+        units = w["units"]
+        if w["parallel_units"] > 1 and costs["parallel"] > 1:  # vmapped units share the device
+            units *= -(-w["parallel_units"] // costs["parallel"]) / w["parallel_units"]
+        stages[name] = dict(w, flops=w["field_evals"] * flops_per_eval,
+                            predicted_s=units * costs[w["unit"]])
+    return {"costs": costs, "flops_per_eval": flops_per_eval, "stages": stages,
+            "total_s": sum(s["predicted_s"] for s in stages.values())}
+
+
+def _field(cfg):
+    from experiments.data import field_from_config  # local: avoid an import cycle
+
+    return field_from_config(cfg)
+
+
+def for_report(outdir, timings: dict) -> dict | None:
+    """report.json's ``budget``: the plans saved before the run (``budget.json``) with the
+    measured seconds per stage beside the predicted ones (None without a saved budget)."""
+    path = Path(outdir) / "budget.json"
+    if not path.is_file():
+        return None
+    plans = json.loads(path.read_text())
+    return {k: with_measured(v, timings) for k, v in plans.items()}
+
+
+def with_measured(plan: dict, timings: dict) -> dict:
+    """``plan`` with measured seconds per stage (study timings) and measured/predicted."""
+    out = dict(plan, stages={})
+    for name, s in plan["stages"].items():
+        measured = timings.get(TIMING_KEYS.get(name, name))
+        ratio = measured / s["predicted_s"] if measured and s["predicted_s"] > 0 else None
+        out["stages"][name] = dict(s, measured_s=measured, measured_over_predicted=ratio)
+    return out
+
+
+def format_table(plan: dict) -> list[str]:
+    """Log lines: one per stage with samples, field evaluations, FLOPs and predicted time."""
+    from experiments.runtime import _fmt_duration  # local: runtime imports this module
+
+    lines = [f"budget ({plan['costs']['source']}):"]
+    for name, s in plan["stages"].items():
+        samples = f", {s['samples']:.3g} samples" if "samples" in s else ""
+        lines.append(f"  {name:13s} {s['field_evals']:.3g} field evaluations{samples}, "
+                     f"{s['flops']:.3g} FLOP, predicted {_fmt_duration(s['predicted_s'])}")
+    lines.append(f"  total         predicted {_fmt_duration(plan['total_s'])}")
+    return lines
+
+
+def as_json(plan: dict) -> dict:
+    """Plain floats (JSON-ready)."""
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (np.floating, np.integer)):
+            return v.item()
+        return v
+
+    return plain(plan)
