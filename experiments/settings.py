@@ -59,6 +59,11 @@ def from_dict(d: Mapping, cls, where: str = "config"):
     unknown = sorted(set(d) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {unknown} (known: {sorted(fields)})")
+    required = sorted(n for n, f in fields.items() if n not in d
+                      and f.default is dataclasses.MISSING
+                      and f.default_factory is dataclasses.MISSING)
+    if required:
+        raise ConfigError(f"{where}: missing setting(s) {required}")
     hints = typing.get_type_hints(cls)
     kwargs = {name: _coerce(hints[name], value, f"{where}.{name}" if where != "config" else name)
               for name, value in d.items()}
