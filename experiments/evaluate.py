@@ -15,6 +15,7 @@ import shutil
 
 from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax.checkpoint import atomic_write_json
+from bayesiamp_jax.evaluation.calibration import mad_floor
 from bayesiamp_jax.evaluation.summary import binning_key
 from bayesiamp_jax.integrate import Solver
 from bayesiamp_jax.posteriors.diagnostics import draws_diagnostics
@@ -77,6 +78,9 @@ def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
     fractions = {binning_key(b): f for b, f in zip(same.binnings, same.fractions, strict=True)
                  if b.shape[0] in e.calib_bins}
     summary["diagnostics"] = draws_diagnostics(runs, fractions)
+    # the MAD a perfectly calibrated ensemble reaches with this S, R and number of cells
+    summary["mad_floor"] = {n: mad_floor(runs[0].num_draws, cfg.num_runs, int(n) ** 2).mean
+                            for n in summary["mad"] if int(n) in e.calib_bins}
     summary["fingerprint"] = fingerprint
     atomic_write_json(results_path(study, label), summary)
     return summary

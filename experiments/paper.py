@@ -129,7 +129,8 @@ def run_pipeline(cfg, outdir, *, only: str | None = None, methods=None, progress
     outdir = prepare_folder(outdir)
     chosen = selected(cfg, methods)
     with FolderLock(outdir):
-        check_no_clobber(outdir, cfgmod.to_dict(cfg), overwrite)
+        check_no_clobber(outdir, cfgmod.to_dict(cfg), overwrite,
+                         normalise=lambda d: cfgmod.to_dict(cfgmod.from_dict(d)))
         return _run_stages(cfg, outdir, chosen, only, methods, progress)
 
 

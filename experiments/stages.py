@@ -153,14 +153,23 @@ def _flat(d, prefix=""):
 
 
 def check_no_clobber(outdir: str | Path, config: dict, overwrite: bool = False,
-                     results=("stages", "draws", "results")) -> None:
+                     results=("stages", "draws", "results"), normalise=None) -> None:
     """``StudyError`` if ``outdir`` holds results of another configuration (unless
-    ``overwrite``): its config.json differs from ``config`` and one of ``results`` exists."""
+    ``overwrite``): its config.json differs from ``config`` and one of ``results`` exists.
+
+    ``normalise(saved_dict) -> dict`` completes a saved configuration (e.g. with the defaults
+    of settings added since it was written); an error there counts as unreadable.
+    """
     outdir = Path(outdir)
     saved = outdir / "config.json"
     if overwrite or not saved.exists():
         return
     old = read_json(saved)
+    if normalise is not None and isinstance(old, dict):
+        try:
+            old = normalise(old)
+        except (ValueError, TypeError):
+            old = None
     if old == config:
         return
     present = [r for r in results if (outdir / r).exists() and any((outdir / r).iterdir())]

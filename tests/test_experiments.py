@@ -142,6 +142,12 @@ def test_pipeline_writes_a_valid_report(study_dir):
         info = load_draws(out / "draws" / "adammcmc_sigma0.5" / f"run{r}.msgpack").info
         assert diag["acceptance"][r] == pytest.approx(float(np.mean(info["acceptance_rate"])))
     assert set(diag["bin_fractions"]) == {"4"} and "Sampler diagnostics" in md
+    # the finite-S floor of the MAD for S = 4 draws, 2 runs, 16 cells sits next to the MAD
+    from bayesiamp_jax.evaluation.calibration import mad_floor
+
+    floor = report["methods"]["adammcmc_sigma0.5"]["mad_floor"]
+    assert floor == {"4": mad_floor(4, cfg.num_runs, 16).mean}
+    assert f"({floor['4']:.3g})" in md and "finite-S floor" in md
 
 
 def test_one_method_is_a_whole_study(study_dir):
@@ -458,3 +464,20 @@ def test_result_files_follow_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(p.stat().st_mode) == 0o640
     assert stat.S_IMODE(p.stat().st_mode) == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+
+
+def test_a_study_saved_before_a_setting_was_added_is_the_same_study(tmp_path):
+    """config.json of an older version lacks a newer setting; with its default it is equal."""
+    from experiments.stages import StudyError, check_no_clobber
+
+    cfg = cfgmod.to_dict(cfgmod.resolve("tiny"))
+    old = json.loads(json.dumps(cfg))
+    defaults = cfgmod.to_dict(cfgmod.EvaluationConfig())
+    newest = next(k for k, v in old["evaluation"].items() if v == defaults[k])
+    del old["evaluation"][newest]
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "data.json").write_text("{}")
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    check_no_clobber(tmp_path, cfg, normalise=lambda d: cfgmod.to_dict(cfgmod.from_dict(d)))
+    with pytest.raises(StudyError, match=f"evaluation.{newest}"):
+        check_no_clobber(tmp_path, cfg)
