@@ -72,3 +72,17 @@ def split(key, num: int, units: int | None):
     """``jax.random.split(key, num)`` per unit, as a tuple of ``num`` keys (each () or (U,))."""
     keys = vmap_if(lambda k: jax.random.split(k, num), units)(key)
     return tuple(keys[:, i] if units is not None else keys[i] for i in range(num))
+
+
+def check_xc(field, x, c, units: int | None):
+    """x (n, d), c (n, cond_dim) — with units (U, n, d), (U, n, cond_dim) — as arrays."""
+    from bayesiamp_jax import _checks
+
+    x, c = jnp.asarray(x), jnp.asarray(c)
+    lead = 2 if units is None else 3
+    _checks.last_dim("x", x, field.data_dim, min_ndim=lead)
+    _checks.last_dim("c", c, field.cond_dim, min_ndim=lead)
+    check_leading("x", x, units)
+    check_leading("c", c, units)
+    _checks.same_leading("x", x, "c", c, ndim=lead - 1)
+    return x, c

@@ -88,6 +88,7 @@ def run_chunks(
     unit: str = "it",
     postfix: Callable | None = None,
     prepare: Callable | None = None,
+    on_mismatch: str = "error",
 ) -> Chunked:
     """Run ``step(state, start, n) -> (state, record)`` over ``total`` items in chunks of ``chunk``.
 
@@ -100,6 +101,8 @@ def run_chunks(
         postfix: ``postfix(records) -> dict`` shown on the progress bar after every chunk.
         prepare: ``prepare(state) -> state`` run once before the first chunk of a computation
             that does not resume (e.g. a warm-up); a resumed state has had it already.
+        on_mismatch: "error" (trainers: a checkpoint of another computation is a mistake) or
+            "restart" (a cache keyed by its signature, e.g. partial histograms: start over).
     Returns:
         ``Chunked(state, records, resumed)``. A checkpoint past ``total`` is discarded with a
         warning (its state cannot be wound back), and the computation starts over.
@@ -108,6 +111,8 @@ def run_chunks(
         raise ValueError(f"total must be an integer >= 0, got {total!r}")
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    if on_mismatch not in ("error", "restart"):
+        raise ValueError(f"on_mismatch must be 'error' or 'restart', got {on_mismatch!r}")
     sig = dict(signature or {})
     path = None if checkpoint_path is None else Path(checkpoint_path)
     parts: dict[str, list] = {}
@@ -115,8 +120,11 @@ def run_chunks(
     if path is not None and path.is_file():
         saved = load_pytree(path)
         old = {k: str(v) for k, v in dict(saved.get("signature", {})).items()}
-        _check_signature(path, old, sig)
-        if int(saved["done"]) > total:
+        if old != sig and on_mismatch == "error":
+            _check_signature(path, old, sig)
+        if old != sig:  # on_mismatch="restart": computed afresh, the file is overwritten
+            pass
+        elif int(saved["done"]) > total:
             warnings.warn(f"checkpoint_path {str(path)!r} holds {int(saved['done'])} items, more "
                           f"than total={total}; starting over", stacklevel=2)
         else:

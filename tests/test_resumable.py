@@ -92,3 +92,17 @@ def test_signature_describes_values_and_digests():
     assert sig["arr"] == "[1.,2.]" and sig["key"] == "[0,2]" and sig["none"] == "None"
     assert sig["big"].startswith("sha256:")
     assert resumable.digest(np.zeros(1000)) != resumable.digest(np.zeros(1001))
+
+
+def test_restart_on_mismatch_recomputes_for_a_signature_keyed_cache(tmp_path):
+    key = jax.random.key(5)
+    path = tmp_path / "cache.msgpack"
+    kw = dict(chunk=2, checkpoint_path=path, progress=False, on_mismatch="restart")
+    resumable.run_chunks(_walk_step(1.0), (key, jnp.float32(0.0)), 2,
+                         signature=resumable.signature(scale=1.0), **kw)
+    other = resumable.run_chunks(_walk_step(2.0), (key, jnp.float32(0.0)), 3,
+                                 signature=resumable.signature(scale=2.0), **kw)
+    assert not other.resumed
+    np.testing.assert_allclose(other.records["pos"], _expected(key, 2.0, 3), rtol=1e-5)
+    with pytest.raises(ValueError, match="on_mismatch"):
+        resumable.run_chunks(_walk_step(1.0), (key, 0.0), 1, chunk=1, on_mismatch="ignore")

@@ -2,8 +2,9 @@
 reference schedule for a CNF (flow-matching pretraining, 5 Adam steps, thinned sampling).
 
 Chains are vmapped: one jitted call advances every chain by ``thinning`` steps (a ``lax.scan``)
-and returns one sample per chain. The runner is pure in (chain states, data, σ, σ_dir), so it
-can also be vmapped over σ by the caller (``build_thinned_runner``).
+and returns one sample per chain; ``bayesiamp_jax.resumable.run_chunks`` drives the calls
+(progress, atomic checkpoint with a signature, resume). Given U keys, U independent sets of
+chains (runs × σ) advance in the same call (one more vmap).
 """
 
 from __future__ import annotations
@@ -24,12 +25,6 @@ from bayesiamp_jax.posteriors.adammcmc import build_chain_step, chain_init
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.posteriors.model import EXACT_SOLVER, exact_nll_loss_fn
 from bayesiamp_jax.training import fit
-
-
-def build_thinned_runner(chain_step: Callable, num_steps: int) -> Callable:
-    """``run(states, data, sigma, sigma_dir) -> (states, ChainInfo (chains, num_steps))``,
-    jitted, vmapped over the leading chain axis of ``states`` (data, σ shared)."""
-    return jax.jit(jax.vmap(_scan_chain(chain_step, num_steps), in_axes=(0, None, None, None)))
 
 
 def _scan_chain(chain_step, num_steps):
@@ -206,10 +201,6 @@ def sample_adammcmc(
     return PosteriorDraws(jax.device_get(params), "adammcmc", info)
 
 
-def _stack(trees, axis):
-    return jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(x) for x in a], axis), *trees)
-
-
 def _check_data(data, batch_size):
     leaves = jax.tree_util.tree_leaves(data)
     if not leaves or np.ndim(leaves[0]) == 0 or np.shape(leaves[0])[0] == 0:
@@ -268,11 +259,8 @@ def adammcmc_cnf(
     ``params_init`` (U, ...) and σ scalar or (U,) run U units (runs × σ) in one program.
     """
     units = _units.num_units(key)
-    x, c = jnp.asarray(x), jnp.asarray(c)
+    x, c = _units.check_xc(field, x, c, units)
     lead = 2 if units is None else 3
-    _checks.last_dim("x", x, field.data_dim, min_ndim=lead)
-    _checks.last_dim("c", c, field.cond_dim, min_ndim=lead)
-    _checks.same_leading("x", x, "c", c, ndim=lead - 1)
     if not isinstance(num_pretrain_epochs, (int, np.integer)) or num_pretrain_epochs < 0:
         raise ValueError(
             f"num_pretrain_epochs must be an integer >= 0, got {num_pretrain_epochs!r}")

@@ -328,11 +328,7 @@ def fit_repulsive_cnf(
     Keys (U,) with x (U, n, d), c (U, n, ·) train U ensembles at once (see ``fit_repulsive``).
     """
     units = _units.num_units(key)
-    x, c = jnp.asarray(x), jnp.asarray(c)
-    lead = 2 if units is None else 3
-    _checks.last_dim("x", x, field.data_dim, min_ndim=lead)
-    _checks.last_dim("c", c, field.cond_dim, min_ndim=lead)
-    _checks.same_leading("x", x, "c", c, ndim=lead - 1)
+    x, c = _units.check_xc(field, x, c, units)
     return fit_repulsive(
         key, field.init, cfm_loss_fn(field, sigma_min), (x, c), num_members=num_members,
         num_epochs=num_epochs,

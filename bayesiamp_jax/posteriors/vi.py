@@ -393,11 +393,7 @@ def fit_vi_cnf(
     are fitted in one vmapped program. Other keywords go to ``fit_vi``.
     """
     units = _units.num_units(key)
-    x, c = jnp.asarray(x), jnp.asarray(c)
-    lead = 2 if units is None else 3
-    _checks.last_dim("x", x, field.data_dim, min_ndim=lead)
-    _checks.last_dim("c", c, field.cond_dim, min_ndim=lead)
-    _checks.same_leading("x", x, "c", c, ndim=lead - 1)
+    x, c = _units.check_xc(field, x, c, units)
     key_init, key_fit = _units.split(key, 2, units)
     if params_init is None:
         params_init = jax.jit(_units.vmap_if(field.init, units))(key_init)
