@@ -120,6 +120,8 @@ def log_budget(cfg, logger=None, threshold_s: float = 600.0, probe: bool = True)
 
 
 def _fmt_duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.2g} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

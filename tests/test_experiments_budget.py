@@ -1,0 +1,52 @@
+"""Budget per stage: work counted by hand for a small configuration, FLOPs of the MLP."""
+
+import pytest
+
+import bayesiamp_jax as bj
+from experiments import budget, config
+
+COSTS = {"field_eval": 1e-7, "train_point_step": 2e-6, "vi_point_step": 4e-6,
+         "likelihood_point_step": 5e-6, "nuts_draw": 0.3, "parallel": 1, "source": "test"}
+
+
+def test_work_and_predicted_seconds_by_hand():
+    cfg = config.resolve("tiny", [])
+    plan = budget.budget(cfg, COSTS, flops_per_eval=1000.0)
+    st = plan["stages"]
+    runs, n = cfg.num_runs, cfg.data.num_train  # 2 runs, 400 points
+    assert st["deterministic"]["units"] == cfg.deterministic.num_epochs * n * runs
+    assert st["vi"]["predicted_s"] == pytest.approx(cfg.vi.num_epochs * n * runs * 4e-6)
+    a = cfg.adammcmc
+    steps = a.num_samples * a.thinning + a.num_adam_steps
+    assert st["adammcmc"]["units"] == steps * 2 * a.batch_size * a.solver_steps * runs
+    e = cfg.evaluation  # 5 VI draws + 5 AdamMCMC samples per run, RK4: 4 evaluations a step
+    points = runs * 10 * (e.calib_samples + e.scaled_factor * sum(k * k for k in e.scaled_bins))
+    assert st["evaluate"]["samples"] == points
+    assert st["evaluate"]["field_evals"] == points * e.solver_steps * 4
+    assert st["evaluate"]["flops"] == points * e.solver_steps * 4 * 1000.0
+    assert plan["total_s"] == pytest.approx(sum(s["predicted_s"] for s in st.values()))
+    shared = budget.work(config.resolve("tiny", ["evaluation.scaled_shared=true"]))
+    assert shared["evaluate"]["samples_scaled"] == runs * 10 * e.scaled_factor * 5 * 5
+
+
+def test_gpu_parallel_units_cost_one_batch():
+    cfg = config.resolve("tiny", [])
+    gpu = dict(COSTS, parallel=32)
+    plan = budget.budget(cfg, gpu, flops_per_eval=1.0)
+    # 2 runs × 1 grid point vmapped: one batch costs as one unit
+    assert plan["stages"]["vi"]["predicted_s"] == pytest.approx(
+        cfg.vi.num_epochs * cfg.data.num_train * 4e-6)
+
+
+def test_field_flops_match_the_dense_layer_count():
+    field = bj.VectorField()
+    widths = (9, 32, 32, 32, 2)
+    dense = sum(2 * a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    assert budget.field_flops(field) == pytest.approx(dense, rel=0.1)
+
+
+def test_measured_beside_predicted():
+    plan = budget.budget(config.resolve("tiny", []), COSTS, flops_per_eval=1.0)
+    out = budget.with_measured(plan, {"train_vi": 2 * plan["stages"]["vi"]["predicted_s"]})
+    assert out["stages"]["vi"]["measured_over_predicted"] == pytest.approx(2.0)
+    assert out["stages"]["evaluate"]["measured_s"] is None
