@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from bayesiamp_jax.checkpoint import keys_from_data, keys_to_data, load_pytree, restore, save_pytree
 
+__all__ = ["Chunked", "digest", "run_chunks", "signature"]
+
 
 def digest(tree) -> str:
     """Short SHA-256 of a pytree's structure, shapes, dtypes and bytes (typed keys included)."""

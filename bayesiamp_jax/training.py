@@ -22,6 +22,10 @@ import optax
 from bayesiamp_jax import _checks, _units, resumable
 from bayesiamp_jax.flow import SIGMA_MIN, cfm_loss
 
+__all__ = ["BETAS", "LEARNING_RATE", "EpochInfo", "TrainResult", "TrainState", "adam",
+           "build_epochs", "fit", "flow_matching_loss_fn", "init_train_state",
+           "minibatch_indices"]
+
 LEARNING_RATE = 1e-3
 BETAS = (0.99, 0.99)
 

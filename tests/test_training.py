@@ -160,3 +160,15 @@ def test_fit_rejects_bad_input(ring_train, kwargs, match):
     x, c, n = args.pop("x"), args.pop("c"), args.pop("num_epochs")
     with pytest.raises(ValueError, match=match):
         training.fit(jax.random.PRNGKey(0), VectorField(), x, c, n, progress=False, **args)
+
+
+def test_vector_field_satisfies_the_field_protocol():
+    from bayesiamp_jax.field import Field
+
+    field = VectorField(hidden=(4,))
+    assert isinstance(field, Field)
+    params = field.init(jax.random.key(0))
+    v = field(params, 0.5, jnp.zeros((3, field.data_dim)), jnp.ones((3, field.cond_dim)))
+    assert v.shape == (3, field.data_dim)
+    assert field.num_params() == sum(np.size(a) for a in jax.tree.leaves(params))
+    assert not isinstance(object(), Field)

@@ -48,6 +48,10 @@ from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.posteriors.model import cfm_loss_fn
 from bayesiamp_jax.training import adam, minibatch_indices
 
+__all__ = ["METHOD", "RepulsiveEpochInfo", "RepulsiveState", "build_repulsive_epochs",
+           "ensemble_scores", "fit_repulsive", "fit_repulsive_cnf", "init_members", "kde_score",
+           "median_bandwidth"]
+
 METHOD = "repulsive"
 _DEFAULT_OPTIMIZER = adam()
 

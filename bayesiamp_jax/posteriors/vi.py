@@ -39,6 +39,10 @@ from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.posteriors.model import SITE, build_weight_model, cfm_loss_fn, weight_space
 from bayesiamp_jax.training import adam, minibatch_indices
 
+__all__ = ["KL_NORMALISATIONS", "VIResult", "VIState", "build_svi", "build_vi_runner",
+           "fit_vi", "fit_vi_cnf", "guide_loc_scale", "init_guide_params", "init_vi_state",
+           "kl_site_scale", "sample_vi"]
+
 KL_NORMALISATIONS = ("reference", "total")
 LOC, RHO = f"{SITE}_loc", f"{SITE}_rho"
 
