@@ -8,6 +8,8 @@
 ``gen_hist``: S = ``size.draws`` weight draws × ``size.draw_samples`` samples, RK4 with
 ``max(size.fixed_steps)`` steps, the same noise for every draw, counts (S, n²) with
 - ``jax``: the project's ``evaluation.generate.histogram_same_noise``,
+- ``jax_pallas``: the same with ``Solver(backend="pallas")`` (fused kernel; interpret mode on a
+  CPU),
 - ``jax_simple``: decode every draw's samples at once (vmap) then bin (``fast``),
 - ``jax_chunked_cdf``: ``fast.draw_histograms_chunked``,
 - ``torch``: PyTorch RK4 per draw + the numpy histogram.
@@ -122,6 +124,14 @@ def bench_gen_hist(ctx) -> list[dict]:
             ctx.key(52), ctx.field, draws, [bins], m, solver=solver, chunk_size=chunk,
             progress=False).counts[0], repeats=reps)
         recs.append(rec("jax", t, chunk=chunk))
+        project = np.asarray(t["output"])
+        fused = Solver("rk4", steps, backend="pallas")  # the fused kernel, interpret mode here
+        t = time_host(lambda: generate.histogram_same_noise(
+            ctx.key(52), ctx.field, draws, [bins], m, solver=fused, chunk_size=chunk,
+            progress=False).counts[0], repeats=reps)
+        recs.append(rec("jax_pallas", t, chunk=chunk,
+                        moved_vs_project=int(np.abs(np.asarray(t["output"]) - project).sum()),
+                        note="Pallas fused kernel in interpret mode (CPU)"))
     t = time_jax(lambda p, z, c, a, b: fast.draw_histograms_simple(ctx.field, p, z, c, a, b,
                                                                    solver, bins),
                  draws, z, c, r_in, phi_in, repeats=reps)
