@@ -105,10 +105,9 @@ class Config:
     gap_hi: float = setting(2.0, "upper edge of the training-spectrum crack")
     gap_efficiency: float = setting(0.03, "fraction of training inputs kept in the crack "
                                     "(1: no crack)")
-    poor_density: float = setting(0.05, "poorly informed region: training density below this "
-                                  "fraction of a uniform density")
-    flag_factor: float = setting(3.0, "flag inputs whose σ_stat/σ_syst exceeds this multiple "
-                                 "of its median")
+    flag_factor: float = setting(2.0, "flag inputs whose σ_stat/σ_syst exceeds this multiple "
+                                 "of its median; the same cut on the replica truth's "
+                                 "σ_stat/σ_true defines the poorly informed region")
     num_validation: int = setting(2000, "held-out points (rule and recalibration), from the "
                                   "training spectrum")
     num_test: int = setting(20_000, "test points, from the full spectrum (no crack)")
@@ -126,8 +125,7 @@ class Config:
             _checks.positive_int(name, getattr(self, name))
         for i, w in enumerate(self.hidden):
             _checks.positive_int(f"hidden[{i}]", w)
-        for name in ("learning_rate", "prior_scale", "kl_weight", "repulsion", "poor_density",
-                     "flag_factor"):
+        for name in ("learning_rate", "prior_scale", "kl_weight", "repulsion", "flag_factor"):
             _checks.positive(name, getattr(self, name))
         for name in ("vi_init_rho", "rule_vi_init_rho"):
             value = getattr(self, name)
@@ -312,9 +310,14 @@ class Sets:
         self.e = e
         self.mu = np.asarray(toy.mean(e))
         self.sd = np.asarray(toy.std(e))
-        uniform = 1.0 / (toy.e_max - toy.e_min)
-        self.poor = np.asarray(toy.input_density(e)) < cfg.poor_density * uniform
         self.in_gap = np.asarray(toy.in_gap(e))
+
+
+def poor_region(truth, sets: Sets, cfg: Config) -> np.ndarray:
+    """The toy's poorly informed test inputs: replica σ_stat / σ_true above ``flag_factor`` ×
+    its median (the same cut a method's flag applies to its σ_stat / σ_syst)."""
+    rel = truth.spread / sets.sd
+    return rel > cfg.flag_factor * np.median(rel)
 
 
 def predictions(net, draws, sets: Sets) -> dict:
@@ -331,10 +334,14 @@ def ratio_summary(sigma, truth_means, rng, num_boot: int = 200) -> dict:
     k = truth_means.shape[0]
     sub = truth_means[:, :: max(1, truth_means.shape[1] // 2000)]
     sig_sub = sigma[:: max(1, truth_means.shape[1] // 2000)]
-    meds = [np.median(sig_sub / sub[rng.integers(0, k, k)].std(axis=0, ddof=1))
-            for _ in range(num_boot)]
+    meds = []
+    for _ in range(num_boot):
+        spread = sub[rng.integers(0, k, k)].std(axis=0, ddof=1)
+        if np.all(spread > 0):  # a resample repeating one replica has no spread
+            meds.append(np.median(sig_sub / spread))
     return {"median": float(np.median(r)), "q16": float(np.quantile(r, 0.16)),
-            "q84": float(np.quantile(r, 0.84)), "err": float(np.std(meds))}
+            "q84": float(np.quantile(r, 0.84)),
+            "err": float(np.std(meds)) if len(meds) > 1 else None}
 
 
 def evaluate(pred: dict, sets: Sets, truth_means: np.ndarray, cfg: Config, rng) -> dict:
@@ -351,6 +358,7 @@ def evaluate(pred: dict, sets: Sets, truth_means: np.ndarray, cfg: Config, rng) 
     rel = stat / syst
     flagged = rel > cfg.flag_factor * np.median(rel)
     truth = replica_truth(truth_means)
+    poor = poor_region(truth, sets, cfg)
     ratio = ratio_summary(stat, truth_means, rng)
     g = decompose(*pred["grid"])
     out = {
@@ -379,11 +387,12 @@ def evaluate(pred: dict, sets: Sets, truth_means: np.ndarray, cfg: Config, rng) 
         "pull_total_recalibrated_fit": gaussian_fit(recal_pulls)._asdict(),
         "flag": {
             "fraction_flagged": float(flagged.mean()),
-            "fraction_of_flagged_in_poor_region": (float(sets.poor[flagged].mean())
+            "fraction_of_flagged_in_poor_region": (float(poor[flagged].mean())
                                                    if flagged.any() else None),
-            "fraction_of_poor_region_flagged": (float(flagged[sets.poor].mean())
-                                                if sets.poor.any() else None),
-            "fraction_poor": float(sets.poor.mean()),
+            "fraction_of_poor_region_flagged": (float(flagged[poor].mean())
+                                                if poor.any() else None),
+            "fraction_poor": float(poor.mean()),
+            "fraction_poor_in_crack": float(sets.in_gap[poor].mean()) if poor.any() else None,
             "threshold": float(cfg.flag_factor * np.median(rel)),
         },
         "grid": {k: np.asarray(v).tolist() for k, v in g._asdict().items()},
@@ -418,7 +427,7 @@ def run(cfg: Config, output: Path, progress: bool = True) -> dict:
     sets = Sets(cfg, toy, root)
     rng = np.random.default_rng(cfg.seed)
     fit_settings = {k: v for k, v in to_dict(cfg).items()
-                    if k not in ("num_validation", "num_test", "figures", "poor_density",
+                    if k not in ("num_validation", "num_test", "figures",
                                  "flag_factor", "prior_scan")}
     results: dict = {m: {} for m in METHODS}
     rule: dict = {m: {} for m in METHODS}
@@ -661,7 +670,7 @@ def markdown(rep: dict) -> str:
             for n, s in per.items():
                 q = s["stat_ratio"]
                 lines.append(f"| {m} | {label} | {n} | {s['setting']:.4g} | {q['median']:.3f} ± "
-                             f"{q['err']:.3f} | {q['q16']:.2f}–{q['q84']:.2f} | "
+                             f"{_f(q['err'])} | {q['q16']:.2f}–{q['q84']:.2f} | "
                              f"{_f(s['stat_ratio_in_gap'], '.2f')} | "
                              f"{s['rms_error_over_replica_spread']:.2f} |")
     if has_rule:
@@ -728,8 +737,9 @@ def markdown(rep: dict) -> str:
             f"- {m} (N = {largest}): {100 * fl['fraction_flagged']:.1f} % of the test inputs "
             f"flagged (σ_stat/σ_syst > {cfg['flag_factor']:g} × median); of them "
             f"{100 * (fl['fraction_of_flagged_in_poor_region'] or 0):.1f} % lie in the poorly "
-            f"informed region (training density < {cfg['poor_density']:g} × uniform: the crack "
-            f"and the far tail, {100 * fl['fraction_poor']:.1f} % of the test inputs), and "
+            f"informed region (replica truth σ_stat/σ_true > {cfg['flag_factor']:g} × median: "
+            f"{100 * fl['fraction_poor']:.1f} % of the test inputs, "
+            f"{100 * (fl['fraction_poor_in_crack'] or 0):.0f} % of them in the crack), and "
             f"{100 * (fl['fraction_of_poor_region_flagged'] or 0):.1f} % of that region is "
             "flagged.")
     lines += ["", "## Done criteria (largest N, " + ag["settings"] + " settings)", "",
@@ -893,7 +903,7 @@ def make_figures(cfg, toy, sets, results, rule, truths, output) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
     a, b = chosen["vi"][largest], chosen["repulsive"][largest]
     sel = np.random.default_rng(0).permutation(a["_test_total"].size)[:4000]
-    poor = sets.poor[sel]
+    poor = poor_region(replica_truth(truths[largest]["test"]), sets, cfg)[sel]
     for ax, key, title in ((axes[0], "_test_total", "σ_total"), (axes[1], "_test_stat",
                                                                   "σ_stat")):
         x, y = b[key][sel], a[key][sel]
@@ -911,23 +921,29 @@ def make_figures(cfg, toy, sets, results, rule, truths, output) -> list[str]:
     save(fig, "bnn_vs_re_scatter")
 
     # 7. uncertainty spectrum and the flagged inputs
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
-    for ax, m in zip(axes, METHODS, strict=True):
-        r = chosen[m][largest]
-        rel = r["_rel"]
+    truth = replica_truth(truths[largest]["test"])
+    poor = poor_region(truth, sets, cfg)
+    rel_truth = truth.spread / sets.sd
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+    panels = [("replica truth (σ_stat truth / σ_true)", rel_truth, "k",
+               cfg.flag_factor * np.median(rel_truth), None)]
+    panels += [(f"{LABELS[m]} ({tag})", chosen[m][largest]["_rel"], COLORS[m],
+                chosen[m][largest]["flag"]["threshold"], chosen[m][largest]["flag"])
+               for m in METHODS]
+    for ax, (title, rel, color, threshold, fl) in zip(axes, panels, strict=True):
         edges = np.geomspace(rel.min(), rel.max(), 50)
-        ax.hist(rel, edges, histtype="step", color="k", label="all test inputs")
-        ax.hist(rel[sets.poor], edges, histtype="stepfilled", color="C1", alpha=0.5,
+        ax.hist(rel, edges, histtype="step", color=color, label="all test inputs")
+        ax.hist(rel[poor], edges, histtype="stepfilled", color="C1", alpha=0.4,
                 label="poorly informed region")
-        fl = r["flag"]
-        ax.axvline(fl["threshold"], color=COLORS[m], ls="--",
-                   label=f"flag: {100 * fl['fraction_flagged']:.1f} % flagged,\n"
-                         f"{100 * (fl['fraction_of_flagged_in_poor_region'] or 0):.0f} % of "
-                         "them in the region")
+        label = "region cut" if fl is None else (
+            f"flag: {100 * fl['fraction_flagged']:.1f} % flagged,\n"
+            f"{100 * (fl['fraction_of_flagged_in_poor_region'] or 0):.0f} % of them in the region")
+        ax.axvline(threshold, color=color, ls="--", label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("σ_stat / σ_syst")
-        ax.set_title(f"{LABELS[m]} (N = {largest}, {tag})", fontsize=9)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("σ_stat / σ_syst" if fl is not None else "σ_stat / σ_true")
+        ax.set_title(f"{title}, N = {largest}", fontsize=9)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("test inputs")
     save(fig, "uncertainty_spectrum")
