@@ -9,7 +9,9 @@ Presets:
   reduced epochs (300 flow matching, 500 VI, 80 AdamMCMC steps), 20 draws, 4·10⁴ same-noise
   and 20·n² scaled samples per draw, binnings up to 50 × 50.
 - ``paper``: the paper's grid and sizes (k ∈ {1,5,10,50,100}, σ ∈ {0.01,0.05,0.1,0.5}, 5 runs,
-  50 draws, 10⁷-sample calibration and 1,000·n² scaled evaluation); meant for a GPU.
+  50 draws, 10⁷-sample calibration); the scaled evaluation with 50·n² points per draw for the
+  generation-noise-corrected N_eq (the paper's 1,000·n²: ``--set evaluation.scaled_factor=1000``);
+  meant for a GPU.
 - ``replicate``: the headline labels (VI k=10, AdamMCMC σ=0.1) at the paper's training length
   for one run on a 2-core CPU, evaluated with fewer samples per cell.
 - ``tiny``: seconds-sized smoke test of every stage (used by the test suite).
@@ -167,7 +169,8 @@ class RepulsiveConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """Calibration (same noise for every draw) and scaled (fresh 1,000·n² per draw) evaluation."""
+    """Calibration (same noise for every draw) and scaled (fresh scaled_factor·n² per draw)
+    evaluation."""
 
     calib_bins: tuple[int, ...] = setting((5, 10, 50),
         "n of the n x n calibration grids (same noise for every draw)")
