@@ -36,10 +36,14 @@ unbiased when ρ is right (E f̄² = μ² + V/S, f̄ and v independent). For n �
 exactly unbiased (S − 3)/(S − 1)·f̄²/v − 1/S. ρ̂ = Σ X / Σ a v is pooled over a window of whole
 radial rows holding ≥ ``pool_cells`` cells (the ring's cells in one row share the truth
 probability and, φ being uniform, the model's relative spread), clipped to [0.02, 1]. Cells
-with X_j ≤ 0 (spread indistinguishable from generation noise) are counted in
-``num_unresolved``; cells with f̄ = 0 contribute 0. Checked by simulation (tests and
-benchmarks/estimators.py): within a few % down to ρ ≈ 0.2 (generation noise 4× the model
-spread); below, ``model_share`` says the samples per cell are too few.
+with X_j ≤ 0 (spread indistinguishable from generation noise) enter with the floored
+denominator and are counted in ``num_unresolved``; cells with f̄ = 0 contribute 0. Checked by
+simulation (tests; /benchmarks/RESULTS.md): within a few % down to ρ ≈ 0.2 (generation noise
+4× the model spread) for Gaussian draws; below, ``model_share`` says the samples per cell are
+too few. Like the paper's estimator it assumes Gaussian draws: heavy-tailed draws (e.g. a few
+outlying chain states) make every 1/v-type estimator overstate N_eq, the more so the smaller
+the generation noise. The error of N_eq is a delete-one jackknife over draws
+(``jackknife_equivalent_events``).
 """
 
 from __future__ import annotations
