@@ -38,7 +38,7 @@ radial rows holding ≥ ``pool_cells`` cells (the ring's cells in one row share 
 probability and, φ being uniform, the model's relative spread), clipped to [0.02, 1]. Cells
 with X_j ≤ 0 (spread indistinguishable from generation noise) enter with the floored
 denominator and are counted in ``num_unresolved``; cells with f̄ = 0 contribute 0. Checked by
-simulation (tests; /benchmarks/RESULTS.md): within a few % down to ρ ≈ 0.2 (generation noise
+simulation (tests; benchmarks/RESULTS.md): within a few % down to ρ ≈ 0.2 (generation noise
 4× the model spread) for Gaussian draws; below, ``model_share`` says the samples per cell are
 too few. Like the paper's estimator it assumes Gaussian draws: heavy-tailed draws (e.g. a few
 outlying chain states) make every 1/v-type estimator overstate N_eq, the more so the smaller
