@@ -131,7 +131,7 @@ def _mean_std(values):
 def _ess_rhat(stats) -> str:
     if not stats:
         return "–"
-    return (f"{_f(stats['ess']['median'], '.3g')} / {_f(stats['ess']['min'], '.3g')}, "
+    return (f"{_f(stats['ess']['median'], '.3g')} / {_f(stats['ess']['q05'], '.3g')}, "
             f"{_f(stats['split_rhat']['median'], '.3f')} / {_f(stats['split_rhat']['max'], '.3f')}")
 
 
@@ -143,9 +143,10 @@ def _diagnostics_table(methods: dict) -> list[str]:
     binnings = sorted({n for d in diags.values() for n in d.get("bin_fractions", {})}, key=int)
     lines = ["", "## Sampler diagnostics", "",
              "Each run is one chain of S draws (numpyro's `effective_sample_size` and "
-             "`split_gelman_rubin`). ESS median / min and split R-hat median / max over runs "
-             "and quantities: the chain's loss per draw and the generated bin fractions of every "
-             "cell (same-noise evaluation). Independent draws give ESS ≈ S and R-hat ≈ 1.", "",
+             "`split_gelman_rubin`). ESS median / 5 % quantile and split R-hat median / max "
+             "over runs and quantities: the chain's loss per draw and the generated bin "
+             "fractions of every cell (same-noise evaluation). Independent draws give ESS ≈ S "
+             "and R-hat ≈ 1.", "",
              "| method | S | acceptance | divergences | loss: ESS, R-hat | "
              + " | ".join(f"bins {n}×{n}: ESS, R-hat" for n in binnings) + " |",
              "|---|---|---|---|---|" + "---|" * len(binnings)]

@@ -29,6 +29,10 @@ def test_ess_and_rhat_of_known_chains():
     shifted = rng.standard_normal((1, S, 2))
     shifted[:, S // 2:] += 1.0
     assert chain_statistics(shifted)["split_rhat"]["max"] > 1.1
+    # a constant quantity has no ESS: counted as undefined, left out of the median
+    mixed = np.concatenate([rng.standard_normal((1, S, 3)), np.ones((1, S, 1))], axis=2)
+    stats = chain_statistics(mixed)
+    assert stats["ess"]["undefined"] == 1 and stats["ess"]["median"] == pytest.approx(S, rel=0.15)
     with pytest.raises(ValueError, match="draws >= 4"):
         chain_statistics(np.zeros((2, 3)))
 

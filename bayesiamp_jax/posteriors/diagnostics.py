@@ -19,8 +19,10 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 def chain_statistics(x) -> dict:
     """ESS and split R-hat of ``x`` (R, S, ...) with run r one chain of S draws.
 
-    Returns {"ess": {"median", "min"}, "split_rhat": {"median", "max"}} over runs and
-    quantities (NaN-aware: a quantity without spread has no ESS); needs S >= 4.
+    Returns {"ess": {"median", "q05", "undefined"}, "split_rhat": {"median", "max"}} over runs
+    and quantities; needs S >= 4. numpyro's estimator of short chains can return ESS <= 0 (or
+    NaN without spread): such values count as "undefined" and are left out of the median and
+    the 5 % quantile "q05".
     """
     x = np.asarray(x, np.float64)
     if x.ndim < 2 or x.shape[1] < 4:
@@ -29,8 +31,12 @@ def chain_statistics(x) -> dict:
         warnings.simplefilter("ignore", RuntimeWarning)
         ess = np.stack([effective_sample_size(run[None]) for run in x]).reshape(-1)
         rhat = np.stack([split_gelman_rubin(run[None]) for run in x]).reshape(-1)
-        return {"ess": {"median": _nan(np.nanmedian, ess), "min": _nan(np.nanmin, ess)},
-                "split_rhat": {"median": _nan(np.nanmedian, rhat), "max": _nan(np.nanmax, rhat)}}
+    ok = ess[np.isfinite(ess) & (ess > 0)]
+    nan = float("nan")
+    return {"ess": {"median": float(np.median(ok)) if ok.size else nan,
+                    "q05": float(np.percentile(ok, 5)) if ok.size else nan,
+                    "undefined": int(ess.size - ok.size)},
+            "split_rhat": {"median": _nan(np.nanmedian, rhat), "max": _nan(np.nanmax, rhat)}}
 
 
 def _nan(fn, a) -> float:
