@@ -237,5 +237,24 @@ def main(argv=None):
     return report
 
 
+def markdown(report: dict) -> str:
+    """One markdown table per field: evaluations, point errors, worst σ ratio per grid."""
+    out = []
+    for res in report["fields"]:
+        bins = [f"{b}x{b}" for b in res["bins"]]
+        out.append(f"field {res['field']}, {res['samples']:,} samples, reference "
+                   f"{res['reference']}\n")
+        out.append("| solver | evals | max error | RMS error | "
+                   + " | ".join(f"{b} migrated / σ-ratio" for b in bins) + " |")
+        out.append("|---" * (4 + len(bins)) + "|")
+        for r in res["rows"]:
+            cells_ = " | ".join(f"{r['hist'][b]['migrated']:.1e} / "
+                                f"{r['hist'][b]['sigma_ratio_1e7']:.3f}" for b in bins)
+            out.append(f"| {r['solver']} | {r['evals']:.0f} | {r['max_err']:.1e} | "
+                       f"{r['rms_err']:.1e} | {cells_} |")
+        out.append("")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     main()
