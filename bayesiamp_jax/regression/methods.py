@@ -68,6 +68,7 @@ def fit_repulsive_regression(
     batch_size: int,
     space: str = "weight",
     measurement_x=None,
+    measure_batch: bool = False,
     prior_scale: float | None = 1.0,
     progress: bool = False,
     **kw,
@@ -75,9 +76,10 @@ def fit_repulsive_regression(
     """Repulsive ensemble of ``num_members`` networks (method "repulsive").
 
     ``space="weight"``: RBF-KDE repulsion on the flat weights; ``"function"``: on the predicted
-    means at ``measurement_x`` (K, in_dim) (default: the mini-batch inputs). A few fixed points
-    spanning the input range keep the function-space KDE low-dimensional and also repel where
-    data are sparse. Other keywords go to ``posteriors.repulsive.fit_repulsive``.
+    means at ``measurement_x`` (K, in_dim) (default: the mini-batch inputs), or at the mini-batch
+    inputs and the K fixed points together with ``measure_batch=True``. Fixed points spanning the
+    input range also repel where data are sparse (the mini-batch inputs never lie there). Other
+    keywords go to ``posteriors.repulsive.fit_repulsive``.
     """
     _checks.one_of("space", space, SPACES)
     data = _data(sample, net)
@@ -87,7 +89,11 @@ def fit_repulsive_regression(
     elif space == "function":
         points = jnp.asarray(measurement_x)
         _checks.last_dim("measurement_x", points, net.in_dim, min_ndim=2)
-        function_fn = lambda params, batch: net(params, points)[0]
+        if measure_batch:
+            function_fn = lambda params, batch: net(
+                params, jnp.concatenate([batch[0], points]))[0]
+        else:
+            function_fn = lambda params, batch: net(params, points)[0]
     return fit_repulsive(
         key, net.init, nll_loss_fn(net), data, num_members=num_members, num_epochs=num_epochs,
         batch_size=batch_size, prior_scale=prior_scale, function_fn=function_fn,
