@@ -16,6 +16,8 @@ Command line: ``bayesiamp train --output OUTDIR [--method vi] [--preset quick] [
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,10 +60,24 @@ def _checkpoint(study, method, units, *sections):
     return study.path("checkpoints", method, f"{method}_{fp}.msgpack")
 
 
-def _unit_data(study, units):
+class _Pending(NamedTuple):
+    """The pending units of one method: (label, hyper, run), their keys and training data."""
+
+    units: list
+    keys: jax.Array
+    x: jax.Array
+    c: jax.Array
+    run_idx: np.ndarray
+
+
+def _pending(study, method) -> _Pending | None:
+    units = _units(study, method)
+    if not units:
+        return None
     data = load_all_data(study)
     run_idx = np.array([r for _, _, r in units])
-    return data.x[run_idx], data.c[run_idx], run_idx
+    keys = jnp.stack([purpose_key(study.cfg.seed, r, label) for label, _, r in units])
+    return _Pending(units, keys, data.x[run_idx], data.c[run_idx], run_idx)
 
 
 def _save_units(study, units, draws: PosteriorDraws, describe) -> None:
@@ -73,13 +89,13 @@ def _save_units(study, units, draws: PosteriorDraws, describe) -> None:
 def train_vi(study, progress: bool = True) -> None:
     """Mean-field VI for all pending (k, run) units at once, then ``num_draws`` draws each."""
     cfg, v = study.cfg, study.cfg.vi
-    units = _units(study, "vi")
-    if not units:
+    todo = _pending(study, "vi")
+    if todo is None:
         return
-    x, c, _ = _unit_data(study, units)
-    keys = jnp.stack([purpose_key(cfg.seed, r, label) for label, _, r in units])
+    units = todo.units
     result = posteriors.fit_vi_cnf(
-        keys, field_from_config(cfg), x, c, kl_weight=np.array([k for _, k, _ in units]),
+        todo.keys, field_from_config(cfg), todo.x, todo.c,
+        kl_weight=np.array([k for _, k, _ in units]),
         num_epochs=v.num_epochs, batch_size=v.batch_size, kl_normalisation=v.kl_normalisation,
         chunk_epochs=v.chunk_epochs, progress=progress,
         checkpoint_path=_checkpoint(study, "vi", units, v.kl_normalisation, v.batch_size))
@@ -92,16 +108,15 @@ def train_adammcmc(study, progress: bool = True) -> None:
     """One AdamMCMC chain per pending (σ, run) unit, all advanced together, each started at its
     run's deterministic params (the flow-matching pretraining)."""
     cfg, a = study.cfg, study.cfg.adammcmc
-    units = _units(study, "adammcmc")
-    if not units:
+    todo = _pending(study, "adammcmc")
+    if todo is None:
         return
+    units = todo.units
     field = field_from_config(cfg)
     pretrained, _ = load_deterministic(study, jax.jit(field.init)(jax.random.key(0)))
-    x, c, run_idx = _unit_data(study, units)
-    starts = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[run_idx]), pretrained)
-    keys = jnp.stack([purpose_key(cfg.seed, r, label) for label, _, r in units])
+    starts = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[todo.run_idx]), pretrained)
     draws = posteriors.adammcmc_cnf(
-        keys, field, x, c, sigma=np.array([s for _, s, _ in units]),
+        todo.keys, field, todo.x, todo.c, sigma=np.array([s for _, s, _ in units]),
         sigma_dir=None if a.sigma_dir < 0 else a.sigma_dir, num_pretrain_epochs=0,
         params_init=starts, num_adam_steps=a.num_adam_steps, num_samples=a.num_samples,
         thinning=a.thinning, batch_size=a.batch_size,
@@ -137,13 +152,12 @@ def train_nuts(study, progress: bool = True) -> None:
 def train_repulsive(study, progress: bool = True) -> None:
     """Repulsive ensembles of all pending runs at once (one unit per run)."""
     cfg, rc = study.cfg, study.cfg.repulsive
-    units = _units(study, "repulsive")
-    if not units:
+    todo = _pending(study, "repulsive")
+    if todo is None:
         return
-    x, c, _ = _unit_data(study, units)
-    keys = jnp.stack([purpose_key(cfg.seed, r, label) for label, _, r in units])
+    units = todo.units
     draws = posteriors.fit_repulsive_cnf(
-        keys, field_from_config(cfg), x, c, num_members=rc.num_members,
+        todo.keys, field_from_config(cfg), todo.x, todo.c, num_members=rc.num_members,
         num_epochs=rc.num_epochs, batch_size=rc.batch_size, progress=progress,
         checkpoint_path=_checkpoint(study, "repulsive", units, rc))
     _save_units(study, units, draws, lambda d: f"final loss {float(d.info['loss'][-1]):.4f}")
