@@ -160,7 +160,7 @@ def train_repulsive(study, progress: bool = True) -> None:
         todo.keys, field_from_config(cfg), todo.x, todo.c, num_members=rc.num_members,
         num_epochs=rc.num_epochs, batch_size=rc.batch_size, progress=progress,
         checkpoint_path=_checkpoint(study, "repulsive", units, rc))
-    _save_units(study, units, draws, lambda d: f"final loss {float(d.info['loss'][-1]):.4f}")
+    _save_units(study, units, draws, lambda d: f"final loss {float(d.info['losses'][-1]):.4f}")
 
 
 TRAINERS = {"vi": train_vi, "adammcmc": train_adammcmc, "nuts": train_nuts,

@@ -92,6 +92,11 @@ def test_chunked_and_resumed_run_equals_one_run(tmp_path):
     resumed = _fit(checkpoint_path=path, chunk_epochs=3, **kw)
     np.testing.assert_array_equal(whole.params["w"], resumed.params["w"])
     np.testing.assert_array_equal(whole.info["member_loss"], resumed.info["member_loss"])
+    # per draw: each member's last-epoch loss; per epoch: the mean over members
+    np.testing.assert_array_equal(whole.info["loss"], whole.info["member_loss"][-1])
+    np.testing.assert_allclose(whole.info["losses"], whole.info["member_loss"].mean(1))
+    with pytest.raises(ValueError, match=r"repulsion: checkpoint 1\.0, now 0\.0"):
+        _fit(checkpoint_path=path, chunk_epochs=3, repulsion=0.0, **kw)
 
 
 def test_bad_arguments_raise():

@@ -50,13 +50,17 @@ def split_units(draws: PosteriorDraws) -> list[PosteriorDraws]:
             for u in range(units)]
 
 
+_HISTORIES = ("losses", "member_loss", "bandwidth")  # info entries indexed by epoch
+
+
 def to_inference_data(draws):
     """arviz ``InferenceData`` of one ``PosteriorDraws`` (one chain) or a list of R of them
     (runs as chains; equal S; for unit-batched draws pass ``split_units(draws)``).
 
     Group ``posterior``: one variable per params leaf, named by its path ("Dense_0/kernel"),
     dims (chain, draw, *leaf shape). Group ``sample_stats``: the info entries with one value
-    per draw ("acceptance_rate", "accept_prob", "diverging", "loss", …). Needs the optional
+    per draw ("acceptance_rate", "accept_prob", "diverging", "loss", …; not the per-epoch
+    training histories "losses", "member_loss", "bandwidth"). Needs the optional
     ``arviz`` package (``pip install -e ".[arviz]"``).
     """
     try:
@@ -81,7 +85,9 @@ def to_inference_data(draws):
     stats = {}
     for key in runs[0].info:
         values = [np.asarray(r.info.get(key, np.nan)) for r in runs]
-        if all(v.ndim >= 1 and v.shape[0] == num_draws for v in values) and key != "chain":
+        if key in _HISTORIES or key == "chain":  # per epoch, not per draw
+            continue
+        if all(v.ndim >= 1 and v.shape[0] == num_draws for v in values):
             stats[key] = np.stack(values)
     return arviz.from_dict(posterior=posterior, sample_stats=stats or None)
 

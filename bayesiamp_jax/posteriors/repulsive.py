@@ -241,7 +241,8 @@ def fit_repulsive(
 
     Returns:
         PosteriorDraws with params (M, ...), method "repulsive" and info {"member_loss" (E, M),
-        "loss" (E,), "bandwidth" (E,)} over all epochs run (resumed ones included); for U
+        "losses" (E,) the mean over members, "bandwidth" (E,)} over all epochs run (resumed
+        ones included) and "loss" (M,), each member's (draw's) loss of the last epoch; for U
         units params (U, M, ...) and every info entry with a leading U.
     """
     num_members = _checks.positive_int("num_members", num_members)
@@ -302,8 +303,8 @@ def fit_repulsive(
         desc="repulsive ensemble" if units is None else f"repulsive ensemble x{units}",
         postfix=lambda r: {"loss": f"{float(np.mean(r['member_loss'][..., -1, :])):.4f}"})
     member_loss = out.records["member_loss"]
-    info = {"member_loss": member_loss, "loss": member_loss.mean(axis=-1),
-            "bandwidth": out.records["bandwidth"]}
+    info = {"member_loss": member_loss, "losses": member_loss.mean(axis=-1),
+            "loss": member_loss[..., -1, :], "bandwidth": out.records["bandwidth"]}
     return PosteriorDraws(jax.device_get(out.state.params), METHOD, info)
 
 
