@@ -10,9 +10,8 @@ Outputs (in ``--output``, default ``outputs/<preset>``): config.json (the resolv
 configuration), log.txt, data/, models/, draws/<label>/run<r>.msgpack, histograms/, results/,
 figures/ (PNG and PDF), report.md and report.json, stages/ (completion markers). Invoking the
 same command again skips completed stages and continues interrupted training from its last
-checkpoint. A folder is used by one run at a time (study.lock); a folder holding the results
-of another configuration is refused unless ``--overwrite`` is given, and then the stages that
-depend on a changed setting are redone.
+checkpoint. A folder is used by one run at a time (study.lock); a changed setting that would
+redo finished stages (replace their results) is refused unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -130,7 +129,8 @@ def run_pipeline(cfg, outdir, *, only: str | None = None, methods=None, progress
     chosen = selected(cfg, methods)
     with FolderLock(outdir):
         check_no_clobber(outdir, cfgmod.to_dict(cfg), overwrite,
-                         normalise=lambda d: cfgmod.to_dict(cfgmod.from_dict(d)))
+                         normalise=lambda d: cfgmod.to_dict(cfgmod.from_dict(d)),
+                         fingerprints=fingerprints(cfg, methods))
         return _run_stages(cfg, outdir, chosen, only, methods, progress)
 
 

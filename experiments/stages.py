@@ -153,12 +153,16 @@ def _flat(d, prefix=""):
 
 
 def check_no_clobber(outdir: str | Path, config: dict, overwrite: bool = False,
-                     results=("stages", "draws", "results"), normalise=None) -> None:
+                     results=("stages", "draws", "results"), normalise=None,
+                     fingerprints: dict | None = None) -> None:
     """``StudyError`` if ``outdir`` holds results of another configuration (unless
     ``overwrite``): its config.json differs from ``config`` and one of ``results`` exists.
 
     ``normalise(saved_dict) -> dict`` completes a saved configuration (e.g. with the defaults
-    of settings added since it was written); an error there counts as unreadable.
+    of settings added since it was written); an error there counts as unreadable. With
+    ``fingerprints`` (stage -> the new run's fingerprint) only finished stages whose
+    fingerprint changes count: a changed setting that no finished stage depends on replaces
+    nothing and is accepted.
     """
     outdir = Path(outdir)
     saved = outdir / "config.json"
@@ -175,6 +179,15 @@ def check_no_clobber(outdir: str | Path, config: dict, overwrite: bool = False,
     present = [r for r in results if (outdir / r).exists() and any((outdir / r).iterdir())]
     if not present:
         return
+    stages = outdir / "stages"
+    markers = {p.stem: read_json(p) for p in sorted(stages.glob("*.json"))} if stages.is_dir() \
+        else {}
+    done = sorted(markers)
+    if fingerprints is not None:
+        done = [s for s, m in markers.items() if s in fingerprints
+                and (m or {}).get("fingerprint") != fingerprints[s]]
+        if not done:
+            return
     if isinstance(old, dict):
         a, b = _flat(old), _flat(config)
         diff = sorted(k for k in set(a) | set(b) if a.get(k, "?") != b.get(k, "?"))
@@ -182,11 +195,10 @@ def check_no_clobber(outdir: str | Path, config: dict, overwrite: bool = False,
                 f"({', '.join(diff[:5])}{', …' if len(diff) > 5 else ''})")
     else:
         what = "a study whose config.json is unreadable"
-    stages = outdir / "stages"
-    done = sorted(p.stem for p in stages.glob("*.json")) if stages.is_dir() else []
     raise StudyError(f"output folder {outdir} holds {what} and its results "
-                     f"({', '.join(present)}; finished stages: {', '.join(done) or 'none'}); "
-                     "rerun with --overwrite to replace them, or choose another --output")
+                     f"({', '.join(present)}; finished stages this run would redo: "
+                     f"{', '.join(done) or 'none'}); rerun with --overwrite to replace them, "
+                     "or choose another --output")
 
 
 class Study:

@@ -58,7 +58,7 @@ def test_presets_and_labels():
     assert labels == ["vi_k1", "vi_k5", "vi_k10", "vi_k50", "vi_k100", "adammcmc_sigma0.01",
                       "adammcmc_sigma0.05", "adammcmc_sigma0.1", "adammcmc_sigma0.5"]
     assert (paper.num_runs, paper.vi.num_draws, paper.adammcmc.num_samples) == (5, 50, 50)
-    assert paper.evaluation.calib_samples == 10_000_000 and paper.evaluation.scaled_factor == 1000
+    assert paper.evaluation.calib_samples == 10_000_000 and paper.evaluation.scaled_factor == 50
     quick = cfgmod.resolve("quick")
     assert [label for _, label, _ in cfgmod.method_grid(quick)] == ["vi_k10", "adammcmc_sigma0.1"]
     assert max(quick.evaluation.calib_bins) == 50
@@ -415,7 +415,7 @@ def test_no_clobber_of_another_configuration(study_dir, capsys):
     """A folder with finished results of another configuration is refused with what is there
     and how to proceed; nothing in it changes."""
     from experiments.cli import main
-    from experiments.stages import check_no_clobber
+    from experiments.stages import StudyError, check_no_clobber
 
     out, cfg, *_ = study_dir
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
@@ -424,11 +424,19 @@ def test_no_clobber_of_another_configuration(study_dir, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "holds a study of preset 'tiny' with other settings (seed)" in err
-    assert "--overwrite" in err and "finished stages: data, deterministic" in err
+    assert "--overwrite" in err and "finished stages this run would redo: data, " in err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
-    other = cfgmod.to_dict(cfgmod.apply_override(cfg, "seed=1"))
-    check_no_clobber(out, other, overwrite=True)  # the user said so
+    other = cfgmod.apply_override(cfg, "seed=1")
+    check_no_clobber(out, cfgmod.to_dict(other), overwrite=True)  # the user said so
     check_no_clobber(out, cfgmod.to_dict(cfg))  # the same study resumes
+    # a setting no finished stage depends on replaces nothing
+    from experiments.paper import fingerprints
+
+    later = cfgmod.apply_override(cfg, "nuts.num_warmup=3")
+    check_no_clobber(out, cfgmod.to_dict(later), fingerprints=fingerprints(later))
+    changed = cfgmod.apply_override(cfg, "evaluation.solver_steps=3")
+    with pytest.raises(StudyError, match=r"would redo: evaluate, figures\)"):
+        check_no_clobber(out, cfgmod.to_dict(changed), fingerprints=fingerprints(changed))
 
 
 def test_bad_output_folders_are_one_line_errors(tmp_path, capsys):
