@@ -433,7 +433,7 @@ def run(cfg: Config, output: Path, progress: bool = True) -> dict:
     sets = Sets(cfg, toy, root)
     rng = np.random.default_rng(cfg.seed)
     fit_settings = {k: v for k, v in to_dict(cfg).items()
-                    if k not in ("num_validation", "num_test", "figures",
+                    if k not in ("sizes", "num_validation", "num_test", "figures",
                                  "flag_factor", "prior_scan", "measure_batch")}
     re_settings = {"measure_batch": cfg.measure_batch} if cfg.measure_batch else {}
     results: dict = {m: {} for m in METHODS}
