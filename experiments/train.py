@@ -7,7 +7,7 @@ library drivers' unit axis (one vmapped program); NUTS loops over runs.
 
 Key scheme: unit (label, run) uses ``purpose_key(seed, run, label)`` as the key of the one-unit
 library call (``fit_vi_cnf`` + ``sample_vi`` with ``purpose_key(seed, run, label + "/draws")``,
-``adammcmc_cnf(..., num_pretrain_epochs=0, params_init=<deterministic params of the run>)``,
+``sample_adammcmc_cnf(..., num_pretrain_epochs=0, params_init=<deterministic params of the run>)``,
 ``fit_repulsive_cnf``), so a unit equals the one-call API.
 
 Command line: ``bayesiamp train --output OUTDIR [--method vi] [--preset quick] [--set ...]``
@@ -115,7 +115,7 @@ def train_adammcmc(study, progress: bool = True) -> None:
     field = field_from_config(cfg)
     pretrained, _ = load_deterministic(study, jax.jit(field.init)(jax.random.key(0)))
     starts = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[todo.run_idx]), pretrained)
-    draws = posteriors.adammcmc_cnf(
+    draws = posteriors.sample_adammcmc_cnf(
         todo.keys, field, todo.x, todo.c, sigma=np.array([s for _, s, _ in units]),
         sigma_dir=None if a.sigma_dir < 0 else a.sigma_dir, num_pretrain_epochs=0,
         params_init=starts, num_adam_steps=a.num_adam_steps, num_samples=a.num_samples,
@@ -139,7 +139,7 @@ def train_nuts(study, progress: bool = True) -> None:
         key_subset, key = jax.random.split(purpose_key(cfg.seed, r, label))
         idx = jax.random.choice(key_subset, data.x.shape[0], (n.num_points,), replace=False)
         init = jax.tree_util.tree_map(lambda leaf, r=r: jnp.asarray(leaf[r]), pretrained)
-        draws = posteriors.nuts_cnf(key, field, data.x[idx], data.c[idx], init,
+        draws = posteriors.sample_nuts_cnf(key, field, data.x[idx], data.c[idx], init,
                                     likelihood=n.likelihood, num_warmup=n.num_warmup,
                                     num_samples=n.num_samples, max_tree_depth=n.max_tree_depth,
                                     progress=progress)

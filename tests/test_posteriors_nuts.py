@@ -15,7 +15,7 @@ from posterior_fixtures import PRIOR, conjugate_problem, mean_loss
 
 from bayesiamp_jax.flow import cfm_loss_from_noise
 from bayesiamp_jax.posteriors.model import cnf_weight_model, weight_space, with_cfm_noise
-from bayesiamp_jax.posteriors.nuts import nuts_cnf, sample_nuts
+from bayesiamp_jax.posteriors.nuts import sample_nuts, sample_nuts_cnf
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_exact_likelihood_potential_by_hand(gaussian_morph):
 @pytest.mark.slow
 def test_nuts_cnf_small_subset(tiny_field, ring_train):
     field, params = tiny_field
-    draws = nuts_cnf(jax.random.key(1), field, ring_train.x[:40], ring_train.c[:40], params,
+    draws = sample_nuts_cnf(jax.random.key(1), field, ring_train.x[:40], ring_train.c[:40], params,
                      num_warmup=30, num_samples=10, max_tree_depth=4, progress=False)
     leaves = jax.tree_util.tree_leaves(draws.params)
     assert draws.num_draws == 10 and all(np.all(np.isfinite(a)) for a in leaves)

@@ -9,7 +9,7 @@ import pytest
 
 from bayesiamp_jax.flow import sample
 from bayesiamp_jax.integrate import Solver
-from bayesiamp_jax.posteriors import PosteriorDraws, adammcmc_cnf, fit_vi_cnf, sample_vi
+from bayesiamp_jax.posteriors import PosteriorDraws, fit_vi_cnf, sample_adammcmc_cnf, sample_vi
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def test_vi_on_ring(trained_cnf):
 
 def test_adammcmc_on_ring(trained_cnf):
     cnf = trained_cnf
-    draws = adammcmc_cnf(jax.random.key(0), cnf.field, cnf.x[:1000], cnf.c[:1000], sigma=0.1,
+    draws = sample_adammcmc_cnf(jax.random.key(0), cnf.field, cnf.x[:1000], cnf.c[:1000], sigma=0.1,
                          params_init=cnf.params, num_pretrain_epochs=0, num_samples=4,
                          thinning=5, batch_size=250, progress=False)
     assert draws.num_draws == 4 and np.all(np.isfinite(draws.info["loss"]))

@@ -1,9 +1,25 @@
-"""Weight posteriors of the vector field: VI, AdamMCMC, NUTS, all returning PosteriorDraws."""
+"""Weight posteriors of the vector field: VI, AdamMCMC, NUTS, repulsive ensembles, all
+returning ``PosteriorDraws``.
 
-from bayesiamp_jax.posteriors import adammcmc
+Entry points are named by what they do — ``fit_*`` optimises (VI: a ``VIResult`` to draw from
+with ``sample_vi``; repulsive ensemble: the members are the draws), ``sample_*`` runs MCMC — on a
+generic ``loss_fn``/``data`` pair, and with the suffix ``_cnf`` the same on a CNF vector field
+with the reference likelihood and schedule. Every driver but NUTS takes U keys (shape (U,)) to
+train U independent units (runs × grid points) in one compiled program.
+"""
+
+from bayesiamp_jax.posteriors import adammcmc, diagnostics
 from bayesiamp_jax.posteriors.adammcmc import AdamMCMCInfo, AdamMCMCState
-from bayesiamp_jax.posteriors.adammcmc_run import adammcmc_cnf, sample_adammcmc
-from bayesiamp_jax.posteriors.draws import PosteriorDraws, load_draws, save_draws, stack_params
+from bayesiamp_jax.posteriors.adammcmc_run import sample_adammcmc, sample_adammcmc_cnf
+from bayesiamp_jax.posteriors.diagnostics import chain_statistics, draws_diagnostics
+from bayesiamp_jax.posteriors.draws import (
+    PosteriorDraws,
+    load_draws,
+    save_draws,
+    split_units,
+    stack_params,
+    to_inference_data,
+)
 from bayesiamp_jax.posteriors.model import (
     WeightSpace,
     build_weight_model,
@@ -15,7 +31,7 @@ from bayesiamp_jax.posteriors.model import (
     with_cfm_noise,
 )
 from bayesiamp_jax.posteriors.numpyro_kernel import AdamMCMC
-from bayesiamp_jax.posteriors.nuts import nuts_cnf, sample_nuts
+from bayesiamp_jax.posteriors.nuts import sample_nuts, sample_nuts_cnf
 from bayesiamp_jax.posteriors.repulsive import fit_repulsive, fit_repulsive_cnf
 from bayesiamp_jax.posteriors.vi import (
     VIResult,
@@ -34,33 +50,38 @@ __all__ = [
     "AdamMCMC",
     "AdamMCMCInfo",
     "AdamMCMCState",
-    "adammcmc",
-    "adammcmc_cnf",
-    "nuts_cnf",
-    "fit_repulsive",
-    "fit_repulsive_cnf",
-    "sample_adammcmc",
-    "sample_nuts",
     "PosteriorDraws",
     "VIResult",
     "VIState",
     "WeightSpace",
+    "adammcmc",
     "build_svi",
     "build_vi_runner",
     "build_weight_model",
     "cfm_fixed_noise_loss_fn",
     "cfm_loss_fn",
+    "chain_statistics",
     "cnf_weight_model",
+    "diagnostics",
+    "draws_diagnostics",
     "exact_nll_loss_fn",
+    "fit_repulsive",
+    "fit_repulsive_cnf",
     "fit_vi",
     "fit_vi_cnf",
     "init_guide_params",
     "init_vi_state",
     "kl_site_scale",
     "load_draws",
+    "sample_adammcmc",
+    "sample_adammcmc_cnf",
+    "sample_nuts",
+    "sample_nuts_cnf",
     "sample_vi",
     "save_draws",
+    "split_units",
     "stack_params",
+    "to_inference_data",
     "weight_space",
     "with_cfm_noise",
 ]

@@ -228,7 +228,7 @@ class _Scaled(NamedTuple):
         return self.scale * self.loss_fn(params, batch)
 
 
-def adammcmc_cnf(
+def sample_adammcmc_cnf(
     key: jax.Array,
     field,
     x,

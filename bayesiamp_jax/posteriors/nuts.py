@@ -93,7 +93,7 @@ def sample_nuts(
     return PosteriorDraws(jax.tree_util.tree_map(np.asarray, params), "nuts", info)
 
 
-def nuts_cnf(
+def sample_nuts_cnf(
     key: jax.Array,
     field,
     x,
