@@ -146,6 +146,8 @@ def record(name: str, impl: str, timing: dict, per: float = 1.0, unit: str = "ca
         "unit": unit,
         "seconds": timing["median_s"] / per,
         "min_seconds": timing["min_s"] / per,
+        "max_seconds": max(timing["times_s"]) / per if timing["times_s"] else None,
+        "times_s": [t / per for t in timing["times_s"]],
         "compile_s": timing["compile_s"],
         "cpu_seconds": timing["cpu_s"] / per,
         "repeats": len(timing["times_s"]),

@@ -24,6 +24,14 @@ def _time(seconds):
     return f"{seconds * 1e6:.3g} µs"
 
 
+def _spread(r) -> str:
+    """min–max of the timed calls (older JSON files have the minimum only)."""
+    lo, hi = r.get("min_seconds"), r.get("max_seconds")
+    if lo is None:
+        return ""
+    return f"{_time(lo)}–{_time(hi)}" if hi is not None else f"min {_time(lo)}"
+
+
 def markdown(report: dict) -> str:
     env, peaks = report["environment"], report["device_peaks"]
     lines = [
@@ -33,20 +41,21 @@ def markdown(report: dict) -> str:
         f"size `{report['config']['size']['name']}`; versions "
         + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
         "",
-        "| benchmark | impl | solver | time (median) | CPU time | compile | evals | max err "
-        "| samples/s | floor | fraction of peak |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| benchmark | impl | solver | time (median) | spread (min–max) | CPU time | compile "
+        "| evals | max err | samples/s | floor | fraction of peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["records"]:
         if r.get("skipped"):
             lines.append(f"| {r['name']} | {r.get('impl', '')} | | skipped: {r['skipped']} "
-                         "| | | | | | | |")
+                         "| | | | | | | | |")
             continue
         if "seconds" not in r:
             continue
         lines.append(
             f"| {r['name']} | {r['impl']} | {r.get('solver') or ''} | "
-            f"{_time(r['seconds'])}/{r.get('unit', 'call')} | {_time(r.get('cpu_seconds'))} | "
+            f"{_time(r['seconds'])}/{r.get('unit', 'call')} | {_spread(r)} | "
+            f"{_time(r.get('cpu_seconds'))} | "
             f"{_fmt(r.get('compile_s'), 2)} s | {_fmt(r.get('evals'))} | "
             f"{_fmt(r.get('max_err'))} | {_fmt(r.get('samples_per_s'))} | "
             f"{_time(r.get('floor_s'))} | {_fmt(r.get('fraction_of_peak'), 2)} |")
