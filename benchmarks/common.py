@@ -18,27 +18,30 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from experiments.settings import setting
+
 
 @dataclasses.dataclass(frozen=True)
 class Size:
     """Problem sizes of one preset (see ``SIZES``)."""
 
-    name: str
-    num_train: int  # training points of an epoch
-    batch_size: int  # mini-batch of an epoch / of the AdamMCMC likelihood
-    epochs_per_call: int  # epochs inside one timed call (time is reported per epoch)
-    likelihood_steps: int  # RK4 steps of the exact likelihood (AdamMCMC, NUTS)
-    nuts_points: int  # points in the NUTS potential
-    gen_samples: int  # samples of one generation benchmark
-    pretrain_epochs: int  # flow-matching epochs before measuring solver errors
-    fixed_steps: tuple[int, ...]  # step counts of the fixed-step solvers
-    hist_points: int  # points of the histogramming benchmark
-    hist_bins: int  # n of the n × n quantile grid
-    draws: int  # S posterior draws in generation + histogramming
-    draw_samples: int  # samples per draw there
-    chunk: int  # samples per chunk of the chunked (cache-blocked) fast paths
-    repeats: int
-    all_solvers: bool = True  # also Euler, midpoint and Tsit5 (else RK4 and Dormand–Prince)
+    name: str = setting(doc="the size preset (choose it with --size)", fixed=True)
+    num_train: int = setting(doc="training points of an epoch")
+    batch_size: int = setting(doc="mini-batch of an epoch / of the AdamMCMC likelihood")
+    epochs_per_call: int = setting(doc="epochs inside one timed call (time is reported per epoch)")
+    likelihood_steps: int = setting(doc="RK4 steps of the exact likelihood (AdamMCMC, NUTS)")
+    nuts_points: int = setting(doc="points in the NUTS potential")
+    gen_samples: int = setting(doc="samples of one generation benchmark")
+    pretrain_epochs: int = setting(doc="flow-matching epochs before measuring solver errors")
+    fixed_steps: tuple[int, ...] = setting(doc="step counts of the fixed-step solvers")
+    hist_points: int = setting(doc="points of the histogramming benchmark")
+    hist_bins: int = setting(doc="n of the n × n quantile grid")
+    draws: int = setting(doc="S posterior draws in generation + histogramming")
+    draw_samples: int = setting(doc="samples per draw there")
+    chunk: int = setting(doc="samples per chunk of the chunked (cache-blocked) fast paths")
+    repeats: int = setting(doc="timed calls per benchmark (after one warm-up)")
+    all_solvers: bool = setting(True, "also Euler, midpoint and Tsit5 (else RK4 and "
+                                "Dormand–Prince)")
 
 
 SIZES = {

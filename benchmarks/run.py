@@ -1,7 +1,8 @@
 """Run the benchmarks and write one JSON file.
 
     python -m benchmarks.run --size tiny|cpu|paper [--only fm_epoch,generation ...]
-                             [--output results.json] [--no-baseline]
+                             [--output results.json] [--no-baseline] [--set draws=3 ...]
+    python -m benchmarks.run --size cpu --show-config        # every size field, described
 
 Prints one line per record and, for every figure with a PyTorch baseline on this machine,
 the ratio project/baseline (time; < 1 means the project is faster) and the speed-up.
@@ -14,7 +15,15 @@ import dataclasses
 import sys
 import time
 
-from benchmarks.common import TORCH_MISSING, Size, environment, get_size, torch_available
+from benchmarks.common import (
+    SIZES,
+    TORCH_MISSING,
+    Size,
+    environment,
+    get_size,
+    torch_available,
+)
+from experiments import settings
 
 
 def registry() -> dict:
@@ -47,18 +56,11 @@ def ratios(records: list[dict]) -> list[dict]:
 
 
 def sized(name: str, overrides=()) -> Size:
-    """The preset ``name`` with ``FIELD=VALUE`` overrides (ints, or comma-separated ints)."""
+    """The preset ``name`` with ``FIELD=VALUE`` overrides (typed by field, as ``--set``)."""
     size = get_size(name)
-    fields = {f.name for f in dataclasses.fields(Size)} - {"name"}
-    changes = {}
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(f"override must be FIELD=VALUE with FIELD in {sorted(fields)}, "
-                             f"got {item!r}")
-        parsed = tuple(int(v) for v in value.split(",")) if key == "fixed_steps" else int(value)
-        changes[key] = parsed
-    return dataclasses.replace(size, **changes) if changes else size
+        size = settings.apply_override(size, item)
+    return size
 
 
 def run(size: str | Size = "tiny", only=None, baseline: bool = True, seed: int = 0,
@@ -146,22 +148,30 @@ def format_record(r: dict) -> str:
 
 
 def main(argv=None, only=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="tiny", choices=["tiny", "cpu", "paper"])
+    settings.add_config_arguments(parser, {n: (lambda n=n: get_size(n)) for n in SIZES},
+                                  default_preset="tiny", preset_option="--size")
     parser.add_argument("--only", default=None,
                         help="comma-separated benchmark names (default: all)")
     parser.add_argument("--output", default=None, help="JSON file to write")
     parser.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baseline")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="FIELD=VALUE", help="override a size field, e.g. --set draws=3")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every benchmark's keys")
     args = parser.parse_args(argv)
+    try:
+        size = settings.config_from_args(args, Size, {n: (lambda n=n: get_size(n)) for n in SIZES},
+                                         default_preset="tiny")
+    except settings.ConfigError as e:
+        print(f"python -m benchmarks.run: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.show_config:
+        settings.print_config(size, args.show_config)
+        return 0
     selected = args.only.split(",") if args.only else only
     if not args.no_baseline and not torch_available():
         print(TORCH_MISSING, file=sys.stderr)
-    report = run(sized(args.size, args.overrides), selected, baseline=not args.no_baseline,
-                 seed=args.seed, output=args.output)
+    report = run(size, selected, baseline=not args.no_baseline, seed=args.seed,
+                 output=args.output)
     if args.output:
         print(f"wrote {args.output}")
     return report

@@ -489,3 +489,20 @@ def test_a_study_saved_before_a_setting_was_added_is_the_same_study(tmp_path):
     check_no_clobber(tmp_path, cfg, normalise=lambda d: cfgmod.to_dict(cfgmod.from_dict(d)))
     with pytest.raises(StudyError, match=f"evaluation.{newest}"):
         check_no_clobber(tmp_path, cfg)
+
+
+def test_benchmarks_and_regression_share_the_configuration_system(capsys):
+    """--set / --show-config / typed errors work the same for the other commands."""
+    from benchmarks.run import main as bench
+    from experiments import regression
+
+    assert bench(["--size", "cpu", "--set", "draws=3", "--set", "fixed_steps=4,8",
+                  "--show-config", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["name"], shown["draws"], shown["fixed_steps"]) == ("cpu", 3, [4, 8])
+    with pytest.raises(SystemExit) as stop:
+        bench(["--set", "draws=x"])
+    assert stop.value.code == 2
+    assert "cannot parse 'x' as int for setting 'draws'" in capsys.readouterr().err
+    assert regression.main(["--set", "num_steps=7", "--show-config", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_steps"] == 7
