@@ -27,7 +27,7 @@ def checkpoint_path(study):
     cfg = study.cfg
     fp = cfgmod.fingerprint(cfg.seed, cfg.data, cfg.network, cfg.deterministic.batch_size,
                             cfg.num_runs)
-    return study.path("checkpoints", f"deterministic_{fp}.msgpack")
+    return study.path("checkpoints", f"deterministic_r1_{fp}.msgpack")  # resumable format
 
 
 def train_deterministic(study, progress: bool = True) -> None:

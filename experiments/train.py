@@ -57,7 +57,8 @@ def _checkpoint(study, method, units, *sections):
     cfg = study.cfg
     names = [f"{label}_run{r}" for label, _, r in units]
     fp = cfgmod.fingerprint(cfg.seed, cfg.data, cfg.network, *sections, names)
-    return study.path("checkpoints", method, f"{method}_{fp}.msgpack")
+    # "_r1": the bayesiamp_jax.resumable format (older checkpoints of other names are ignored)
+    return study.path("checkpoints", method, f"{method}_r1_{fp}.msgpack")
 
 
 class _Pending(NamedTuple):
