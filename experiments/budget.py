@@ -32,6 +32,8 @@ import numpy as np
 import optax
 
 import bayesiamp_jax as bj
+from experiments.config import method_grid
+from experiments.data import field_from_config
 
 # One H100, seconds per unit. field_eval: MEASURED.md, plain-XLA fixed-step RK4 (32 steps)
 # over 10M samples in 0.72 s = 0.72 / (10⁷ · 128) s per point and field evaluation (a fused
@@ -127,8 +129,6 @@ def scaled_points(e) -> int:
 
 def work(cfg) -> dict:
     """Units of work per stage: {stage: {"unit", "units", "field_evals", "parallel_units"}}."""
-    from experiments.config import method_grid  # local: avoid an import cycle
-
     runs, n_train = cfg.num_runs, cfg.data.num_train
     out = {}
     if cfg.deterministic.enabled:
@@ -189,8 +189,6 @@ def budget(cfg, costs: dict, flops_per_eval: float | None = None) -> dict:
 
 
 def _field(cfg):
-    from experiments.data import field_from_config  # local: avoid an import cycle
-
     return field_from_config(cfg)
 
 
@@ -216,14 +214,12 @@ def with_measured(plan: dict, timings: dict) -> dict:
 
 def format_table(plan: dict) -> list[str]:
     """Log lines: one per stage with samples, field evaluations, FLOPs and predicted time."""
-    from experiments.runtime import _fmt_duration  # local: runtime imports this module
-
     lines = [f"budget ({plan['costs']['source']}):"]
     for name, s in plan["stages"].items():
         samples = f", {s['samples']:.3g} samples" if "samples" in s else ""
         lines.append(f"  {name:13s} {s['field_evals']:.3g} field evaluations{samples}, "
-                     f"{s['flops']:.3g} FLOP, predicted {_fmt_duration(s['predicted_s'])}")
-    lines.append(f"  total         predicted {_fmt_duration(plan['total_s'])}")
+                     f"{s['flops']:.3g} FLOP, predicted {format_duration(s['predicted_s'])}")
+    lines.append(f"  total         predicted {format_duration(plan['total_s'])}")
     return lines
 
 
@@ -237,3 +233,16 @@ def as_json(plan: dict) -> dict:
         return v
 
     return plain(plan)
+
+
+def format_duration(seconds: float) -> str:
+    """A short human-readable duration: "4.2 s", "38 s", "52 min", "3.9 h", "2.1 days"."""
+    if seconds < 10:
+        return f"{seconds:.2g} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -11,6 +11,9 @@ from pathlib import Path
 import jax
 from tqdm.auto import tqdm
 
+from experiments import budget
+from experiments.data import field_from_config
+
 LOGGER_NAME = "bayesiamp"
 PACKAGES = ("bayesiamp_jax", "jax", "jaxlib", "flax", "optax", "diffrax", "numpyro", "numpy",
             "scipy", "matplotlib")
@@ -75,7 +78,6 @@ def device_info() -> dict:
 def estimate_seconds(cfg, platform_name: str | None = None) -> dict:
     """Predicted seconds per stage (and "total") from documented per-unit costs, without a
     probe: ``budget.CPU_COSTS`` on a CPU, ``budget.GPU_COSTS`` otherwise."""
-    from experiments import budget  # local: budget imports this module's formatter
 
     platform_name = platform_name or jax.devices()[0].platform
     costs = budget.CPU_COSTS if platform_name == "cpu" else budget.GPU_COSTS
@@ -90,8 +92,6 @@ def log_budget(cfg, logger=None, threshold_s: float = 600.0, probe: bool = True)
     seconds), logged as a table, with a warning when the study will take long; on a CPU also
     the prediction for one GPU from documented costs. Returns the JSON-ready plans
     {"device": ..., "gpu": ...} (``budget.with_measured`` adds measured times later)."""
-    from experiments import budget  # local: budget imports this module's formatter
-    from experiments.data import field_from_config
 
     logger = logger or get_logger()
     platform_name = jax.devices()[0].platform
@@ -106,26 +106,14 @@ def log_budget(cfg, logger=None, threshold_s: float = 600.0, probe: bool = True)
         logger.info(line)
     if "gpu" in plans:
         logger.info("one GPU (documented costs) would take about %s",
-                    _fmt_duration(plans["gpu"]["total_s"]))
+                    budget.format_duration(plans["gpu"]["total_s"]))
     total = plans["device"]["total_s"]
     if total > threshold_s:
         msg = (f"preset {cfg.preset!r} will take long on this device ({platform_name}): about "
-               f"{_fmt_duration(total)}.")
+               f"{budget.format_duration(total)}.")
         if platform_name == "cpu":
             msg += (" It is meant for a GPU; on a CPU use --preset quick or reduce sizes with "
                     "--set (see `bayesiamp paper --help`). Interrupted runs resume where they "
                     "stopped.")
         logger.warning(msg)
     return {k: budget.as_json(v) for k, v in plans.items()}
-
-
-def _fmt_duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.2g} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 3 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
