@@ -49,10 +49,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default))
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dumps`` default: arrays and numpy scalars as lists and numbers."""
     if isinstance(o, (np.ndarray, jax.Array)):
         return np.asarray(o).tolist()
     if isinstance(o, np.generic):

@@ -42,7 +42,12 @@ import optax
 from tqdm.auto import tqdm
 
 from bayesiamp_jax import _checks
-from bayesiamp_jax.checkpoint import atomic_write_bytes
+from bayesiamp_jax.checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    json_default,
+)
 from bayesiamp_jax.posteriors.draws import load_draws, save_draws
 from bayesiamp_jax.regression import (
     RegressionNet,
@@ -175,32 +180,6 @@ class OutputError(ValueError):
 # ----------------------------------------------------------------------------- files
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_file(path: Path, data: bytes) -> Path:
-    """Atomic write with the permissions of an ordinary file (0666 & ~umask)."""
-    atomic_write_bytes(path, data)
-    os.chmod(path, 0o666 & ~_umask())
-    return path
-
-
-def write_json(path: Path, obj) -> Path:
-    return write_file(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json) + "\n")
-                      .encode())
-
-
-def _json(o):
-    if isinstance(o, (np.ndarray, jax.Array)):
-        return np.asarray(o).tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
-
-
 def prepare_output(path: Path) -> Path:
     """Create the output folder; a file in the way, an uncreatable or unwritable folder is an
     ``OutputError`` naming it."""
@@ -224,7 +203,7 @@ def prepare_output(path: Path) -> Path:
 
 def signature(**parts) -> str:
     """Hex digest of everything that determines a cached result."""
-    text = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=_json)
+    text = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -250,7 +229,6 @@ def cached(output: Path, name: str, sig: str, compute, template):
     draws = compute()
     draws = draws._replace(info={**draws.info, "fit_seconds": time.perf_counter() - t0})
     save_draws(path, draws)
-    os.chmod(path, 0o666 & ~_umask())
     return draws, False
 
 
@@ -425,7 +403,7 @@ def run(cfg: Config, output: Path, progress: bool = True) -> dict:
     """Run (or resume) the study into ``output``; returns the report dict."""
     cfg = _validated(cfg)
     output = prepare_output(output)
-    write_json(output / "config.json", to_dict(cfg))
+    atomic_write_json(output / "config.json", to_dict(cfg))
     toy = cfg.toy()
     net = RegressionNet(hidden=cfg.hidden, input_shift=1.5, input_scale=1.0)
     template = net.init(jax.random.key(0))
@@ -524,8 +502,8 @@ def run(cfg: Config, output: Path, progress: bool = True) -> dict:
     bar.close()
     figures = make_figures(cfg, toy, sets, results, rule, truths, output) if cfg.figures else []
     report = summarise(cfg, net, results, rule, truths, sets, scan, timings, figures)
-    write_json(output / "report.json", report)
-    write_file(output / "report.md", markdown(report).encode())
+    atomic_write_json(output / "report.json", report)
+    atomic_write_bytes(output / "report.md", markdown(report).encode())
     return report
 
 
@@ -787,7 +765,7 @@ def make_figures(cfg, toy, sets, results, rule, truths, output) -> list[str]:
         for ext in ("png", "pdf"):
             buf = io.BytesIO()
             fig.savefig(buf, format=ext, dpi=130, bbox_inches="tight")
-            write_file(output / f"{name}.{ext}", buf.getvalue())
+            atomic_write_bytes(output / f"{name}.{ext}", buf.getvalue())
         plt.close(fig)
         names.append(name)
 
@@ -1007,7 +985,7 @@ def main(argv=None) -> int:
             return 0
         prepare_output(output)
         if args.config is None:
-            write_file(output / "preset.txt", f"{args.preset or saved or 'quick'}\n".encode())
+            atomic_write_text(output / "preset.txt", f"{args.preset or saved or 'quick'}\n")
         t0, c0 = time.perf_counter(), os.times()
         report = run(cfg, output, progress=not args.no_progress)
         c1 = os.times()
