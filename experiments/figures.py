@@ -70,7 +70,8 @@ def draw_all(study, labels=None) -> list[str]:
     references = {label: PAPER_FITS[r["method"]] for label, r in results.items()
                   if label in headline and r["method"] in PAPER_FITS}
     comparison = ev.plot_comparison(results, references, cfg.data.r_mean)
-    for name in ("coverage", "mad", "deviation", "amplification", "closure"):
+    for name in ("coverage", "mad", "deviation", "amplification", "amplification_corrected",
+                 "closure"):
         if name in comparison:
             written.append(save(comparison[name], name))
     written.append(save(ev.plot_losses(_loss_curves(study, results)), "losses"))

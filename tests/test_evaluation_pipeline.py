@@ -139,10 +139,16 @@ def test_comparison_figures_and_saving(evaluated, tmp_path):
     result, _ = evaluated
     s = ev.summarise(result)
     figs = ev.plot_comparison({"a": s, "b": s}, references={"a": (0.01, 1.0)})
-    assert set(figs) == {"coverage", "mad", "deviation", "amplification", "closure"}
+    assert set(figs) == {"coverage", "mad", "deviation", "amplification",
+                         "amplification_corrected", "closure"}
     assert len(figs["coverage"].axes) == 2
     amp = figs["amplification"].axes[0]
     assert [line.get_linestyle() for line in amp.lines].count(":") == 1  # the reference law
+    # the corrected panel shows the corrected numbers, not the paper estimator's
+    corrected = figs["amplification_corrected"].axes[0]
+    points = [c for c in corrected.containers][0].lines[0].get_ydata()
+    expected = [np.mean(s["amplification_corrected"][k]) for k in s["amplification_corrected"]]
+    np.testing.assert_allclose(sorted(points), sorted(expected))
     paths = ev.save_figure(figs["mad"], tmp_path / "sub" / "mad", formats=("png", "pdf"), dpi=60)
     assert [p.name for p in paths] == ["mad.png", "mad.pdf"]
     assert all(p.stat().st_size > 1000 for p in paths)

@@ -369,29 +369,11 @@ def plot_comparison(summaries: Mapping[str, Mapping], references: Mapping | None
         first = next(s["deviation_r"] for _, s in items if s.get("deviation_r"))
         figs["deviation"] = plot_coverage_deviation(radial_centers(first["r_edges"], r_mean),
                                                     dev, r_mean)
-    with _style():
-        fig, axes = _figure(width=4.4)
-        ax = axes[0][0]
-        for i, (label, s) in enumerate(items):
-            keys = _ordered(s["amplification"])
-            n = np.array([_num_cells(k) for k in keys], float)
-            amp = np.array([s["amplification"][k] for k in keys], float)  # (B, R)
-            err = amp.std(1, ddof=1) / np.sqrt(amp.shape[1]) if amp.shape[1] > 1 else None
-            ax.errorbar(n, amp.mean(1), yerr=err, ls="none", marker="o", ms=3, capsize=2,
-                        color=f"C{i}", label=label)
-            grid = np.geomspace(n.min(), n.max(), 100)
-            parts = _fit_parts(s.get("fit"))
-            if parts is not None:
-                ax.plot(grid, parts[0] * grid ** parts[1], color=f"C{i}",
-                        label=f"fit $a={parts[0]:.2g}$, $b={parts[1]:.2f}\\pm{parts[3]:.2f}$")
-            if label in references:
-                a, b = references[label]
-                ax.plot(grid, a * grid**b, color=f"C{i}", ls=":", label=f"reference {label}")
-        ax.axhline(1.0, color="0.5", ls="--", lw=1)
-        ax.set(xscale="log", yscale="log", xlabel="number of cells $n_Q$",
-               ylabel=r"amplification $N_\mathrm{eq}/N_\mathrm{train}$")
-        ax.legend(fontsize=6)
-    figs["amplification"] = fig
+    figs["amplification"] = _amplification_comparison(items, references, "amplification", "fit")
+    if all(s.get("amplification_corrected") for _, s in items):
+        figs["amplification_corrected"] = _amplification_comparison(
+            items, references, "amplification_corrected", "fit_corrected",
+            ylabel=r"corrected amplification $N_\mathrm{eq}/N_\mathrm{train}$")
     with _style():
         fig, axes = _figure(width=4.4)
         ax = axes[0][0]
@@ -409,6 +391,35 @@ def plot_comparison(summaries: Mapping[str, Mapping], references: Mapping | None
         ax.legend(fontsize=6)
     figs["closure"] = fig
     return figs
+
+
+def _amplification_comparison(items, references, amp_key, fit_key,
+                              ylabel=r"amplification $N_\mathrm{eq}/N_\mathrm{train}$"):
+    """Amplification ``amp_key`` (mean ± std/√R over runs) and power law ``fit_key`` vs n_Q,
+    one colour per label, with the reference laws dotted."""
+    with _style():
+        fig, axes = _figure(width=4.4)
+        ax = axes[0][0]
+        for i, (label, s) in enumerate(items):
+            keys = _ordered(s[amp_key])
+            n = np.array([_num_cells(k) for k in keys], float)
+            amp = np.array([[np.nan if v is None else v for v in s[amp_key][k]] for k in keys],
+                           float)  # (B, R)
+            err = amp.std(1, ddof=1) / np.sqrt(amp.shape[1]) if amp.shape[1] > 1 else None
+            ax.errorbar(n, amp.mean(1), yerr=err, ls="none", marker="o", ms=3, capsize=2,
+                        color=f"C{i}", label=label)
+            grid = np.geomspace(n.min(), n.max(), 100)
+            parts = _fit_parts(s.get(fit_key))
+            if parts is not None:
+                ax.plot(grid, parts[0] * grid ** parts[1], color=f"C{i}",
+                        label=f"fit $a={parts[0]:.2g}$, $b={parts[1]:.2f}\\pm{parts[3]:.2f}$")
+            if label in references:
+                a, b = references[label]
+                ax.plot(grid, a * grid**b, color=f"C{i}", ls=":", label=f"reference {label}")
+        ax.axhline(1.0, color="0.5", ls="--", lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="number of cells $n_Q$", ylabel=ylabel)
+        ax.legend(fontsize=6)
+    return fig
 
 
 def plot_scan(results: Mapping) -> dict:
