@@ -1,27 +1,15 @@
 """One fresh sample per draw for several binnings (``histogram_scaled(shared=True)``)."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from test_evaluation_generate import ScaleField  # v = θ x, cheap to compile
 
 import bayesiamp_jax as bj
 from bayesiamp_jax import data
 from bayesiamp_jax.evaluation import generate_samples, histogram_scaled
 
 SOLVER = bj.Solver("rk4", num_steps=20)
-
-
-@dataclasses.dataclass(frozen=True)
-class ScaleField:
-    """v = θ x (cheap to compile): a draw scales the noise by about exp(−θ)."""
-
-    data_dim: int = 2
-    cond_dim: int = 1
-
-    def __call__(self, params, t, x, c=None):
-        return params["theta"] * x
 
 
 def test_shared_sample_fills_every_binning_from_one_documented_noise_stream():
