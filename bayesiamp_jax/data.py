@@ -88,6 +88,7 @@ def sample_ring_varying(
 
 def to_polar(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Map (..., 2) points to (r, φ) with φ in [0, 2π)."""
+    _checks.last_dim("x", x, 2)
     r = jnp.linalg.norm(x, axis=-1)
     phi = jnp.mod(jnp.arctan2(x[..., 1], x[..., 0]), TWO_PI)
     # mod can round up to exactly 2π for tiny negative angles

@@ -142,3 +142,10 @@ def test_to_polar_known_points():
 def test_bad_inputs_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("fn", [data.to_polar, data.truth_log_prob])
+def test_polar_maps_refuse_points_that_are_not_2d(fn):
+    # (5, 3) points once gave a silent answer from the first two coordinates
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 2\).*\(5, 3\)"):
+        fn(jnp.ones((5, 3)))
