@@ -607,6 +607,16 @@ def _f(x, fmt=".3f"):
     return "–" if x is None else format(x, fmt)
 
 
+def _method_rows(rep: dict):
+    """(method, "default"/"rule", N, per-size numbers) for every table row of the report."""
+    for m, r in rep["methods"].items():
+        variants = [("default", r["per_size"])] + ([("rule", r["rule"]["per_size"])]
+                                                    if "rule" in r else [])
+        for label, per in variants:
+            for n, s in per.items():
+                yield m, label, n, s
+
+
 def markdown(rep: dict) -> str:
     cfg = rep["config"]
     largest = str(rep["agreement_at_largest_N"]["N"])
@@ -652,16 +662,12 @@ def markdown(rep: dict) -> str:
         "| rms error of mean / rms truth |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for m, r in rep["methods"].items():
-        variants = [("default", r["per_size"])] + ([("rule", r["rule"]["per_size"])]
-                                                    if "rule" in r else [])
-        for label, per in variants:
-            for n, s in per.items():
-                q = s["stat_ratio"]
-                lines.append(f"| {m} | {label} | {n} | {s['setting']:.4g} | {q['median']:.3f} ± "
-                             f"{_f(q['err'])} | {q['q16']:.2f}–{q['q84']:.2f} | "
-                             f"{_f(s['stat_ratio_in_gap'], '.2f')} | "
-                             f"{s['rms_error_over_replica_spread']:.2f} |")
+    for m, label, n, s in _method_rows(rep):
+        q = s["stat_ratio"]
+        lines.append(f"| {m} | {label} | {n} | {s['setting']:.4g} | {q['median']:.3f} ± "
+                     f"{_f(q['err'])} | {q['q16']:.2f}–{q['q84']:.2f} | "
+                     f"{_f(s['stat_ratio_in_gap'], '.2f')} | "
+                     f"{s['rms_error_over_replica_spread']:.2f} |")
     if has_rule:
         lines += ["", "The rule's own target, the bootstrap spread (from the one training set), "
                   "against the replica truth: " + ", ".join(
@@ -687,18 +693,14 @@ def markdown(rep: dict) -> str:
         "| held-out log-lik | s | recal. fit width | σ_syst/σ_true |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for m, r in rep["methods"].items():
-        variants = [("default", r["per_size"])] + ([("rule", r["rule"]["per_size"])]
-                                                    if "rule" in r else [])
-        for label, per in variants:
-            for n, s in per.items():
-                p, f, g = s["pull_total"], s["pull_total_fit"], s["pull_total_recalibrated_fit"]
-                lines.append(
-                    f"| {m} | {label} | {n} | {f['mean']:+.3f} | {f['width']:.3f} | "
-                    f"{p['width']:.3f} | {p['within_1']:.3f} | {s['coverage_mad']:.3f} | "
-                    f"{s['heldout_loglik']:.4f} ± {s['heldout_loglik_err']:.4f} | "
-                    f"{s['recalibration_scale']:.3f} | {g['width']:.3f} | "
-                    f"{s['mean_syst_over_truth']:.3f} |")
+    for m, label, n, s in _method_rows(rep):
+        p, f, g = s["pull_total"], s["pull_total_fit"], s["pull_total_recalibrated_fit"]
+        lines.append(
+            f"| {m} | {label} | {n} | {f['mean']:+.3f} | {f['width']:.3f} | "
+            f"{p['width']:.3f} | {p['within_1']:.3f} | {s['coverage_mad']:.3f} | "
+            f"{s['heldout_loglik']:.4f} ± {s['heldout_loglik_err']:.4f} | "
+            f"{s['recalibration_scale']:.3f} | {g['width']:.3f} | "
+            f"{s['mean_syst_over_truth']:.3f} |")
     ag = rep["agreement_at_largest_N"]
     lines += [
         "",
