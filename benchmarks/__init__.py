@@ -7,5 +7,6 @@
 
 Modules: ``common`` (timing, sizes, environment), ``floor`` (FLOP/byte floors, device peaks),
 ``context`` (shared state of a run), ``fast`` (fast paths and their simple references),
-``torch_ref`` / ``numpy_ref`` (baselines), one module per benchmark family, ``run``, ``report``.
+``torch_ref`` / ``numpy_ref`` (baselines), one module per benchmark family, ``runner`` (runs a
+table of benchmarks, the command line), ``run`` (every benchmark), ``report``.
 """

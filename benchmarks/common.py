@@ -18,7 +18,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from experiments.settings import setting
+from experiments.settings import apply_override, setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,14 @@ def get_size(name: str) -> Size:
     if name not in SIZES:
         raise ValueError(f"size must be one of {list(SIZES)}, got {name!r}")
     return SIZES[name]
+
+
+def sized(name: str, overrides=()) -> Size:
+    """The preset ``name`` with ``FIELD=VALUE`` overrides (typed by field, as ``--set``)."""
+    size = get_size(name)
+    for item in overrides:
+        size = apply_override(size, item)
+    return size
 
 
 def block(tree):
@@ -233,3 +241,21 @@ TORCH_MISSING = (
     "PyTorch baseline skipped: torch and zuko are not installed "
     "(pip install -e '.[bench]' installs torch==2.13.0 and zuko)"
 )
+
+
+def format_record(r: dict) -> str:
+    """One line of a benchmark record: name, implementation, solver, time and key figures."""
+    parts = [f"{r['name']:<26}", f"{r.get('impl', ''):<12}"]
+    if r.get("solver"):
+        parts.append(f"{r['solver']:<10}")
+    if "seconds" in r:
+        parts.append(f"{r['seconds'] * 1e3:10.3f} ms/{r.get('unit', 'call')}")
+    if "compile_s" in r:
+        parts.append(f"compile {r['compile_s']:.2f} s")
+    for k in ("samples_per_s", "evals", "max_err", "fraction_of_peak", "speedup_vs_dopri5"):
+        if r.get(k) is not None:
+            v = r[k]
+            parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
+    if r.get("skipped"):
+        parts.append(f"SKIPPED: {r['skipped']}")
+    return " ".join(parts)

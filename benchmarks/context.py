@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from benchmarks.common import Size, torch_available
+from benchmarks.common import Size, format_record, torch_available
 from benchmarks.floor import measure_device
 
 
@@ -33,8 +33,6 @@ class Context:
     def log(self, rec: dict) -> dict:
         """Print a record as soon as it is measured (with ``progress``); returns it."""
         if self.progress:
-            from benchmarks.run import format_record
-
             print(format_record(rec), flush=True)
             rec["_logged"] = True
         return rec

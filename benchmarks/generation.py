@@ -152,6 +152,6 @@ def _torch_generation(ctx, z, c, ref, flops_eval, repeats) -> list[dict]:
 BENCHMARKS = {"generation": bench_generation}
 
 if __name__ == "__main__":
-    from benchmarks.run import main
+    from benchmarks.runner import main
 
-    main(only=list(BENCHMARKS))
+    main(BENCHMARKS, prog="python -m benchmarks.generation", description=__doc__)

@@ -167,6 +167,6 @@ def _torch_gen_hist(ctx, draws, z, c, steps, edges, rec):
 BENCHMARKS = {"histogram": bench_histogram, "gen_hist": bench_gen_hist}
 
 if __name__ == "__main__":
-    from benchmarks.run import main
+    from benchmarks.runner import main
 
-    main(only=list(BENCHMARKS))
+    main(BENCHMARKS, prog="python -m benchmarks.histogram", description=__doc__)

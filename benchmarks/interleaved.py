@@ -78,9 +78,8 @@ def units(ctx):
 def main(argv=None):
     import torch
 
-    from benchmarks.common import environment
+    from benchmarks.common import environment, sized
     from benchmarks.context import Context
-    from benchmarks.run import sized
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -169,6 +169,6 @@ def _torch_nuts_grad(ctx, batch, params, n, jax_value) -> dict:
 BENCHMARKS = {"adammcmc_step": bench_adammcmc_step, "nuts_grad": bench_nuts_grad}
 
 if __name__ == "__main__":
-    from benchmarks.run import main
+    from benchmarks.runner import main
 
-    main(only=list(BENCHMARKS))
+    main(BENCHMARKS, prog="python -m benchmarks.likelihood", description=__doc__)

@@ -38,6 +38,6 @@ def bench_quick_preset(ctx) -> list[dict]:
 BENCHMARKS = {"quick_preset": bench_quick_preset}
 
 if __name__ == "__main__":
-    from benchmarks.run import main
+    from benchmarks.runner import main
 
-    main(only=list(BENCHMARKS))
+    main(BENCHMARKS, prog="python -m benchmarks.quick_preset", description=__doc__)

@@ -10,20 +10,11 @@ the ratio project/baseline (time; < 1 means the project is faster) and the speed
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import sys
-import time
+from benchmarks import runner
+from benchmarks.common import Size, format_record, sized
+from benchmarks.runner import ratios
 
-from benchmarks.common import (
-    SIZES,
-    TORCH_MISSING,
-    Size,
-    environment,
-    get_size,
-    torch_available,
-)
-from experiments import settings
+__all__ = ["format_record", "main", "ratios", "registry", "run", "sized"]
 
 
 def registry() -> dict:
@@ -36,145 +27,19 @@ def registry() -> dict:
     return table
 
 
-BASELINES = ("torch", "numpy")  # the reference implementations (numpy: histogramming)
-
-
-def ratios(records: list[dict]) -> list[dict]:
-    """Project/baseline time ratio for each figure (name, solver) that has a baseline record."""
-    out = []
-    for base in (r for r in records if r.get("impl") in BASELINES):
-        same = [r for r in records if r.get("name") == base["name"]
-                and r.get("solver") == base.get("solver") and r.get("impl", "").startswith("jax")
-                and "seconds" in r]
-        for r in same:
-            out.append({"name": base["name"], "solver": base.get("solver"), "impl": r["impl"],
-                        "project_s": r["seconds"], "baseline_s": base["seconds"],
-                        "ratio_project_over_baseline": r["seconds"] / base["seconds"],
-                        "speedup": base["seconds"] / r["seconds"],
-                        "baseline": base["impl"]})
-    return out
-
-
-def sized(name: str, overrides=()) -> Size:
-    """The preset ``name`` with ``FIELD=VALUE`` overrides (typed by field, as ``--set``)."""
-    size = get_size(name)
-    for item in overrides:
-        size = settings.apply_override(size, item)
-    return size
-
-
 def run(size: str | Size = "tiny", only=None, baseline: bool = True, seed: int = 0,
         progress: bool = True, device: dict | None = None, output=None) -> dict:
-    """Run the selected benchmarks; returns the JSON-ready report.
+    """Run the selected benchmarks (default: all of ``registry()``); the JSON-ready report.
 
     With ``output``, the report so far is written atomically after every benchmark, so an
     interrupted run keeps what it measured.
     """
-    from benchmarks.context import Context
-
-    table = registry()
-    only = list(table) if not only else list(only)
-    unknown = [o for o in only if o not in table]
-    if unknown:
-        raise ValueError(f"only must name benchmarks from {list(table)}, got {unknown!r}")
-    t_start = time.perf_counter()
-    size = size if isinstance(size, Size) else get_size(size)
-    ctx = Context(size, seed=seed, baseline=baseline, device=device, progress=progress)
-    if progress:
-        print(f"# device peaks: {ctx.device}", flush=True)
-    records, notes = [], []
-    env = environment()
-    if baseline and not ctx.baseline:
-        notes.append(TORCH_MISSING)
-        if progress:
-            print(TORCH_MISSING, file=sys.stderr)
-    for name in only:
-        t0 = time.perf_counter()
-        recs = table[name](ctx)
-        for r in recs:
-            r.setdefault("benchmark", name)
-            if progress and not r.pop("_logged", False):
-                print(format_record(r), flush=True)
-        records.extend(recs)
-        if progress:
-            print(f"# {name}: {time.perf_counter() - t0:.1f} s", flush=True)
-        report = _report(env, ctx, only, seed, records, notes, t_start)
-        if output:
-            from bayesiamp_jax.checkpoint import atomic_write_json
-
-            atomic_write_json(output, report)
-    if progress:
-        for r in report["ratios"]:
-            print(f"ratio {r['name']:<12} {str(r['solver'] or ''):<10} {r['impl']:<12} "
-                  f"project/baseline = {r['ratio_project_over_baseline']:.3g} "
-                  f"(speed-up {r['speedup']:.3g}x)")
-    return report
-
-
-def _report(env, ctx, only, seed, records, notes, t_start) -> dict:
-    return {
-        "environment": {**env, "load_average_at_end": _loadavg()},
-        "device_peaks": ctx.device,
-        "config": {"size": dataclasses.asdict(ctx.size), "only": only, "seed": seed,
-                   "baseline": ctx.baseline},
-        "records": records,
-        "ratios": ratios(records),
-        "notes": notes,
-        "wall_s": time.perf_counter() - t_start,
-    }
-
-
-def _loadavg():
-    import os
-
-    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-
-
-def format_record(r: dict) -> str:
-    parts = [f"{r['name']:<26}", f"{r.get('impl', ''):<12}"]
-    if r.get("solver"):
-        parts.append(f"{r['solver']:<10}")
-    if "seconds" in r:
-        parts.append(f"{r['seconds'] * 1e3:10.3f} ms/{r.get('unit', 'call')}")
-    if "compile_s" in r:
-        parts.append(f"compile {r['compile_s']:.2f} s")
-    for k in ("samples_per_s", "evals", "max_err", "fraction_of_peak", "speedup_vs_dopri5"):
-        if r.get(k) is not None:
-            v = r[k]
-            parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
-    if r.get("skipped"):
-        parts.append(f"SKIPPED: {r['skipped']}")
-    return " ".join(parts)
+    return runner.run(registry(), size, only, baseline=baseline, seed=seed, progress=progress,
+                      device=device, output=output)
 
 
 def main(argv=None, only=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_config_arguments(parser, {n: (lambda n=n: get_size(n)) for n in SIZES},
-                                  default_preset="tiny", preset_option="--size")
-    parser.add_argument("--only", default=None,
-                        help="comma-separated benchmark names (default: all)")
-    parser.add_argument("--output", default=None, help="JSON file to write")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baseline")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every benchmark's keys")
-    args = parser.parse_args(argv)
-    try:
-        size = settings.config_from_args(args, Size, {n: (lambda n=n: get_size(n)) for n in SIZES},
-                                         default_preset="tiny")
-    except settings.ConfigError as e:
-        print(f"python -m benchmarks.run: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if args.show_config:
-        settings.print_config(size, args.show_config)
-        return 0
-    selected = args.only.split(",") if args.only else only
-    if not args.no_baseline and not torch_available():
-        print(TORCH_MISSING, file=sys.stderr)
-    report = run(size, selected, baseline=not args.no_baseline, seed=args.seed,
-                 output=args.output)
-    if args.output:
-        print(f"wrote {args.output}")
-    return report
+    return runner.main(registry(), argv, only, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,6 @@ def _torch_epoch(ctx, data, bayes: bool) -> dict:
 BENCHMARKS = {"fm_epoch": bench_fm_epoch, "vi_epoch": bench_vi_epoch}
 
 if __name__ == "__main__":
-    from benchmarks.run import main
+    from benchmarks.runner import main
 
-    main(only=list(BENCHMARKS))
+    main(BENCHMARKS, prog="python -m benchmarks.training", description=__doc__)
