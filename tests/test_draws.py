@@ -1,6 +1,6 @@
 """PosteriorDraws: stacking, indexing, atomic save/load, unit split and arviz export."""
 
-import jax
+import chex
 import numpy as np
 import pytest
 
@@ -34,8 +34,7 @@ def test_stack_and_index(draws):
     assert d.num_draws == 5
     assert d.params["Dense_0"]["kernel"].shape == (5, 3, 4)
     for i, p in enumerate(params):
-        for a, b in zip(jax.tree.leaves(d.draw(i)), jax.tree.leaves(p), strict=True):
-            np.testing.assert_array_equal(a, b)
+        chex.assert_trees_all_equal(d.draw(i), p)
 
 
 def test_save_load_roundtrip(tmp_path, draws):
@@ -45,8 +44,7 @@ def test_save_load_roundtrip(tmp_path, draws):
         assert loaded.method == "test" and loaded.num_draws == 5
         np.testing.assert_array_equal(loaded.info["accept"], d.info["accept"])
         np.testing.assert_array_equal(loaded.info["step"], d.info["step"])
-        for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(d.params), strict=True):
-            np.testing.assert_array_equal(a, b)
+        chex.assert_trees_all_equal(loaded.params, d.params)
     assert [p.name for p in tmp_path.iterdir()] == ["draws.msgpack"]
 
 

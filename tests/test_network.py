@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,5 +169,4 @@ def test_fused_divergence_equals_autodiff_trace_and_its_gradients(hidden):
 
     (a, ga), (b, gb) = total(field), total(flow.AutodiffDivergence(field))
     assert float(a) == pytest.approx(float(b), rel=1e-5)
-    for g1, g2 in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb), strict=True):
-        np.testing.assert_allclose(g1, g2, rtol=1e-3, atol=1e-3)
+    chex.assert_trees_all_close(ga, gb, rtol=1e-3, atol=1e-3)
