@@ -6,9 +6,11 @@ Checks run on the host, on concrete inputs; under ``jit`` traced arrays are skip
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -114,3 +116,80 @@ def same_structure(name_a: str, a, name_b: str, b):
                 f"{name_a} and {name_b} differ at {jax.tree_util.keystr(path)}: "
                 f"shape {np.shape(la)} vs {np.shape(lb)}"
             )
+
+
+@functools.lru_cache(maxsize=128)
+def _expected_params(field):
+    """((path, shape, dtype), ...) of ``field.init``'s params, traced abstractly; None
+    where ``init`` cannot be traced with a typed key (a custom field: not checked)."""
+    try:
+        spec = jax.eval_shape(field.init, jax.random.key(0))
+    except Exception:  # noqa: BLE001 - any failure means "cannot check", never a new error
+        return None
+    leaves, _ = jax.tree_util.tree_flatten_with_path(spec)
+    return tuple((jax.tree_util.keystr(p), tuple(s.shape), s.dtype) for p, s in leaves)
+
+
+def _dtype_ok(actual, expected) -> bool:
+    """Same dtype after canonicalisation (float64 is float32 without x64), or both floating."""
+    a = jax.dtypes.canonicalize_dtype(actual)
+    if a == expected:
+        return True
+    return bool(jnp.issubdtype(a, jnp.floating) and jnp.issubdtype(expected, jnp.floating))
+
+
+def params_match(name: str, field, params, lead_axes: int = 0):
+    """Raise a one-line ValueError unless ``params`` is a params pytree of ``field``.
+
+    Compares the leaf paths (a dict and a FrozenDict of the same layers agree), every leaf's
+    shape after ``lead_axes`` leading axes (draw / run / unit axes, the same for all leaves)
+    and its dtype (any float for a float leaf) with ``jax.eval_shape(field.init, key)``; works
+    on traced params (shapes are static), so it costs nothing at run time inside ``jit``.
+    Fields without an ``init``, unhashable ones or ones whose ``init`` cannot be traced with
+    a typed key are not checked. Returns ``params``.
+    """
+    init = getattr(field, "init", None)
+    if init is None:
+        return params
+    try:
+        spec = _expected_params(field)
+    except TypeError:  # unhashable field
+        return params
+    if spec is None:
+        return params
+    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    got = {jax.tree_util.keystr(p): leaf for p, leaf in leaves}
+    want = {path: (shape, dtype) for path, shape, dtype in spec}
+    of = f"of {field!r}"
+    for path in want:
+        if path not in got:
+            raise ValueError(f"{name}{path} is missing: not a params tree {of} (it needs "
+                             f"{_few(sorted(want))}, got {_few(sorted(got))})")
+    for path in got:
+        if path not in want:
+            raise ValueError(f"{name}{path} (shape {tuple(np.shape(got[path]))}) is not a "
+                             f"parameter {of}, whose parameters are {_few(sorted(want))}")
+    lead = None
+    for path, (shape, dtype) in want.items():
+        leaf = got[path]
+        s = tuple(np.shape(leaf))
+        if len(s) != lead_axes + len(shape) or s[lead_axes:] != shape:
+            parts = ["..."] * lead_axes + [str(n) for n in shape]
+            axes = f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+            extra = f" ({lead_axes} leading draw/run axes)" if lead_axes else ""
+            raise ValueError(f"{name}{path} has shape {s}, expected {axes}{extra} {of}")
+        if lead is None:
+            lead = s[:lead_axes]
+        elif s[:lead_axes] != lead:
+            raise ValueError(f"{name}{path} has leading axes {s[:lead_axes]}, other leaves "
+                             f"{lead}: every leaf needs the same {lead_axes} leading axes")
+        leaf_dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        if not _dtype_ok(leaf_dtype, dtype):
+            raise ValueError(f"{name}{path} has dtype {leaf_dtype}, expected {dtype} {of}")
+    return params
+
+
+def _few(names, limit: int = 6) -> str:
+    shown = " ".join(names[:limit])
+    more = f" ... ({len(names)} in all)" if len(names) > limit else ""
+    return f"{shown}{more}" if names else "no leaves"

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from bayesiamp_jax import _checks
-from bayesiamp_jax.integrate import Solver, integrate
+from bayesiamp_jax.integrate import Solver, check_successful, integrate, integrate_status
 
 SIGMA_MIN = 1e-4
 DEFAULT_SOLVER = Solver("rk4", 20)
@@ -61,21 +61,51 @@ def _velocity(field, params, c):
     return lambda t, y, args: field(params, t, y, c)
 
 
-@partial(jax.jit, static_argnames=("field", "solver", "t0", "t1"))
+def _solve(f, y0, t0, t1, solver, throw):
+    """(Solution, successful): ``integrate`` (a failed adaptive solve throws inside the
+    computation) or ``integrate_status`` (it is reported)."""
+    if throw:
+        return integrate(f, y0, t0, t1, solver), True
+    return integrate_status(f, y0, t0, t1, solver)
+
+
+@partial(jax.jit, static_argnames=("field", "solver", "t0", "t1", "throw"))
+def _transport_solve(field, params, y0, c, solver, t0, t1, throw=True):
+    sol, ok = _solve(_velocity(field, params, c), y0, t0, t1, solver, throw)
+    return sol.y1, ok
+
+
 def _transport(field, params, y0, c, solver, t0, t1):
-    return integrate(_velocity(field, params, c), y0, t0, t1, solver).y1
+    """The transported points y(t1) (jitted; an adaptive solve out of steps throws inside)."""
+    return _transport_solve(field, params, y0, c, solver, t0, t1)[0]
+
+
+def _host_checked(run, solver, what, *inputs):
+    """``run(throw)`` -> (value, successful). Called eagerly with an adaptive solver, the solve
+    does not throw inside the computation and running out of steps is a one-line ValueError
+    naming the solver; under a trace (jit, grad, vmap) diffrax's own runtime error stays."""
+    leaves = jax.tree_util.tree_leaves(inputs)
+    if not getattr(solver, "adaptive", False) or not all(map(_checks.is_concrete, leaves)):
+        return run(True)[0]
+    value, ok = run(False)
+    check_successful(solver, ok, what)
+    return value
 
 
 def decode(field, params, z, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
     """Noise (n, d) -> data (n, d): integrate dx/dt = v from t = 1 to t = 0."""
+    _checks.params_match("params", field, params)
     _check_points("z", z, c)
-    return _transport(field, params, z, c, solver, 1.0, 0.0)
+    run = lambda throw: _transport_solve(field, params, z, c, solver, 1.0, 0.0, throw)
+    return _host_checked(run, solver, "decode", params, z, c)
 
 
 def encode(field, params, x, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
     """Data (n, d) -> noise (n, d): integrate dx/dt = v from t = 0 to t = 1."""
+    _checks.params_match("params", field, params)
     _check_points("x", x, c)
-    return _transport(field, params, x, c, solver, 0.0, 1.0)
+    run = lambda throw: _transport_solve(field, params, x, c, solver, 0.0, 1.0, throw)
+    return _host_checked(run, solver, "encode", params, x, c)
 
 
 def sample(key: jax.Array, field, params, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
@@ -132,10 +162,11 @@ def velocity_and_hutchinson(field, params, t, x, c, eps) -> tuple[jax.Array, jax
     return v, jnp.sum(eps * jv, axis=-1)
 
 
-def _log_prob(dynamics, x, solver):
+def _log_prob(dynamics, x, solver, throw=True):
     y0 = (x, jnp.zeros(x.shape[:-1], x.dtype))
-    z, trace_integral = integrate(dynamics, y0, 0.0, 1.0, solver).y1
-    return standard_normal_log_prob(z) + trace_integral
+    sol, ok = _solve(dynamics, y0, 0.0, 1.0, solver, throw)
+    z, trace_integral = sol.y1
+    return standard_normal_log_prob(z) + trace_integral, ok
 
 
 def log_prob(field, params, x, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
@@ -144,31 +175,37 @@ def log_prob(field, params, x, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
     Differentiable in ``params``; with a fixed-step solver, ``Solver(..., checkpoint=True)``
     keeps the memory of the gradient at one ODE state per step.
     """
+    _checks.params_match("params", field, params)
     _check_points("x", x, c)
-    return _log_prob_exact(field, params, x, c, solver)
+    return _host_checked(lambda throw: _log_prob_exact(field, params, x, c, solver, throw),
+                         solver, "log_prob", params, x, c)
 
 
-@partial(jax.jit, static_argnames=("field", "solver"))
-def _log_prob_exact(field, params, x, c, solver):
-    return _log_prob(lambda t, y, a: velocity_and_divergence(field, params, t, y[0], c), x, solver)
+@partial(jax.jit, static_argnames=("field", "solver", "throw"))
+def _log_prob_exact(field, params, x, c, solver, throw=True):
+    return _log_prob(lambda t, y, a: velocity_and_divergence(field, params, t, y[0], c), x, solver,
+                     throw)
 
 
 def log_prob_hutchinson(
     key: jax.Array, field, params, x, c, solver: Solver = DEFAULT_SOLVER, rademacher: bool = True
 ) -> jax.Array:
     """Unbiased Hutchinson estimate of log p(x | c), one probe per point fixed along the path."""
+    _checks.params_match("params", field, params)
     _check_points("x", x, c)
-    return _log_prob_hutchinson(key, field, params, x, c, solver, rademacher)
+    return _host_checked(
+        lambda throw: _log_prob_hutchinson(key, field, params, x, c, solver, rademacher, throw),
+        solver, "log_prob_hutchinson", params, x, c)
 
 
-@partial(jax.jit, static_argnames=("field", "solver", "rademacher"))
-def _log_prob_hutchinson(key, field, params, x, c, solver, rademacher):
+@partial(jax.jit, static_argnames=("field", "solver", "rademacher", "throw"))
+def _log_prob_hutchinson(key, field, params, x, c, solver, rademacher, throw=True):
     if rademacher:
         eps = jax.random.rademacher(key, x.shape, dtype=x.dtype)
     else:
         eps = jax.random.normal(key, x.shape, x.dtype)
     return _log_prob(
-        lambda t, y, a: velocity_and_hutchinson(field, params, t, y[0], c, eps), x, solver
+        lambda t, y, a: velocity_and_hutchinson(field, params, t, y[0], c, eps), x, solver, throw
     )
 
 
@@ -178,3 +215,12 @@ def _check_points(name, x, c=None):
     _checks.finite(name, x)
     if c is not None:
         _checks.finite("c", c)
+        lead_x, lead_c = tuple(jnp.shape(x))[:-1], tuple(jnp.shape(c))[:-1]
+        try:
+            batch = jnp.broadcast_shapes(lead_x, lead_c)
+        except ValueError:
+            batch = None
+        if batch != lead_x:
+            raise ValueError(f"{name} and c must have the same number of points (c may "
+                             f"broadcast), got shapes {tuple(jnp.shape(x))} and "
+                             f"{tuple(jnp.shape(c))}")

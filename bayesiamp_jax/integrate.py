@@ -99,6 +99,17 @@ class Solution(NamedTuple):
     num_evals: jax.Array
 
 
+def check_successful(solver: Solver, successful, what: str = "the ODE solve") -> None:
+    """Host-side: raise a one-line ValueError naming the solver and ``max_steps`` if a solve
+    of ``integrate_status`` stopped before t1 (``successful`` False)."""
+    if not bool(successful):
+        raise ValueError(
+            f"{what} with Solver(name={solver.name!r}) ran out of steps: max_steps="
+            f"{solver.max_steps} were not enough to reach the end time (rtol={solver.rtol:g}, "
+            f"atol={solver.atol:g}); raise max_steps, loosen the tolerances or use a "
+            "fixed-step solver")
+
+
 def _fixed_step(name: str) -> Callable:
     def euler(f, t, y, h, args):
         return _axpy(h, f(t, y, args), y)
@@ -161,13 +172,32 @@ def integrate(
 ) -> Solution:
     """Solve dy/dt = f(t, y, args) from t0 to t1 (t1 < t0 integrates backwards).
 
-    ``y0`` may be any pytree of float arrays; ``f`` must return the same structure.
+    ``y0`` may be any pytree of float arrays; ``f`` must return the same structure. An adaptive
+    solve that runs out of ``max_steps`` raises inside the computation (diffrax's runtime
+    error); ``integrate_status`` reports it instead.
     """
+    return _integrate(f, y0, t0, t1, solver, args, throw=True)[0]
+
+
+def integrate_status(
+    f: Callable, y0, t0: float, t1: float, solver: Solver | None = None, args=None
+) -> tuple[Solution, jax.Array]:
+    """``integrate`` that does not throw: (Solution, successful), ``successful`` a bool array,
+    False where an adaptive solve ran out of ``max_steps`` (report it on the host with
+    ``check_successful``); always True for a fixed-step solver."""
+    return _integrate(f, y0, t0, t1, solver, args, throw=False)
+
+
+def _integrate(f, y0, t0, t1, solver, args, *, throw: bool) -> tuple[Solution, jax.Array]:
     solver = Solver() if solver is None else solver
     if not isinstance(solver, Solver):
         raise TypeError(f"solver must be a bayesiamp_jax.Solver, got {solver!r}")
     if solver.adaptive:
-        return _integrate_adaptive(f, y0, t0, t1, solver, args)
+        return _integrate_adaptive(f, y0, t0, t1, solver, args, throw)
+    return _integrate_fixed(f, y0, t0, t1, solver, args), jnp.asarray(True)
+
+
+def _integrate_fixed(f, y0, t0, t1, solver: Solver, args) -> Solution:
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0))
     n = solver.num_steps
     evals = jnp.asarray(n * FIXED_STEP[solver.name] + (solver.name == "dp5"), jnp.int32)
@@ -229,7 +259,7 @@ def _integrate_dp5(f, y0, t0, t1, solver: Solver, args, dtype):
     return y1
 
 
-def _integrate_adaptive(f, y0, t0, t1, solver: Solver, args) -> Solution:
+def _integrate_adaptive(f, y0, t0, t1, solver: Solver, args, throw: bool):
     norm = optx.max_norm if solver.norm == "max" else optx.rms_norm
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(f),
@@ -242,9 +272,10 @@ def _integrate_adaptive(f, y0, t0, t1, solver: Solver, args) -> Solution:
         saveat=diffrax.SaveAt(t1=True),
         stepsize_controller=diffrax.PIDController(rtol=solver.rtol, atol=solver.atol, norm=norm),
         max_steps=solver.max_steps,
+        throw=throw,
     )
     y1 = jax.tree_util.tree_map(lambda y: y[0], sol.ys)
     # Dopri5 and Tsit5 are FSAL: 6 new evaluations per attempted (accepted or rejected) step,
     # plus 1 at t0 (counted with a host callback on diffrax 0.7; tests/test_integrate.py).
     evals = _EVALS_PER_STEP * sol.stats["num_steps"] + 1
-    return Solution(y1, jnp.asarray(evals, jnp.int32))
+    return Solution(y1, jnp.asarray(evals, jnp.int32)), diffrax.is_successful(sol.result)

@@ -50,7 +50,8 @@ class VectorField:
     Attributes:
         data_dim: dimension d of x (2 for the ring).
         cond_dim: dimension of the condition c (1: r_mean). 0 for an unconditional field.
-        hidden: widths of the hidden ELU layers.
+        hidden: widths of the hidden ELU layers; () gives the affine field
+            v = W [emb(t), x, c] + b (a Gaussian-to-Gaussian flow).
         num_frequencies: K in the cos/sin(kπt) embedding (2K time inputs).
         precision: float32 matmul precision, one of "default", "high", "highest".
     """
@@ -101,6 +102,7 @@ class VectorField:
         The d input tangents are pushed through the layers alongside the activations
         (forward-mode by hand), which fuses into a few small matmuls per layer; it is several
         times cheaper to differentiate than d autodiff JVPs (benchmarks/RESULTS.md).
+        _checks.params_match("params", self, params)
         """
         x = jnp.asarray(x)
         c = self._check_c(x, c)
@@ -111,6 +113,7 @@ class VectorField:
         if not self.cond_dim:
             return None
         if c is None:
+        _checks.params_match("params", self, params)
             raise ValueError(f"c is required: this field has cond_dim={self.cond_dim}")
         c = jnp.asarray(c, dtype=x.dtype)
         _checks.last_dim("c", c, self.cond_dim)
@@ -160,3 +163,6 @@ def _velocity_and_divergence(field: VectorField, params, t, x, c):
     v = dot(h, out["kernel"]) + out["bias"]
     jac = dot(tangent, out["kernel"])  # (..., d, d), jac[..., i, j] = ∂v_j/∂x_i
     return v, jnp.trace(jac, axis1=-2, axis2=-1)
+    if tangent is None:  # hidden=(): v is affine in x, ∂v/∂x = the x rows of the kernel
+        div = jnp.trace(out["kernel"][start:start + d])
+        return v, jnp.broadcast_to(div, x.shape[:-1]).astype(v.dtype)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from bayesiamp_jax.checkpoint import keys_from_data, keys_to_data, load_pytree, restore, save_pytree
 
-__all__ = ["Chunked", "digest", "run_chunks", "signature"]
+__all__ = ["Chunked", "check_finite", "digest", "run_chunks", "signature"]
 
 
 def digest(tree) -> str:
@@ -55,6 +55,30 @@ def signature(**settings) -> dict[str, str]:
     """Everything that determines a result, as {name: text}: numbers and strings verbatim, small
     arrays by value, data, keys and other pytrees by a digest of their bytes."""
     return {name: _describe(v) for name, v in settings.items()}
+
+
+def check_finite(stage: str, values, axes: Sequence[str], *, offsets: Mapping | None = None,
+                 order: Sequence[str] | None = None, what: str = "the loss") -> None:
+    """Raise FloatingPointError naming the first NaN / inf of a chunk's host-side record.
+
+    ``values`` has one axis per name in ``axes`` (e.g. ("unit", "epoch")); ``offsets`` adds to
+    an axis' index (the chunk's first epoch), ``order`` is the order the indices are named in
+    (default ``axes``). One-line message: "<stage>: <what> is non-finite (NaN or inf) at
+    epoch 12, unit 3". Records are already on the host, so this costs no device sync.
+    """
+    arr = np.asarray(values)
+    if arr.ndim != len(axes):
+        raise ValueError(f"values has shape {arr.shape}, but axes names {len(axes)} axes")
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return
+    first = dict(zip(axes, (int(i) for i in np.argwhere(bad)[0]), strict=True))
+    for name, off in (offsets or {}).items():
+        first[name] += int(off)
+    where = ", ".join(f"{name} {first[name]}" for name in (order or axes))
+    count = int(bad.sum())
+    raise FloatingPointError(f"{stage}: {what} is non-finite (NaN or inf) at {where}"
+                             + (f" ({count} non-finite values in this chunk)" if count > 1 else ""))
 
 
 class Chunked(NamedTuple):

@@ -181,22 +181,27 @@ def fit(
         params = _units.vmap_if(field.init, units)(key_init)
     else:
         _units.check_leading("params", params, units)
+        _checks.params_match("params", field, params, lead_axes=0 if units is None else 1)
     state = _units.vmap_if(lambda p: init_train_state(p, optimizer), units)(params)
     sig = resumable.signature(method="flow matching", key=key, x=x, c=c, params=params,
                               batch_size=batch_size, sigma_min=float(sigma_min), units=units)
     chunk_epochs = min(chunk_epochs, num_epochs)
+    desc = "flow matching" if units is None else f"flow matching x{units}"
+    axes = ("epoch",) if units is None else ("unit", "epoch")
 
     def step(state, start, n):
         state, info = _fm_chunk(key_train, state, x, c, jnp.asarray(n, jnp.int32),
                                 field=field, sigma_min=float(sigma_min), optimizer=optimizer,
                                 batch_size=batch_size, num_epochs=chunk_epochs,
                                 vmapped=units is not None)
-        return state, {"loss": np.asarray(info.loss)[..., :n]}
+        loss = np.asarray(info.loss)[..., :n]
+        resumable.check_finite(desc, loss, axes, offsets={"epoch": start},
+                               order=axes[::-1], what="the mean epoch loss")
+        return state, {"loss": loss}
 
     out = resumable.run_chunks(
         step, state, num_epochs, chunk=chunk_epochs, axis=0 if units is None else 1,
-        checkpoint_path=checkpoint_path, signature=sig, progress=progress,
-        desc="flow matching" if units is None else f"flow matching x{units}", unit="epoch",
+        checkpoint_path=checkpoint_path, signature=sig, progress=progress, desc=desc, unit="epoch",
         postfix=lambda r: {"loss": f"{np.mean(r['loss'][..., -1]):.4f}"})
     losses = out.records.get("loss", np.zeros((0,) if units is None else (units, 0)))
     return TrainResult(out.state, np.asarray(losses))

@@ -80,9 +80,13 @@ class PosteriorHistograms(NamedTuple):
 # ----------------------------------------------------------------------------------- inputs
 
 
-def stack_runs(posterior, has_run_axis: bool = False):
+def stack_runs(posterior, has_run_axis: bool = False, *, field=None):
     """Params with leading axes (R, S) from a PosteriorDraws / params pytree (one run, axis S),
-    a sequence of those (R runs, equal S), or a pytree with leading (R, S) (``has_run_axis``)."""
+    a sequence of those (R runs, equal S), or a pytree with leading (R, S) (``has_run_axis``).
+
+    Every weight must be finite (a one-line error names the run, the draw and the leaf); with
+    ``field``, the params must be that field's (``_checks.params_match`` after the (R, S) axes).
+    """
     if isinstance(posterior, (list, tuple)) and not isinstance(posterior, PosteriorDraws):
         if len(posterior) == 0:
             raise ValueError("posterior must hold at least one run, got an empty sequence")
@@ -107,6 +111,19 @@ def stack_runs(posterior, has_run_axis: bool = False):
 
 
 def _params_of(p):
+    if field is not None:
+        _checks.params_match("posterior params", field, params, lead_axes=2)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        arr = np.asarray(leaf)
+        if arr.size == 0:
+            continue
+        ok = np.isfinite(arr).reshape(num_runs, num_draws, -1).all(axis=-1)
+        if not ok.all():
+            r, d = (int(i) for i in np.argwhere(~ok)[0])
+            raise ValueError(
+                f"posterior run {r}, draw {d} has non-finite weights (NaN or inf) in "
+                f"{jax.tree_util.keystr(path)} ({int((~ok).sum())} of {num_runs * num_draws} "
+                "draws have some): drop or re-fit those draws")
     return p.params if isinstance(p, PosteriorDraws) else p
 
 

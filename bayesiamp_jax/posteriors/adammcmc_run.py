@@ -48,16 +48,18 @@ def _advance(states, data, sigma, sigma_dir, *, loss_fn, num_steps, batch_size, 
     return (jax.vmap(chains) if vmapped else chains)(states, data, sigma, sigma_dir)
 
 
-def _check_finite_losses(losses, step0, what):
-    """Raise naming step, chain (and unit) of the first non-finite loss (…, chains, steps)."""
+def _check_finite_losses(losses, step0, what, sample=None):
+    """Raise naming step, chain (and unit) of the first non-finite loss (…, chains, steps) and,
+    while sampling, the index of the sample (draw) being made."""
     losses = np.asarray(losses)
     bad = ~np.isfinite(losses)
     if bad.any():
         *where, s = np.argwhere(bad)[0]
         unit = f" of unit {int(where[0])}" if len(where) == 2 else ""
+        draw = "" if sample is None else f" (while making sample {sample} of the chain)"
         raise FloatingPointError(
             f"{what}: the loss is non-finite (NaN or inf) at step {step0 + int(s)} "
-            f"of chain {int(where[-1])}{unit}"
+            f"of chain {int(where[-1])}{unit}{draw}"
         )
 
 
@@ -146,16 +148,18 @@ def sample_adammcmc(
     unravel = ravel_pytree(jax.tree_util.tree_map(
         lambda a: a[0], _units.first_unit(states.position, units)))[1]
     lead = 1 if units is None else 2  # axes before the sample axis: (chains,) or (U, chains)
+    desc = f"AdamMCMC σ={float(sigma):g}" if np.ndim(sigma) == 0 else "AdamMCMC"
+    desc = desc if units is None else f"{desc} x{units} units"
 
     def warm_up(states):
         if num_adam_steps:
             states, info = _advance(states, data, sigma_arr, sigma_dir_arr,
                                     num_steps=num_adam_steps, adam_only=True, **statics)
-            _check_finite_losses(info.loss, 0, "Adam warm-up")
+            _check_finite_losses(info.loss, 0, f"{desc}, Adam warm-up")
         if num_burnin:
             states, info = _advance(states, data, sigma_arr, sigma_dir_arr,
                                     num_steps=num_burnin, adam_only=False, **statics)
-            _check_finite_losses(info.loss, num_adam_steps, "AdamMCMC burn-in")
+            _check_finite_losses(info.loss, num_adam_steps, f"{desc}, burn-in")
         return states
 
     step0 = num_adam_steps + num_burnin
@@ -163,7 +167,7 @@ def sample_adammcmc(
     def step(states, start, n):
         states, info = _advance(states, data, sigma_arr, sigma_dir_arr, num_steps=thinning,
                                 adam_only=False, **statics)
-        _check_finite_losses(info.loss, step0 + start * thinning, "AdamMCMC")
+        _check_finite_losses(info.loss, step0 + start * thinning, desc, sample=start)
         pos = _units.vmap_if(flat, units)(states.position)
         rec = {"position": pos, "acc": info.acceptance_probability.mean(-1),
                "frac": info.is_accepted.mean(-1), "loss": info.loss[..., -1]}
@@ -174,11 +178,9 @@ def sample_adammcmc(
         sigma_dir=sigma_dir_arr, thinning=thinning, num_burnin=num_burnin,
         num_adam_steps=num_adam_steps, batch_size=batch_size, num_chains=num_chains,
         inverse_temperature=float(inverse_temperature), units=units)
-    desc = f"AdamMCMC σ={float(sigma):g}" if np.ndim(sigma) == 0 else "AdamMCMC"
     out = resumable.run_chunks(
         step, states, num_samples, chunk=1, axis=lead, checkpoint_path=checkpoint_path,
-        signature=sig, progress=progress, prepare=warm_up, unit="sample",
-        desc=desc if units is None else f"{desc} x{units} units",
+        signature=sig, progress=progress, prepare=warm_up, unit="sample", desc=desc,
         postfix=lambda r: {"acc": f"{float(np.mean(r['acc'][..., -1])):.2f}"})
     rec = out.records
 
@@ -268,6 +270,9 @@ def sample_adammcmc_cnf(
     params = params_init
     if params is None:
         params = jax.jit(_units.vmap_if(field.init, units))(key_pre)
+    else:
+        _units.check_leading("params_init", params, units)
+        _checks.params_match("params_init", field, params, lead_axes=0 if units is None else 1)
     if num_pretrain_epochs:
         params = fit(key_pre, field, x, c, num_pretrain_epochs, batch_size=batch_size,
                      params=params, progress=progress).state.params

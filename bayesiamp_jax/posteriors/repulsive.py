@@ -290,17 +290,22 @@ def fit_repulsive(
         num_data=num_data, prior_scale=prior_scale, repulsion=float(repulsion),
         bandwidth=bandwidth, units=units)
     chunk_epochs = min(chunk_epochs, num_epochs)
+    desc = "repulsive ensemble" if units is None else f"repulsive ensemble x{units}"
+    axes = ("epoch", "member") if units is None else ("unit", "epoch", "member")
+    order = ("epoch", "member") if units is None else ("epoch", "member", "unit")
 
     def step(state, start, k):
         state, info = _rep_chunk(key_train, state, data, jnp.asarray(k, jnp.int32),
                                  num_epochs=chunk_epochs, **statics)
-        return state, {"member_loss": np.asarray(info.member_loss)[..., :k, :],
+        member_loss = np.asarray(info.member_loss)[..., :k, :]
+        resumable.check_finite(desc, member_loss, axes, offsets={"epoch": start}, order=order,
+                               what="a member's mean epoch loss")
+        return state, {"member_loss": member_loss,
                        "bandwidth": np.asarray(info.bandwidth)[..., :k]}
 
     out = resumable.run_chunks(
         step, state, num_epochs, chunk=chunk_epochs, axis=axis, checkpoint_path=checkpoint_path,
-        signature=sig, progress=progress, unit="epoch",
-        desc="repulsive ensemble" if units is None else f"repulsive ensemble x{units}",
+        signature=sig, progress=progress, unit="epoch", desc=desc,
         postfix=lambda r: {"loss": f"{float(np.mean(r['member_loss'][..., -1, :])):.4f}"})
     member_loss = out.records["member_loss"]
     info = {"member_loss": member_loss, "losses": member_loss.mean(axis=-1),

@@ -320,25 +320,22 @@ def fit_vi(
         init_loc_scale=float(init_loc_scale), init_rho=float(init_rho),
         init_loc_from_params=bool(init_loc_from_params), units=units)
     chunk_epochs = min(chunk_epochs, num_epochs)
+    desc = f"VI k={float(kl):g}" if kl.ndim == 0 else "VI"
+    desc = desc if units is None else f"{desc} x{units} units"
+    axes = ("epoch",) if units is None else ("unit", "epoch")
 
     def step(state, start, n):
         state, losses = _vi_chunk(key_run, state, data, site_scale, template,
                                   jnp.asarray(n, jnp.int32), num_epochs=chunk_epochs,
                                   vmapped=vmapped, **statics)
         losses = np.asarray(losses)[..., :n]
-        bad = ~np.isfinite(losses)
-        if bad.any():
-            where = np.argwhere(bad)[0]
-            unit = "" if units is None else f" of unit {int(where[0])}"
-            raise FloatingPointError(
-                f"VI loss became non-finite in epoch {start + int(where[-1])}{unit}")
+        resumable.check_finite(desc, losses, axes, offsets={"epoch": start}, order=axes[::-1],
+                               what="the mean epoch loss")
         return state, {"loss": losses}
 
-    desc = f"VI k={float(kl):g}" if kl.ndim == 0 else "VI"
     out = resumable.run_chunks(
         step, state, num_epochs, chunk=chunk_epochs, axis=0 if units is None else 1,
-        checkpoint_path=checkpoint_path, signature=sig, progress=progress,
-        desc=desc if units is None else f"{desc} x{units} units", unit="epoch",
+        checkpoint_path=checkpoint_path, signature=sig, progress=progress, desc=desc, unit="epoch",
         postfix=lambda r: {"loss": f"{np.mean(r['loss'][..., -1]):.4f}"})
     loc, scale = _vi_loc_scale(out.state, template, loss_fn=loss_fn,
                                prior_scale=float(prior_scale), vmapped=vmapped)
@@ -401,6 +398,10 @@ def fit_vi_cnf(
     key_init, key_fit = _units.split(key, 2, units)
     if params_init is None:
         params_init = jax.jit(_units.vmap_if(field.init, units))(key_init)
+    else:
+        _units.check_leading("params_init", params_init, units)
+        _checks.params_match("params_init", field, params_init,
+                             lead_axes=0 if units is None else 1)
     return fit_vi(
         key_fit, params_init, cfm_loss_fn(field, sigma_min), (x, c), num_epochs=num_epochs,
         batch_size=batch_size, kl_weight=kl_weight, **kw,

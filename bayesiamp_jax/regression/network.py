@@ -72,6 +72,7 @@ class RegressionNet:
         """x (..., in_dim) -> (mean (...), variance (...))."""
         x = jnp.asarray(x)
         _checks.last_dim("x", x, self.in_dim)
+        _checks.params_match("params", self, params)
         out = self._module.apply({"params": params}, (x - self.input_shift) / self.input_scale)
         return out[..., 0], jax.nn.softplus(out[..., 1]) + self.min_variance
 

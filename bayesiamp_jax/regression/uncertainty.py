@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesiamp_jax import _checks
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
 
 
@@ -48,6 +49,7 @@ def decompose(means, variances) -> Decomposition:
 
 def predict_draws(net, draws: PosteriorDraws, x) -> tuple[jax.Array, jax.Array]:
     """Means and variances (S, n) of every weight draw at inputs x (n, in_dim)."""
+    _checks.params_match("draws.params", net, draws.params, lead_axes=1)
     return _predict(net, draws.params, jnp.asarray(x))
 
 
