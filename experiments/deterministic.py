@@ -4,7 +4,9 @@
 Outputs ``models/deterministic.msgpack`` with the stacked params (R, ...) and per-epoch losses
 (R, epochs). The library checkpoints the stacked state after every chunk of epochs, so an
 interrupted run continues where it stopped with the same numbers. Run r uses the key
-``purpose_key(seed, r, "deterministic")`` of the one-unit ``fit``.
+``purpose_key(seed, r, "deterministic")`` of the one-unit ``fit``. With several processes each
+trains its share of the runs (run r on process r mod N) into
+``models/deterministic.process<I>.msgpack``; process 0 stacks them into the one file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from bayesiamp_jax import training
 from bayesiamp_jax.checkpoint import load_pytree, restore, save_pytree
 from experiments import config as cfgmod
+from experiments import distributed
 from experiments.data import field_from_config, load_all_data, purpose_key
 
 
@@ -31,6 +34,8 @@ def checkpoint_path(study):
 
 
 def train_deterministic(study, progress: bool = True) -> None:
+    if distributed.process_count() > 1:
+        return _train_shared(study, progress)
     cfg, d = study.cfg, study.cfg.deterministic
     data = load_all_data(study)
     keys = jnp.stack([purpose_key(cfg.seed, r, "deterministic") for r in range(cfg.num_runs)])
@@ -40,6 +45,41 @@ def train_deterministic(study, progress: bool = True) -> None:
     save_pytree(model_path(study), {"params": result.state.params, "losses": result.losses})
     study.log.info("deterministic: %d epochs, final loss per run %s", d.num_epochs,
                    np.array2string(result.losses[:, -1], precision=4))
+
+
+def _part_path(study, process: int):
+    return study.path("models", f"deterministic.process{process}.msgpack")
+
+
+def _train_shared(study, progress: bool) -> None:
+    """This process's runs (r mod N = I) into its part file; process 0 then stacks the parts."""
+    cfg, d = study.cfg, study.cfg.deterministic
+    runs = distributed.mine(range(cfg.num_runs))
+    part = _part_path(study, distributed.process_index())
+    if runs and not part.is_file():
+        data = load_all_data(study)
+        keys = jnp.stack([purpose_key(cfg.seed, r, "deterministic") for r in runs])
+        fp = cfgmod.fingerprint(cfg.seed, cfg.data, cfg.network, d.batch_size, cfg.num_runs, runs)
+        result = training.fit(keys, field_from_config(cfg), data.x[np.array(runs)],
+                              data.c[np.array(runs)], d.num_epochs, batch_size=d.batch_size,
+                              chunk_epochs=d.chunk_epochs, progress=progress,
+                              checkpoint_path=study.path("checkpoints",
+                                                         f"deterministic_r1_{fp}.msgpack"))
+        save_pytree(part, {"params": result.state.params, "losses": result.losses})
+        study.log.info("deterministic: runs %s, %d epochs, final loss %s", runs, d.num_epochs,
+                       np.array2string(result.losses[:, -1], precision=4))
+    distributed.barrier("deterministic:parts")
+    if not distributed.is_main():
+        return
+    shares = {p: distributed.mine(range(cfg.num_runs), p)
+              for p in range(distributed.process_count())}
+    owners = [p for p, share in shares.items() if share]
+    parts = [load_pytree(_part_path(study, p)) for p in owners]
+    order = np.argsort(np.concatenate([shares[p] for p in owners]))
+    stacked = jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves)[order], *parts)
+    save_pytree(model_path(study), stacked)
+    for p in owners:
+        _part_path(study, p).unlink()
 
 
 def load_deterministic(study, template=None):

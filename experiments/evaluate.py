@@ -7,6 +7,11 @@ metadata and its sampler diagnostics in ``results/<label>.json``. A results file
 ``fingerprint`` matches the label's configuration means the label is done, so labels are
 evaluated one after another and a later invocation with more methods adds only the new ones.
 Figures and the report are drawn from these files only.
+
+With several processes every one calls the library for every label (the generation shares the
+(run, draw) axis and all-gathers the counts); process 0 writes ``histograms/<label>/`` and the
+results, process I > 0 keeps its generation checkpoints in ``process<I>/histograms/<label>/``
+(removed when the label is done).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from bayesiamp_jax.evaluation.summary import binning_key
 from bayesiamp_jax.integrate import Solver
 from bayesiamp_jax.posteriors.diagnostics import draws_diagnostics
 from experiments import config as cfgmod
-from experiments.data import field_from_config, purpose_key
+from experiments import distributed
+from experiments.data import field_from_config, problem_from_config, purpose_key
 from experiments.stages import read_json
 from experiments.train import load_run_draws
 
@@ -55,32 +61,43 @@ def label_fingerprint(cfg, train_fingerprint: str) -> str:
 
 
 def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
-                   progress: bool = True) -> dict:
-    """Evaluate one label with the library and save its summary; returns the summary."""
+                   progress: bool = True) -> dict | None:
+    """Evaluate one label with the library and save its summary; returns the summary (None on
+    a process other than 0 of a study over several processes)."""
     cfg, e = study.cfg, study.cfg.evaluation
+    main = distributed.is_main()
+    output_dir = histograms_dir(study, label) if main else (
+        distributed.scratch_dir(study.outdir) / "histograms" / label)
     runs = [load_run_draws(study, label, r) for r in range(cfg.num_runs)]
     sizes = {d.num_draws for d in runs}
     if len(sizes) != 1:
         raise ValueError(f"{label}: runs have different numbers of draws {sorted(sizes)}")
+    problem = problem_from_config(cfg)
     result = ev.evaluate(
         evaluation_key(cfg), field_from_config(cfg), runs, cfg.data.num_train,
         calibration_bins=calibration_bins(cfg), num_samples=e.calib_samples,
         scaled_bins=sorted(e.scaled_bins) if e.scaled else (), samples_per_cell=e.scaled_factor,
         shared_sample=e.scaled_shared,
-        fit_bins=list(e.fit_bins), c=cfg.data.r_mean,
+        fit_bins=list(e.fit_bins), c=cfg.data.r_mean if problem.ring else problem.condition,
+        observable=None if problem.ring else problem.observable,
+        binning=None if problem.ring else problem.binning,
         solver=Solver(e.solver, num_steps=e.solver_steps), chunk_size=e.chunk_size,
-        closure_repeats=CLOSURE_REPEATS, progress=progress,
-        output_dir=histograms_dir(study, label))
+        closure_repeats=CLOSURE_REPEATS, progress=progress, output_dir=output_dir)
+    if not main:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        return None
     summary = {"method": method, "hyper": hyper, "num_runs": cfg.num_runs,
                "num_draws": runs[0].num_draws}
     summary |= ev.summarise(result, deviation_bins=e.deviation_bins)
     same = ev.load_histograms(histograms_path(study, label, "same_noise"))
     fractions = {binning_key(b): f for b, f in zip(same.binnings, same.fractions, strict=True)
                  if b.shape[0] in e.calib_bins}
+    num_values = len(problem.observable.names)
     summary["diagnostics"] = draws_diagnostics(runs, fractions)
     # the MAD a perfectly calibrated ensemble reaches with this S, R and number of cells
-    summary["mad_floor"] = {n: mad_floor(runs[0].num_draws, cfg.num_runs, int(n) ** 2).mean
-                            for n in summary["mad"] if int(n) in e.calib_bins}
+    summary["mad_floor"] = {n: mad_floor(runs[0].num_draws, cfg.num_runs,
+                                         int(n) ** num_values).mean
+                            for n in summary["mad"] if n.isdigit() and int(n) in e.calib_bins}
     summary["fingerprint"] = fingerprint
     atomic_write_json(results_path(study, label), summary)
     return summary
@@ -108,14 +125,18 @@ def evaluate_all(study, units, progress: bool = True) -> None:
     """Evaluate every (method, label, hyper, fingerprint) of ``units`` not done yet."""
     for method, label, hyper, fingerprint in units:
         saved = load_result(study, label)
-        if saved is not None and saved.get("fingerprint") == fingerprint:
+        # with several processes, process 0's view decides (the others follow it)
+        if not distributed.agree(saved is None or saved.get("fingerprint") != fingerprint):
             study.log.info("evaluate: %s already done", label)
             continue
-        if saved is not None:  # other settings; partial histograms check their own signature
+        if saved is not None and distributed.is_main():  # other settings; partial histograms
+            # check their own signature
             study.log.info("evaluate: %s was evaluated with other settings; redoing it", label)
             shutil.rmtree(histograms_dir(study, label), ignore_errors=True)
             results_path(study, label).unlink(missing_ok=True)
         s = evaluate_label(study, method, label, hyper, fingerprint, progress)
+        if s is None:
+            continue
         largest = max(s["amplification"], key=int)
         study.log.info("evaluate: %s MAD %s, amplification at %s×%s: %s, fit b = %.3g ± %.2g",
                        label, {k: round(v, 4) for k, v in s["mad"].items()}, largest, largest,

@@ -5,6 +5,8 @@
     python -m experiments.paper --preset paper --set vi.num_epochs=2000 --set num_runs=2
     python -m experiments.paper --preset tiny --method vi      # one method only
     python -m experiments.paper --config runs/paper/config.json --set seed=1 -o runs/seed1
+    python -m experiments.paper --preset paper -o /shared/paper \
+        --coordinator host0:12345 --num-processes 4 --process-id I   # on each of 4 machines
 
 Outputs (in ``--output``, default ``outputs/<preset>``): config.json (the resolved
 configuration), log.txt, data/, models/, draws/<label>/run<r>.msgpack, histograms/, results/,
@@ -12,6 +14,7 @@ figures/ (PNG and PDF), report.md and report.json, stages/ (completion markers).
 same command again skips completed stages and continues interrupted training from its last
 checkpoint. A folder is used by one run at a time (study.lock); a changed setting that would
 redo finished stages (replace their results) is refused unless ``--overwrite`` is given.
+With ``--coordinator`` the study spreads over processes (``experiments.distributed``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from bayesiamp_jax.checkpoint import atomic_write_json
@@ -27,6 +31,7 @@ from experiments import config as cfgmod
 from experiments import (
     data,
     deterministic,
+    distributed,
     evaluate,
     figures,
     report_stage,
@@ -55,6 +60,7 @@ def build_parser(prog: str = "python -m experiments.paper",
                    help="replace the results of another configuration in --output (without "
                         "it such a folder is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    distributed.add_arguments(p)
     return p
 
 
@@ -123,26 +129,30 @@ def run_pipeline(cfg, outdir, *, only: str | None = None, methods=None, progress
 
     ``methods``: the methods to train, evaluate, draw and report (default: all enabled).
     The folder is locked for the run (``StudyError`` while another run holds it); one holding
-    another configuration's results is refused unless ``overwrite``.
+    another configuration's results is refused unless ``overwrite``. With several processes
+    (``experiments.distributed``) process 0 holds the lock and checks the folder.
     """
     outdir = prepare_folder(outdir)
     chosen = selected(cfg, methods)
-    with FolderLock(outdir):
-        check_no_clobber(outdir, cfgmod.to_dict(cfg), overwrite,
-                         normalise=lambda d: cfgmod.to_dict(cfgmod.from_dict(d)),
-                         fingerprints=fingerprints(cfg, methods))
+    check = partial(check_no_clobber, outdir, cfgmod.to_dict(cfg), overwrite,
+                    normalise=lambda d: cfgmod.to_dict(cfgmod.from_dict(d)),
+                    fingerprints=fingerprints(cfg, methods))
+    with distributed.owned_folder(FolderLock(outdir), check):
         return _run_stages(cfg, outdir, chosen, only, methods, progress)
 
 
 def _run_stages(cfg, outdir, chosen, only, methods, progress) -> Study:
-    runtime.setup_logging(outdir / "log.txt")
-    study = Study(outdir, cfg)
+    runtime.setup_logging(distributed.scratch_dir(outdir) / "log.txt")
+    study = distributed.study_class()(outdir, cfg)
     log = study.log
     log.info("study %s: preset %r, output %s, methods %s", time.strftime("%Y-%m-%d %H:%M:%S"),
              cfg.preset, outdir, ", ".join(chosen))
     log.info("device: %s", runtime.device_info())
-    atomic_write_json(outdir / "config.json", cfgmod.to_dict(cfg))
-    atomic_write_json(outdir / "budget.json", runtime.log_budget(cfg, log))
+    if distributed.process_count() > 1:
+        log.info("process %d of %d", distributed.process_index(), distributed.process_count())
+    if distributed.is_main():
+        atomic_write_json(outdir / "config.json", cfgmod.to_dict(cfg))
+        atomic_write_json(outdir / "budget.json", runtime.log_budget(cfg, log))
     fp = fingerprints(cfg, methods)
     grid = [(m, label, h) for m, label, h in cfgmod.method_grid(cfg) if m in chosen]
     labels = [label for _, label, _ in grid]
@@ -166,7 +176,8 @@ def _run_stages(cfg, outdir, chosen, only, methods, progress) -> Study:
     stage("figures", fp["figures"], lambda: figures.draw_all(study, labels),
           _cleaner(study, "figures"))
     # the report is cheap and carries the timings of all stages: always rewritten
-    study.marker_path("report").unlink(missing_ok=True)
+    if distributed.is_main():
+        study.marker_path("report").unlink(missing_ok=True)
     stage("report", "always", lambda: report_stage.write(study, labels))
     log.info("done: %s (stages run: %s; skipped: %s)", outdir / "report.md",
              ", ".join(study.ran) or "none", ", ".join(study.skipped) or "none")
@@ -177,11 +188,13 @@ def main(argv=None, only: str | None = None, prog: str = "python -m experiments.
          description: str | None = None) -> int:
     args = build_parser(prog, description).parse_args(argv)
     try:
+        spec = distributed.spec_from_args(args)
         cfg, outdir = resolve_args(args)
         if args.show_config:
             settings.print_config(cfg, args.show_config)
             return 0
         selected(cfg, args.method)
+        distributed.initialize(spec)  # before any JAX computation
     except settings.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,9 @@
 Each (label, run) ends as ``draws/<label>/run<r>.msgpack`` (``PosteriorDraws``, atomic write);
 an existing file means that unit is done. Configuration → one library call → save: the units
 (grid point × run) of VI, AdamMCMC and the repulsive ensemble are trained together by the
-library drivers' unit axis (one vmapped program); NUTS loops over runs.
+library drivers' unit axis (one vmapped program); NUTS loops over runs. With several processes
+each trains its share of the units (``experiments.distributed.mine``: unit u of a method's list
+goes to process u mod N) and writes their files.
 
 Key scheme: unit (label, run) uses ``purpose_key(seed, run, label)`` as the key of the one-unit
 library call (``fit_vi_cnf`` + ``sample_vi`` with ``purpose_key(seed, run, label + "/draws")``,
@@ -26,6 +28,7 @@ from bayesiamp_jax import posteriors
 from bayesiamp_jax.integrate import Solver
 from bayesiamp_jax.posteriors.draws import PosteriorDraws, load_draws, save_draws, split_units
 from experiments import config as cfgmod
+from experiments import distributed
 from experiments.data import field_from_config, load_all_data, load_data, purpose_key
 from experiments.deterministic import load_deterministic
 
@@ -41,15 +44,11 @@ def load_run_draws(study, label: str, run: int, template=None) -> PosteriorDraws
 
 
 def _units(study, method):
-    """(label, hyper, run) of ``method`` whose draws are not on disk yet."""
-    todo = []
-    for m, label, hyper in cfgmod.method_grid(study.cfg):
-        if m != method:
-            continue
-        for r in range(study.cfg.num_runs):
-            if not draws_path(study, label, r).is_file():
-                todo.append((label, hyper, r))
-    return todo
+    """(label, hyper, run) of ``method`` whose draws are not on disk yet (with several
+    processes: of this process's units, ``distributed.mine``)."""
+    units = [(label, hyper, r) for m, label, hyper in cfgmod.method_grid(study.cfg)
+             if m == method for r in range(study.cfg.num_runs)]
+    return [u for u in distributed.mine(units) if not draws_path(study, u[0], u[2]).is_file()]
 
 
 def _checkpoint(study, method, units, *sections):
