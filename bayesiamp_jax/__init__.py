@@ -5,10 +5,21 @@
 ``bayesiamp_jax.evaluation``.
 """
 
-from bayesiamp_jax import checkpoint, data, field, flow, integrate, network, resumable, training
+from bayesiamp_jax import (
+    checkpoint,
+    data,
+    datasets,
+    field,
+    flow,
+    integrate,
+    network,
+    observables,
+    resumable,
+    training,
+)
 from bayesiamp_jax.checkpoint import load_pytree, save_pytree
 from bayesiamp_jax.data import quantile_edges, sample_ring, sample_ring_varying, to_polar
-from bayesiamp_jax.field import Field
+from bayesiamp_jax.field import Field, ModuleField
 from bayesiamp_jax.flow import cfm_loss, decode, encode, log_prob, log_prob_hutchinson, sample
 from bayesiamp_jax.integrate import Solver
 from bayesiamp_jax.network import VectorField
@@ -18,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Field",
+    "ModuleField",
     "Solver",
     "TrainResult",
     "TrainState",
@@ -26,6 +38,7 @@ __all__ = [
     "cfm_loss",
     "checkpoint",
     "data",
+    "datasets",
     "decode",
     "encode",
     "field",
@@ -36,6 +49,7 @@ __all__ = [
     "log_prob",
     "log_prob_hutchinson",
     "network",
+    "observables",
     "quantile_edges",
     "resumable",
     "sample",

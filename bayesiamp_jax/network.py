@@ -22,6 +22,8 @@ import jax.numpy as jnp
 from bayesiamp_jax import _checks
 
 PRECISIONS = ("default", "high", "highest")
+ACTIVATIONS = {"elu": nn.elu, "tanh": jnp.tanh, "silu": nn.silu, "gelu": nn.gelu,
+               "softplus": nn.softplus}
 
 
 def time_embedding(t: jax.Array, num_frequencies: int) -> jax.Array:
@@ -35,11 +37,13 @@ class _MLP(nn.Module):
     hidden: tuple[int, ...]
     out_dim: int
     precision: str
+    activation: str = "elu"
 
     @nn.compact
     def __call__(self, h):
+        act = ACTIVATIONS[self.activation]
         for width in self.hidden:
-            h = nn.elu(nn.Dense(width, precision=self.precision)(h))
+            h = act(nn.Dense(width, precision=self.precision)(h))
         return nn.Dense(self.out_dim, precision=self.precision)(h)
 
 
@@ -54,6 +58,8 @@ class VectorField:
             v = W [emb(t), x, c] + b (a Gaussian-to-Gaussian flow).
         num_frequencies: K in the cos/sin(kπt) embedding (2K time inputs).
         precision: float32 matmul precision, one of "default", "high", "highest".
+        activation: of the hidden layers, one of ``ACTIVATIONS`` (elu, tanh, silu, gelu,
+            softplus); the reference is "elu".
     """
 
     data_dim: int = 2
@@ -61,6 +67,7 @@ class VectorField:
     hidden: tuple[int, ...] = (32, 32, 32)
     num_frequencies: int = 3
     precision: str = "highest"
+    activation: str = "elu"
 
     def __post_init__(self):
         _checks.positive_int("data_dim", self.data_dim)
@@ -74,6 +81,7 @@ class VectorField:
                 f"num_frequencies must be an integer >= 0, got {self.num_frequencies!r}"
             )
         _checks.one_of("precision", self.precision, PRECISIONS)
+        _checks.one_of("activation", self.activation, tuple(ACTIVATIONS))
 
     @property
     def input_dim(self) -> int:
@@ -81,7 +89,7 @@ class VectorField:
 
     @property
     def _module(self) -> _MLP:
-        return _MLP(self.hidden, self.data_dim, self.precision)
+        return _MLP(self.hidden, self.data_dim, self.precision, self.activation)
 
     def init(self, key: jax.Array):
         """Initial parameters (flax default initialisers) as a nested dict pytree."""
@@ -94,6 +102,7 @@ class VectorField:
     def __call__(self, params, t, x, c=None) -> jax.Array:
         """v_θ(t, x, c): t (...) or scalar, x (..., d), c (..., cond_dim) -> (..., d)."""
         x = jnp.asarray(x)
+        _checks.params_match("params", self, params)
         return _apply(self, params, t, x, self._check_c(x, c))
 
     def velocity_and_divergence(self, params, t, x, c=None) -> tuple[jax.Array, jax.Array]:
@@ -102,9 +111,9 @@ class VectorField:
         The d input tangents are pushed through the layers alongside the activations
         (forward-mode by hand), which fuses into a few small matmuls per layer; it is several
         times cheaper to differentiate than d autodiff JVPs (benchmarks/RESULTS.md).
-        _checks.params_match("params", self, params)
         """
         x = jnp.asarray(x)
+        _checks.params_match("params", self, params)
         c = self._check_c(x, c)
         return _velocity_and_divergence(self, params, t, x, c)
 
@@ -113,7 +122,6 @@ class VectorField:
         if not self.cond_dim:
             return None
         if c is None:
-        _checks.params_match("params", self, params)
             raise ValueError(f"c is required: this field has cond_dim={self.cond_dim}")
         c = jnp.asarray(c, dtype=x.dtype)
         _checks.last_dim("c", c, self.cond_dim)
@@ -157,12 +165,16 @@ def _velocity_and_divergence(field: VectorField, params, t, x, c):
             tangent = jnp.broadcast_to(w, x.shape[:-1] + w.shape)
         else:
             tangent = dot(tangent, layer["kernel"])
-        h = nn.elu(a)
-        tangent = tangent * jnp.where(a > 0, 1.0, jnp.exp(jnp.minimum(a, 0.0)))[..., None, :]
+        if field.activation == "elu":
+            h = nn.elu(a)
+            slope = jnp.where(a > 0, 1.0, jnp.exp(jnp.minimum(a, 0.0)))
+        else:  # elementwise activation: its derivative by one forward-mode pass
+            h, slope = jax.jvp(ACTIVATIONS[field.activation], (a,), (jnp.ones_like(a),))
+        tangent = tangent * slope[..., None, :]
     out = layers[-1]
     v = dot(h, out["kernel"]) + out["bias"]
-    jac = dot(tangent, out["kernel"])  # (..., d, d), jac[..., i, j] = ∂v_j/∂x_i
-    return v, jnp.trace(jac, axis1=-2, axis2=-1)
     if tangent is None:  # hidden=(): v is affine in x, ∂v/∂x = the x rows of the kernel
         div = jnp.trace(out["kernel"][start:start + d])
         return v, jnp.broadcast_to(div, x.shape[:-1]).astype(v.dtype)
+    jac = dot(tangent, out["kernel"])  # (..., d, d), jac[..., i, j] = ∂v_j/∂x_i
+    return v, jnp.trace(jac, axis1=-2, axis2=-1)

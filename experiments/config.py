@@ -36,16 +36,44 @@ PAPER_FIT_BINS = (15, 20, 30, 40, 50, 70, 100, 200)
 INT32_MAX = 2**31 - 1
 
 
+DATA_NAMES = ("ring", "shell", "file")
+OBSERVABLES = ("polar", "radius_cosine", "coordinates")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Training data: ``num_train`` ring points per run at c = r_mean."""
+    """Training data: ``num_train`` events per run of the ring, the d-dimensional shell, or a
+    user's ``.npz`` file (arrays x (N, d) and optional c (N, k); run r uses events
+    [r·num_train, (r+1)·num_train)) with a reference sample file as the truth stand-in."""
 
     num_train: int = setting(10_000, "training points per run")
-    r_mean: float = setting(4.0, "ring condition c = mean radius of the Gamma ring")
+    r_mean: float = setting(4.0, "ring/shell condition c = mean radius of the Gamma ring")
+    name: str = setting("ring", "the data: ring (the paper's), shell (d-dim) or file (data.path)")
+    dim: int = setting(2, "dimension d of the shell (data.name=shell)")
+    path: str = setting("", "training events .npz (arrays x, optional c) for data.name=file")
+    reference: str = setting("", "reference sample .npz from the same distribution (the truth "
+                                 "stand-in) for data.name=file")
+    observable: str = setting("", "what is binned: polar, radius_cosine, coordinates (x0, x1) or "
+                                  "module:attribute of an Observable; empty: the data's default")
 
     def validate(self):
         _checks.positive_int("data.num_train", self.num_train)
         _checks.positive("data.r_mean", self.r_mean)
+        _checks.one_of("data.name", self.name, DATA_NAMES)
+        _checks.positive_int("data.dim", self.dim)
+        if self.name == "shell" and self.dim < 2:
+            raise ValueError(f"data.dim must be >= 2 for the shell, got {self.dim!r}")
+        if self.name == "ring" and self.dim != 2:
+            raise ValueError(f"data.dim={self.dim} needs data.name=shell (the ring is 2-D)")
+        if self.name == "file":
+            for key in ("path", "reference"):
+                if not getattr(self, key):
+                    raise ValueError(f"data.{key} is required for data.name=file")
+        elif self.path or self.reference:
+            raise ValueError(f"data.path/data.reference need data.name=file, got data.name="
+                             f"{self.name!r}")
+        if self.observable and ":" not in self.observable:
+            _checks.one_of("data.observable", self.observable, OBSERVABLES)
 
 
 @dataclass(frozen=True)
@@ -55,12 +83,20 @@ class NetworkConfig:
     hidden: tuple[int, ...] = setting((32, 32, 32), "widths of the vector field's hidden layers")
     num_frequencies: int = setting(3, "sin/cos frequencies of the time embedding")
     precision: str = setting("highest", "matmul precision: default, high or highest (true float32)")
+    activation: str = setting("elu", "hidden-layer activation: elu, tanh, silu, gelu, softplus")
+    module: str = setting("", "module:attribute of a user's field factory f(data_dim, cond_dim) "
+                              "returning a bayesiamp_jax.Field; empty: the reference MLP")
 
     def validate(self):
+        if self.module and ":" not in self.module:
+            raise ValueError(f"network.module must be 'package.module:attribute', got "
+                             f"{self.module!r}")
         _nonempty("network.hidden", self.hidden)
         for i, w in enumerate(self.hidden):
             _checks.positive_int(f"network.hidden[{i}]", w)
         _checks.one_of("network.precision", self.precision, ("default", "high", "highest"))
+        _checks.one_of("network.activation", self.activation,
+                       ("elu", "tanh", "silu", "gelu", "softplus"))
 
 
 @dataclass(frozen=True)

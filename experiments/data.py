@@ -7,7 +7,10 @@ points never changes the numbers of the others.
 
 from __future__ import annotations
 
+import importlib
+import zipfile
 import zlib
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
@@ -30,24 +33,44 @@ def data_path(study, run: int):
 
 
 def make_data(study) -> None:
-    """Sample and save (atomically) the training set of every run."""
+    """Sample (ring, shell) or read (file) and save, atomically, the training set of every run."""
     cfg = study.cfg
+    d = cfg.data
+    source = None
+    if d.name == "file":  # run r: events [r·N, (r+1)·N) of the file
+        source = bj.datasets.load_npz(d.path, cfg.num_runs * d.num_train)
     for r in range(cfg.num_runs):
         path = data_path(study, r)
         if path.is_file():
             continue
-        s = bj.sample_ring(purpose_key(cfg.seed, r, "data"), cfg.data.num_train, cfg.data.r_mean)
-        _save_npz(path, x=np.asarray(s.x), c=np.asarray(s.c))
-    study.log.info("training data: %d runs x %d points", cfg.num_runs, cfg.data.num_train)
+        key = purpose_key(cfg.seed, r, "data")
+        if d.name == "ring":
+            s = bj.sample_ring(key, d.num_train, d.r_mean)
+        elif d.name == "shell":
+            s = bj.datasets.sample_shell(key, d.num_train, d.dim, d.r_mean)
+        else:
+            rows = slice(r * d.num_train, (r + 1) * d.num_train)
+            s = bj.datasets.Sample(source.x[rows], None if source.c is None else source.c[rows])
+        arrays = {"x": np.asarray(s.x)} | ({} if s.c is None else {"c": np.asarray(s.c)})
+        _save_npz(path, **arrays)
+    study.log.info("training data (%s): %d runs x %d points", d.name, cfg.num_runs, d.num_train)
 
 
 def load_data(study, run: int) -> bj.data.RingSample:
-    with np.load(data_path(study, run)) as f:
-        return bj.data.RingSample(jnp.asarray(f["x"]), jnp.asarray(f["c"]))
+    """Training set of one run: x (n, d), c (n, k) (k = 0: unconditional file data)."""
+    path = data_path(study, run)
+    try:
+        with np.load(path) as f:
+            x = jnp.asarray(f["x"])
+            c = jnp.asarray(f["c"]) if "c" in f.files else jnp.zeros((x.shape[0], 0), x.dtype)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        raise ValueError(f"training data file {str(path)!r} is damaged; delete it (or the "
+                         "study's data/ folder) to make it again") from None
+    return bj.data.RingSample(x, c)
 
 
 def load_all_data(study) -> bj.data.RingSample:
-    """Training sets of all runs stacked: x (R, n, 2), c (R, n, 1)."""
+    """Training sets of all runs stacked: x (R, n, d), c (R, n, k)."""
     runs = [load_data(study, r) for r in range(study.cfg.num_runs)]
     return bj.data.RingSample(jnp.stack([s.x for s in runs]), jnp.stack([s.c for s in runs]))
 
@@ -60,7 +83,89 @@ def _save_npz(path, **arrays) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def field_from_config(cfg) -> bj.VectorField:
+def data_dims(cfg) -> tuple[int, int]:
+    """(d, k): the dimension of the events and of their conditions (0: unconditional)."""
+    d = cfg.data
+    if d.name == "ring":
+        return 2, 1
+    if d.name == "shell":
+        return d.dim, 1
+    return _file_dims(d.path)
+
+
+@lru_cache(maxsize=8)
+def _file_dims(path: str) -> tuple[int, int]:
+    s = bj.datasets.load_npz(path)
+    return int(s.x.shape[1]), 0 if s.c is None else int(s.c.shape[1])
+
+
+def _resolve(spec: str, what: str):
+    """The attribute ``module:attribute`` names (a one-line error if it cannot be imported)."""
+    module, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"{what}={spec!r} cannot be imported: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    return obj
+
+
+def observable_from_config(cfg):
+    """The binned observable: the setting, else polar (ring), radius_cosine (shell) or the
+    first two coordinates (file; the only one for 1-D events)."""
+    d = cfg.data
+    name = d.observable or {"ring": "polar", "shell": "radius_cosine"}.get(d.name, "coordinates")
+    if ":" in name:
+        obs = _resolve(name, "data.observable")
+        if not hasattr(obs, "names") and callable(obs):  # a factory or class
+            obs = obs()
+    elif name == "coordinates":
+        obs = bj.observables.Coordinates(tuple(range(min(2, data_dims(cfg)[0]))))
+    else:
+        obs = bj.observables.BUILT_IN[name]()
+    return bj.observables.check(obs, data_dims(cfg)[0])
+
+
+@lru_cache(maxsize=8)
+def problem_from_config(cfg) -> bj.datasets.Problem:
+    """The study's observable and truth (``datasets.Problem``): the ring's exact polar grid;
+    the shell's exact (r, cos θ) marginals (a reference sample for any other observable); a
+    file study's reference sample."""
+    d = cfg.data
+    obs = observable_from_config(cfg)
+    if d.name == "ring" and isinstance(obs, bj.observables.Polar):
+        return bj.datasets.ring_problem(d.r_mean)
+    if d.name == "shell" and isinstance(obs, bj.observables.RadiusCosine):
+        return bj.datasets.shell_problem(d.dim, d.r_mean)
+    if d.name == "file":
+        ref = bj.datasets.load_npz(d.reference, dim=data_dims(cfg)[0],
+                                   cond_dim=data_dims(cfg)[1])
+    else:  # a user observable of built-in data: a large truth sample is the reference
+        key = purpose_key(cfg.seed, 0, "reference")
+        sampler = (bj.sample_ring(key, REFERENCE_SIZE, d.r_mean) if d.name == "ring" else
+                   bj.datasets.sample_shell(key, REFERENCE_SIZE, d.dim, d.r_mean))
+        ref = bj.datasets.Sample(sampler.x, None)
+        return bj.datasets.reference_problem(obs, ref)._replace(condition=float(d.r_mean))
+    return bj.datasets.reference_problem(obs, ref)
+
+
+REFERENCE_SIZE = 1_000_000
+
+
+def field_from_config(cfg):
+    """The vector field: the reference MLP of ``network``, or the user's ``network.module``
+    factory called as factory(data_dim=d, cond_dim=k)."""
     n = cfg.network
-    return bj.VectorField(hidden=tuple(n.hidden), num_frequencies=n.num_frequencies,
-                          precision=n.precision)
+    dim, cond_dim = data_dims(cfg)
+    if n.module:
+        field = _resolve(n.module, "network.module")(data_dim=dim, cond_dim=cond_dim)
+        if not isinstance(field, bj.Field):
+            raise ValueError(f"network.module={n.module!r} returned {type(field).__name__}, not "
+                             "a bayesiamp_jax.Field (data_dim, cond_dim, __call__, init, "
+                             "num_params)")
+        return field
+    return bj.VectorField(data_dim=dim, cond_dim=cond_dim, hidden=tuple(n.hidden),
+                          num_frequencies=n.num_frequencies, precision=n.precision,
+                          activation=n.activation)

@@ -61,11 +61,12 @@ def draw_all(study, labels=None) -> list[str]:
         rel = [str(p.relative_to(study.outdir)) for p in paths]
         return next((p for p in rel if p.endswith(".png")), rel[0])
 
-    with np.load(study.outdir / "data" / "run0.npz") as d:
-        x = d["x"]
-    edges = bjdata.quantile_edges(10, cfg.data.r_mean)
-    written.append(save(ev.plot_training_data(x, edges.r, edges.phi, r_mean=cfg.data.r_mean),
-                        "data"))
+    if cfg.data.name == "ring":  # the ring's points with its 10 × 10 quantile grid
+        with np.load(study.outdir / "data" / "run0.npz") as d:
+            x = d["x"]
+        edges = bjdata.quantile_edges(10, cfg.data.r_mean)
+        written.append(save(ev.plot_training_data(x, edges.r, edges.phi,
+                                                  r_mean=cfg.data.r_mean), "data"))
     headline = headline_labels(cfg)
     references = {label: PAPER_FITS[r["method"]] for label, r in results.items()
                   if label in headline and r["method"] in PAPER_FITS}

@@ -34,7 +34,7 @@ def _plain_counts(params, z, solver, binnings):
     x = flow.decode(FIELD, params, z, C, solver)
     r, phi = data.to_polar(x)
     total = sum(b.num_cells for b in binnings)
-    return np.asarray(accumulate(jnp.zeros(total, jnp.int32), r, phi,
+    return np.asarray(accumulate(jnp.zeros(total, jnp.int32), jnp.stack([r, phi], axis=-1),
                                  jnp.ones(r.shape, bool), device_edges(binnings)))
 
 

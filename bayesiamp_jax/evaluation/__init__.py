@@ -48,9 +48,13 @@ from bayesiamp_jax.evaluation.amplification import (
 from bayesiamp_jax.evaluation.binning import (
     Binning,
     as_binnings,
+    exact_quantile_binning,
+    histogram,
     histogram_polar,
     make_binning,
+    product_binning,
     quantile_binning,
+    reference_quantile_binning,
     ring_cell_probabilities,
 )
 from bayesiamp_jax.evaluation.calibration import (
@@ -137,6 +141,8 @@ __all__ = [
     "fit_power_law",
     "fit_scaled",
     "generate_samples",
+    "exact_quantile_binning",
+    "histogram",
     "histogram_polar",
     "histogram_same_noise",
     "histogram_scaled",
@@ -149,6 +155,7 @@ __all__ = [
     "load_histograms",
     "load_results",
     "make_binning",
+    "product_binning",
     "plot_all",
     "plot_amplification",
     "plot_closure",
@@ -162,6 +169,7 @@ __all__ = [
     "plot_training_data",
     "pulls",
     "quantile_binning",
+    "reference_quantile_binning",
     "region_fractions",
     "ring_cell_probabilities",
     "save_figure",

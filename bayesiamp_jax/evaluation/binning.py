@@ -1,14 +1,17 @@
-"""Polar (r, φ) binnings and their histogramming, shared by generation and analysis.
+"""Product binnings of observables and their histogramming, shared by generation and analysis.
 
-A ``Binning`` is an n_r × n_φ product grid of edges in (r, φ) with the truth probability of every
-cell. The paper's binnings are the truth-quantile grids (``quantile_binning(n)``): n × n cells,
-each of probability exactly 1/n². Cells follow ``numpy.histogram2d``: bin i holds
-edges[i] <= v < edges[i+1], the last bin also holds v == edges[-1]; values outside are dropped.
-Flattened cell index = i_r · n_φ + i_φ.
+A ``Binning`` is a product grid of per-observable edges, one 1-D edge array per observable value
+(the ring: r and φ), with the truth probability of every cell (and, when that truth comes from
+a finite reference sample, its standard error). The paper's binnings are the ring's
+truth-quantile grids (``quantile_binning(n)``): n × n cells, each of probability exactly 1/n².
+Cells follow ``numpy.histogramdd``: bin i of an axis holds edges[i] <= v < edges[i+1], the last
+bin also holds v == edges[-1]; values outside are dropped. Flattened cell index is row-major
+(ring: i_r · n_φ + i_φ).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -20,20 +23,39 @@ from bayesiamp_jax import _checks, data
 
 
 class Binning(NamedTuple):
-    """Edges ``r`` (n_r+1,), ``phi`` (n_φ+1,), truth cell probabilities (n_r, n_φ), a label."""
+    """Edges (one (n_j + 1,) array per observable value), truth cell probabilities
+    (n_1, …, n_k), a label, the truth's standard error (same shape; None when exact) and the
+    value names (None: unnamed; the ring's are ("r", "phi"))."""
 
-    r: np.ndarray
-    phi: np.ndarray
+    edges: tuple
     truth: np.ndarray
     label: str
+    truth_std: np.ndarray | None = None
+    names: tuple | None = None
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return (len(self.r) - 1, len(self.phi) - 1)
+    def r(self) -> np.ndarray:
+        """Edges of the first observable value (the ring's r)."""
+        return self.edges[0]
+
+    @property
+    def phi(self) -> np.ndarray:
+        """Edges of the second observable value (the ring's φ)."""
+        return self.edges[1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(e) - 1 for e in self.edges)
 
     @property
     def num_cells(self) -> int:
-        return (len(self.r) - 1) * (len(self.phi) - 1)
+        return math.prod(self.shape)
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(n_1, n_2 · … · n_k): the first value against all others flattened, the 2-D layout
+        the calibration and amplification analyses use (the ring: (n_r, n_φ))."""
+        return (self.shape[0], self.num_cells // self.shape[0])
 
 
 def quantile_binning(num_bins: int, r_mean: float = data.DEFAULT_R_MEAN) -> Binning:
@@ -42,7 +64,62 @@ def quantile_binning(num_bins: int, r_mean: float = data.DEFAULT_R_MEAN) -> Binn
     if n < 2:
         raise ValueError(f"num_bins must be >= 2 (a binning needs at least 2 cells), got {n}")
     edges = data.quantile_edges(n, r_mean)
-    return Binning(edges.r, edges.phi, np.full((n, n), 1.0 / n**2), f"{n}x{n}")
+    return Binning((edges.r, edges.phi), np.full((n, n), 1.0 / n**2), f"{n}x{n}",
+                   names=RING_NAMES)
+
+
+RING_NAMES = ("r", "phi")
+
+
+def exact_quantile_binning(num_bins: int, marginals: Sequence, names=None,
+                           label: str | None = None) -> Binning:
+    """n edges per value at the exact truth quantiles i/n of independent ``marginals``.
+
+    ``marginals``: one object per observable value with ``ppf(q)`` (numpy, float64) and
+    ``lower``/``upper`` outer edges (``datasets.Marginal``). With independent values every one
+    of the n^k cells has truth probability exactly 1/n^k.
+    """
+    n = _checks.positive_int("num_bins", num_bins)
+    if n < 2:
+        raise ValueError(f"num_bins must be >= 2 (a binning needs at least 2 cells), got {n}")
+    levels = np.arange(n + 1) / n
+    edges = []
+    for m in marginals:
+        e = np.asarray(m.ppf(levels), np.float64)
+        e[0], e[-1] = m.lower, m.upper
+        edges.append(e)
+    k = len(edges)
+    return product_binning(edges, np.full((n,) * k, 1.0 / n**k), label, names=names)
+
+
+def reference_quantile_binning(num_bins: int, reference_values, names=None,
+                               label: str | None = None) -> Binning:
+    """Edges at the reference sample's marginal quantiles i/n, truth from the same sample.
+
+    ``reference_values`` (N, k): the observable of N reference events (the truth stand-in when
+    no closed form is known). Interior edges are ``numpy.quantile`` (linear interpolation) of
+    each value, outer edges ±inf; the truth of a cell is the reference fraction p̂ in it with
+    binomial standard error sqrt(p̂(1 − p̂)/N) (``truth_std``).
+    """
+    n = _checks.positive_int("num_bins", num_bins)
+    if n < 2:
+        raise ValueError(f"num_bins must be >= 2 (a binning needs at least 2 cells), got {n}")
+    v = np.asarray(reference_values, np.float64)
+    if v.ndim != 2 or v.shape[0] < 2:
+        raise ValueError(f"reference_values must have shape (N >= 2, k), got {v.shape}")
+    _checks.finite("reference_values", v)
+    levels = np.arange(1, n) / n
+    edges = [np.concatenate([[-np.inf], np.quantile(v[:, j], levels), [np.inf]])
+             for j in range(v.shape[1])]
+    for j, e in enumerate(edges):
+        if np.any(np.diff(e) <= 0):
+            raise ValueError(
+                f"reference value {j} has too few distinct values for {n} quantile bins "
+                f"(edges {e.tolist()})")
+    counts, _ = np.histogramdd(v, bins=edges)
+    p = counts / v.shape[0]
+    return product_binning(edges, p, label, truth_std=np.sqrt(p * (1.0 - p) / v.shape[0]),
+                           names=names)
 
 
 def ring_cell_probabilities(r_edges, phi_edges, r_mean: float = data.DEFAULT_R_MEAN) -> np.ndarray:
@@ -54,44 +131,81 @@ def ring_cell_probabilities(r_edges, phi_edges, r_mean: float = data.DEFAULT_R_M
 
 def make_binning(r_edges, phi_edges, truth=None, label: str | None = None,
                  r_mean: float = data.DEFAULT_R_MEAN) -> Binning:
-    """A binning from explicit edges; ``truth`` defaults to the exact ring cell probabilities."""
+    """A ring (r, φ) binning from explicit edges; ``truth`` defaults to the exact ring cell
+    probabilities. Any other observables: ``product_binning``."""
     r = _edges("r_edges", r_edges)
     phi = _edges("phi_edges", phi_edges)
-    shape = (len(r) - 1, len(phi) - 1)
-    if shape[0] * shape[1] < 2:
+    if truth is None:
+        truth = ring_cell_probabilities(r, phi, r_mean)
+    return product_binning((r, phi), truth, label, names=RING_NAMES,
+                           edge_names=("r_edges", "phi_edges"))
+
+
+def product_binning(edges: Sequence, truth, label: str | None = None, *, truth_std=None,
+                    names=None, edge_names=None) -> Binning:
+    """A binning from one edge array per observable value and the truth (n_1, …, n_k)."""
+    if isinstance(edges, np.ndarray) or not isinstance(edges, Sequence) or not edges:
+        raise ValueError(f"edges must be a non-empty sequence of 1-D edge arrays, got {edges!r}")
+    edge_names = edge_names or [f"edges[{j}]" for j in range(len(edges))]
+    e = tuple(_edges(nm, x) for nm, x in zip(edge_names, edges, strict=True))
+    shape = tuple(len(x) - 1 for x in e)
+    if math.prod(shape) < 2:
         raise ValueError(
-            f"a binning needs at least 2 cells, got {shape[0]} x {shape[1]} from edges "
-            f"r_edges={r.tolist()} and phi_edges={phi.tolist()}"
+            f"a binning needs at least 2 cells, got {' x '.join(map(str, shape))} from edges "
+            + " and ".join(f"{nm}={x.tolist()}" for nm, x in zip(edge_names, e, strict=True))
         )
-    truth = ring_cell_probabilities(r, phi, r_mean) if truth is None else np.asarray(truth, float)
-    if truth.shape != shape:
-        raise ValueError(f"truth must have shape {shape} (n_r, n_phi), got {truth.shape}")
-    _checks.finite("truth", truth)
-    if np.any(truth < 0):
-        raise ValueError(f"truth must be >= 0 everywhere, got minimum {truth.min()!r}")
-    return Binning(r, phi, truth, label or f"{shape[0]}x{shape[1]}")
+    truth = _cell_array("truth", truth, shape)
+    if truth_std is not None:
+        truth_std = _cell_array("truth_std", truth_std, shape)
+    if names is not None:
+        names = tuple(names)
+        if len(names) != len(e):
+            raise ValueError(f"names must name the {len(e)} observable values, got {names!r}")
+    label = label or "x".join(map(str, shape if len(shape) > 1 else shape + (1,)))
+    return Binning(e, truth, label, truth_std, names)
+
+
+def _cell_array(name, a, shape):
+    a = np.asarray(a, float)
+    if a.shape != shape:
+        dims = "(n_r, n_phi)" if len(shape) == 2 else "(one axis per observable value)"
+        raise ValueError(f"{name} must have shape {shape} {dims}, got {a.shape}")
+    _checks.finite(name, a)
+    if np.any(a < 0):
+        raise ValueError(f"{name} must be >= 0 everywhere, got minimum {a.min()!r}")
+    return a
 
 
 def as_binning(spec, r_mean: float = data.DEFAULT_R_MEAN) -> Binning:
-    """An int n (the n × n quantile grid) or a ``Binning`` -> ``Binning``."""
+    """An int n (the ring's n × n quantile grid) or a ``Binning`` -> ``Binning``."""
     if isinstance(spec, Binning):
-        return make_binning(spec.r, spec.phi, spec.truth, spec.label)
+        return product_binning(spec.edges, spec.truth, spec.label, truth_std=spec.truth_std,
+                               names=spec.names)
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
         return quantile_binning(int(spec), r_mean)
     raise TypeError(f"a binning must be an int n (n x n quantile grid) or a Binning, got {spec!r}")
 
 
-def as_binnings(specs, r_mean: float = data.DEFAULT_R_MEAN) -> tuple[Binning, ...]:
+def as_binnings(specs, r_mean: float = data.DEFAULT_R_MEAN, make=None) -> tuple[Binning, ...]:
+    """Binnings from ints and/or ``Binning``s; ``make(n)`` builds the binning of an int n
+    (default: the ring's n × n quantile grid)."""
     if isinstance(specs, (int, np.integer, Binning)):
         specs = [specs]
     if not isinstance(specs, Sequence) or len(specs) == 0:
         raise ValueError(
             f"binnings must be a non-empty sequence of ints or Binnings, got {specs!r}"
         )
-    binnings = tuple(as_binning(s, r_mean) for s in specs)
+    if make is None:
+        binnings = tuple(as_binning(s, r_mean) for s in specs)
+    else:
+        binnings = tuple(as_binning(s) if isinstance(s, Binning) else make(s) for s in specs)
     labels = [b.label for b in binnings]
     if len(set(labels)) != len(labels):
         raise ValueError(f"binning labels must be unique, got {labels}")
+    num_values = {len(b.edges) for b in binnings}
+    if len(num_values) != 1:
+        raise ValueError(f"all binnings must bin the same number of observable values, got "
+                         f"{ {b.label: len(b.edges) for b in binnings} }")
     return binnings
 
 
@@ -104,13 +218,17 @@ def _edges(name, edges) -> np.ndarray:
     return e
 
 
-def cell_index(r: jax.Array, phi: jax.Array, r_edges: jax.Array, phi_edges: jax.Array) -> jax.Array:
-    """Flattened cell of each point (same shape as r); -1 outside the grid or non-finite."""
-    n_r, n_phi = r_edges.shape[0] - 1, phi_edges.shape[0] - 1
-    ir = _bin(r, r_edges, n_r)
-    ip = _bin(phi, phi_edges, n_phi)
-    inside = (ir >= 0) & (ip >= 0)
-    return jnp.where(inside, ir * n_phi + ip, -1)
+def cell_index(values: jax.Array, edges: Sequence[jax.Array]) -> jax.Array:
+    """Flattened row-major cell of each point: values (..., k) -> (...); -1 outside the grid
+    or non-finite."""
+    cell = jnp.zeros(values.shape[:-1], jnp.int32)
+    inside = jnp.ones(values.shape[:-1], bool)
+    for j, e in enumerate(edges):
+        n = e.shape[0] - 1
+        i = _bin(values[..., j], e, n)
+        inside = inside & (i >= 0)
+        cell = cell * n + i
+    return jnp.where(inside, cell, -1)
 
 
 def _bin(v, edges, n):
@@ -122,26 +240,27 @@ def _bin(v, edges, n):
 
 def device_edges(binnings: Sequence[Binning], dtype=jnp.float32) -> tuple:
     """Edges of every binning as device arrays of the samples' dtype (values rounded to it)."""
-    return tuple((jnp.asarray(b.r, dtype), jnp.asarray(b.phi, dtype)) for b in binnings)
+    return tuple(tuple(jnp.asarray(e, dtype) for e in b.edges) for b in binnings)
 
 
-def accumulate(counts: jax.Array, r, phi, weight_mask, edges: tuple) -> jax.Array:
-    """Add points (r, φ) to fused flat counts of several binnings (concatenated cells).
+def accumulate(counts: jax.Array, values: jax.Array, weight_mask, edges: tuple) -> jax.Array:
+    """Add points to fused flat counts of several binnings (concatenated cells).
 
-    ``counts`` (total_cells,) int; ``weight_mask`` (n,) bool marks the points to count.
+    ``counts`` (total_cells,) int; ``values`` (n, k) the observable of each point;
+    ``weight_mask`` (n,) bool marks the points to count; ``edges`` as ``device_edges``.
     """
     total = counts.shape[0]
     offset = 0
-    for r_edges, phi_edges in edges:
-        cell = cell_index(r, phi, r_edges, phi_edges)
+    for binning_edges in edges:
+        cell = cell_index(values, binning_edges)
         cell = jnp.where(weight_mask & (cell >= 0), offset + cell, total)
         counts = counts.at[cell].add(1, mode="drop")
-        offset += (r_edges.shape[0] - 1) * (phi_edges.shape[0] - 1)
+        offset += math.prod(e.shape[0] - 1 for e in binning_edges)
     return counts
 
 
 def split_counts(flat: np.ndarray, binnings: Sequence[Binning]) -> list[np.ndarray]:
-    """Split fused counts (..., total_cells) into per-binning arrays (..., n_r, n_φ)."""
+    """Split fused counts (..., total_cells) into per-binning arrays (..., n_1, …, n_k)."""
     out, offset = [], 0
     for b in binnings:
         out.append(flat[..., offset:offset + b.num_cells].reshape(flat.shape[:-1] + b.shape))
@@ -149,11 +268,20 @@ def split_counts(flat: np.ndarray, binnings: Sequence[Binning]) -> list[np.ndarr
     return out
 
 
+def histogram(values, binning: Binning) -> np.ndarray:
+    """Counts (n_1, …, n_k) of observable values (n, k) in a binning (host convenience)."""
+    v = jnp.asarray(values)
+    if v.ndim != 2 or v.shape[1] != len(binning.edges):
+        raise ValueError(f"values must have shape (n, {len(binning.edges)}) for binning "
+                         f"{binning.label!r}, got {tuple(v.shape)}")
+    (edges,) = device_edges([binning], v.dtype)
+    counts = accumulate(jnp.zeros(binning.num_cells, jnp.int32), v, jnp.ones(v.shape[0], bool),
+                        (edges,))
+    return np.asarray(counts).reshape(binning.shape)
+
+
 def histogram_polar(x, binning: Binning) -> np.ndarray:
-    """Counts (n_r, n_φ) of Cartesian points x (n, 2) in a binning (host convenience)."""
+    """Counts (n_r, n_φ) of Cartesian points x (n, 2) in a ring binning (host convenience)."""
     _checks.last_dim("x", x, 2, min_ndim=2)
     r, phi = data.to_polar(jnp.asarray(x))
-    (edges,) = device_edges([binning], r.dtype)
-    counts = accumulate(jnp.zeros(binning.num_cells, jnp.int32), r, phi,
-                        jnp.ones(r.shape, bool), (edges,))
-    return np.asarray(counts).reshape(binning.shape)
+    return histogram(jnp.stack([r, phi], axis=-1), binning)

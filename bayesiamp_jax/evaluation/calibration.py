@@ -12,6 +12,13 @@ j/99). Coverage is averaged over runs, then over cells: c̄(c). MAD = mean_c |c�
 MAD_r averages coverage over φ first and then takes mean_{c, rows} |c̄_r(c) − c|; MAD_φ likewise
 over angular columns. Since c̄ is the mean of the row curves, |c̄ − c| <= mean_rows |c̄_r − c|,
 so MAD <= min(MAD_r, MAD_φ) always holds (no order between MAD_r and MAD_φ).
+
+A truth known only through a finite reference sample has its own standard error σ_t per cell
+(``truth_std``). It is carried into the coverage by widening each run's draws about their mean
+so that their variance becomes σ² + σ_t² (f ↦ μ + (f − μ)·sqrt(1 + σ_t²/σ²), σ the std over
+draws): the interval then asks whether the *estimated* truth is compatible with the model,
+given both uncertainties (a Gaussian-convolution approximation that keeps the draws' shape);
+the pulls become (μ − t)/sqrt(σ² + σ_t²). With an exact truth (σ_t = 0) nothing changes.
 """
 
 from __future__ import annotations
@@ -100,10 +107,30 @@ def pulls(fractions, truth) -> np.ndarray:
         return np.where(sd > 0, (mu - t) / sd, np.nan)
 
 
-def calibrate(fractions, truth, levels=NOMINAL_LEVELS) -> Calibration:
-    """Coverage, mean coverage curves, MAD, MAD_r, MAD_φ, deviation per radial bin, pulls."""
+def widen_for_truth(fractions, truth_std) -> np.ndarray:
+    """Draws (R, S, *cells) spread about their run mean to variance σ² + σ_t² (module doc);
+    cells with σ = 0 are left as they are."""
+    f = np.asarray(fractions, np.float64)
+    st = np.asarray(truth_std, np.float64)
+    mu, sd = f.mean(axis=1, keepdims=True), f.std(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(sd > 0, np.sqrt(1.0 + st**2 / np.where(sd > 0, sd, 1.0) ** 2), 1.0)
+    return mu + (f - mu) * scale
+
+
+def calibrate(fractions, truth, levels=NOMINAL_LEVELS, truth_std=None) -> Calibration:
+    """Coverage, mean coverage curves, MAD, MAD_r, MAD_φ, deviation per radial bin, pulls.
+
+    ``truth_std`` (n_r, n_φ): standard error of an estimated truth (module doc); None: exact.
+    """
     f, t = check_fractions(fractions, truth)
     lv = check_levels(levels)
+    if truth_std is not None and np.any(np.asarray(truth_std) > 0):
+        st = np.asarray(truth_std, np.float64)
+        if st.shape != t.shape or not np.all(np.isfinite(st)) or np.any(st < 0):
+            raise ValueError(f"truth_std must be finite, >= 0 and of shape {t.shape}, got "
+                             f"shape {st.shape}")
+        f = widen_for_truth(f, st)
     inside = np.stack([interval_coverage(run, t, lv) for run in f])  # (R, L, n_r, n_φ)
     coverage = inside.mean(axis=0)
     curve = coverage.mean(axis=(1, 2))

@@ -63,6 +63,27 @@ def radial_centers(r_edges, r_mean: float = data.DEFAULT_R_MEAN) -> np.ndarray:
     return data.radial_quantile(np.clip(0.5 * (cdf[:-1] + cdf[1:]), 0.0, 1.0), r_mean)
 
 
+RADIAL_OBSERVABLES = (["r", "phi"], ["r", "cos_theta"])  # first value: the ring's radial law
+
+
+def bin_centers(summary: Mapping, edges, r_mean: float = data.DEFAULT_R_MEAN) -> np.ndarray:
+    """x positions of the bins of the first observable value: the truth medians for the ring
+    and the shell (``radial_centers``), else edge midpoints (open outer bins: one neighbouring
+    width beyond the last finite edge)."""
+    if summary.get("observables", ["r", "phi"]) in RADIAL_OBSERVABLES:
+        return radial_centers(edges, r_mean)
+    e = np.asarray(edges, float)
+    finite = e[np.isfinite(e)]
+    width = np.diff(finite).mean() if finite.size > 1 else 1.0
+    e = np.where(np.isneginf(e), finite[0] - width, np.where(np.isposinf(e), finite[-1] + width,
+                                                             e))
+    return 0.5 * (e[:-1] + e[1:])
+
+
+def _first_name(summary: Mapping) -> str:
+    return summary.get("observables", ["r"])[0]
+
+
 def plot_training_data(x, r_edges=None, phi_edges=None, max_points: int = 20_000,
                        r_mean: float = data.DEFAULT_R_MEAN) -> Figure:
     """Training points (n, 2) with the quantile grid (circles at finite ``r_edges``, rays at
@@ -149,19 +170,24 @@ def plot_mad(n_cells, mad, mad_r, mad_phi, labels: Sequence[str] | None = None) 
 
 
 def plot_coverage_deviation(r_centers, deviation: Mapping[str, np.ndarray] | np.ndarray,
-                            r_mean: float = data.DEFAULT_R_MEAN) -> Figure:
-    """Signed coverage deviation per radial bin vs r (> 0: over-covering)."""
+                            r_mean: float | None = data.DEFAULT_R_MEAN,
+                            observable: str = "r") -> Figure:
+    """Signed coverage deviation per bin of the first observable value (the ring: r) vs its
+    bin centre (> 0: over-covering); a vertical line at ``r_mean`` unless it is None."""
     rc = np.asarray(r_centers, float)
     dev = deviation if isinstance(deviation, Mapping) else {None: deviation}
     with _style():
         fig, axes = _figure(width=4.2)
         ax = axes[0][0]
         ax.axhline(0.0, color="0.5", ls="--", lw=1)
-        ax.axvline(r_mean, color="0.7", lw=0.8)
+        if r_mean is not None and observable == "r":
+            ax.axvline(r_mean, color="0.7", lw=0.8)
         for i, (label, d) in enumerate(dev.items()):
             ax.plot(rc, np.asarray(d, float), color=f"C{i}", marker=".", ms=2, lw=1,
                     label=label)
-        ax.set(xlabel="$r$ (truth median of the radial bin)",
+        xlabel = ("$r$ (truth median of the radial bin)" if observable == "r" else
+                  f"{observable} (bin centre)")
+        ax.set(xlabel=xlabel,
                ylabel=r"$\langle \bar c_r(c) - c \rangle_c$")
         if any(label is not None for label in dev):
             ax.legend()
@@ -244,8 +270,7 @@ def _ordered(d: Mapping) -> list[str]:
 
 def _num_cells(key: str) -> int:
     if "x" in key:
-        n_r, n_phi = key.split("x")
-        return int(n_r) * int(n_phi)
+        return int(np.prod([int(n) for n in key.split("x")]))
     return int(key) ** 2
 
 
@@ -281,8 +306,9 @@ def plot_summary(summary: Mapping, name: str = "posterior",
     dev = summary.get("deviation_r") or {}
     if dev:
         figs["coverage_deviation"] = plot_coverage_deviation(
-            radial_centers(dev["r_edges"], r_mean), {f"{name}, {_panel(str(dev['n']))}":
-                                                     dev["deviation"]}, r_mean)
+            bin_centers(summary, dev["r_edges"], r_mean),
+            {f"{name}, {_panel(str(dev['n']))}": dev["deviation"]}, r_mean,
+            _first_name(summary))
     amp = summary.get("amplification") or {}
     if amp:
         keys = _ordered(amp)
@@ -290,7 +316,7 @@ def plot_summary(summary: Mapping, name: str = "posterior",
         cell = summary.get("cell_amplification") or None
         figs["amplification"] = plot_amplification(
             n, np.asarray([amp[k] for k in keys], float).T, summary.get("fit"), cell,
-            None if cell is None else radial_centers(cell["r_edges"], r_mean),
+            None if cell is None else bin_centers(summary, cell["r_edges"], r_mean),
             "" if cell is None else _panel(str(cell["n"])))
         clo = summary["closure"]
         figs["closure"] = plot_closure(
@@ -367,8 +393,9 @@ def plot_comparison(summaries: Mapping[str, Mapping], references: Mapping | None
         dev = {f"{label}, {_panel(str(s['deviation_r']['n']))}": s["deviation_r"]["deviation"]
                for label, s in items if s.get("deviation_r")}
         first = next(s["deviation_r"] for _, s in items if s.get("deviation_r"))
-        figs["deviation"] = plot_coverage_deviation(radial_centers(first["r_edges"], r_mean),
-                                                    dev, r_mean)
+        s0 = next(s for _, s in items if s.get("deviation_r"))
+        figs["deviation"] = plot_coverage_deviation(bin_centers(s0, first["r_edges"], r_mean),
+                                                    dev, r_mean, _first_name(s0))
     figs["amplification"] = _amplification_comparison(items, references, "amplification", "fit")
     if all(s.get("amplification_corrected") for _, s in items):
         figs["amplification_corrected"] = _amplification_comparison(

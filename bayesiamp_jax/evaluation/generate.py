@@ -1,8 +1,12 @@
-"""Posterior-batched CNF generation straight into polar histograms, in compiled chunks.
+"""Posterior-batched CNF generation straight into histograms of observables, in compiled chunks.
 
 For every weight draw (and run) the CNF decodes ``num_samples`` noise points chunk by chunk inside
-one compiled loop; each chunk is mapped to (r, φ) and added to the fused counts of all binnings, so
-samples never reach host memory and memory stays at one chunk per draw in flight.
+one compiled loop; each chunk is mapped to its observable values (the ring's (r, φ) by default,
+any ``observables.Observable``) and added to the fused counts of all binnings, so samples never
+reach host memory and memory stays at one chunk per draw in flight.
+
+Conditions: one condition for every point (a scalar or (cond_dim,)), or per-point conditions
+(M, cond_dim) where point i uses row i mod M (e.g. the conditions of a reference sample).
 
 Noise is counter-based: point i of a draw uses ``normal(fold_in(noise_key, i))``, so the counts do
 not depend on ``chunk_size``, on how draws are grouped, or on the number of devices (for fixed-step
@@ -38,7 +42,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 from tqdm.auto import tqdm
 
-from bayesiamp_jax import _checks, data, flow
+from bayesiamp_jax import _checks, data, flow, observables
 from bayesiamp_jax.checkpoint import atomic_write_bytes
 from bayesiamp_jax.evaluation.binning import (
     accumulate,
@@ -57,7 +61,7 @@ SAME_NOISE, SCALED = "same_noise", "scaled"
 class PosteriorHistograms(NamedTuple):
     """Raw generated histograms of R runs × S draws for several binnings.
 
-    counts: per binning, int64 array (R, S, n_r, n_φ).
+    counts: per binning, int64 array (R, S, n_1, …, n_k) (the ring: (R, S, n_r, n_φ)).
     num_samples: per binning, generated points per draw (fractions = counts / num_samples).
     binnings: the ``Binning`` of each entry (edges and truth).
     mode: "same_noise" or "scaled".
@@ -107,10 +111,6 @@ def stack_runs(posterior, has_run_axis: bool = False, *, field=None):
     (num_runs, num_draws), = lead
     if num_draws < 2:
         raise ValueError(f"posterior needs at least 2 weight draws per run, got {num_draws}")
-    return params
-
-
-def _params_of(p):
     if field is not None:
         _checks.params_match("posterior params", field, params, lead_axes=2)
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
@@ -124,12 +124,16 @@ def _params_of(p):
                 f"posterior run {r}, draw {d} has non-finite weights (NaN or inf) in "
                 f"{jax.tree_util.keystr(path)} ({int((~ok).sum())} of {num_runs * num_draws} "
                 "draws have some): drop or re-fit those draws")
+    return params
+
+
+def _params_of(p):
     return p.params if isinstance(p, PosteriorDraws) else p
 
 
 def generate_samples(key, field, params, num_samples: int, *, c=data.DEFAULT_R_MEAN,
                      solver: Solver = DEFAULT_SOLVER, draw_index: int | None = None) -> jax.Array:
-    """The points (n, 2) one draw ``params`` generates in this module's noise convention.
+    """The points (n, d) one draw ``params`` generates in this module's noise convention.
 
     ``draw_index=None``: same-noise mode (``key`` is the noise key); otherwise the scaled-mode
     noise of global draw ``draw_index`` with ``key`` = fold_in(key, binning index). For tests,
@@ -137,8 +141,9 @@ def generate_samples(key, field, params, num_samples: int, *, c=data.DEFAULT_R_M
     """
     n = _checks.positive_int("num_samples", num_samples)
     noise_key = key if draw_index is None else jax.random.fold_in(key, draw_index)
-    z = _noise(noise_key, jnp.arange(n, dtype=jnp.int32), field.data_dim)
-    return flow.decode(field, params, z, _condition(field, c), solver)
+    idx = jnp.arange(n, dtype=jnp.int32)
+    z = _noise(noise_key, idx, field.data_dim)
+    return flow.decode(field, params, z, _point_conditions(_condition(field, c), idx), solver)
 
 
 def _noise(noise_key, idx, dim):
@@ -146,16 +151,38 @@ def _noise(noise_key, idx, dim):
 
 
 def _condition(field, c):
+    """None (unconditional field), (cond_dim,) for every point, or (M, cond_dim) per point."""
     cond_dim = getattr(field, "cond_dim", 1)
     if cond_dim == 0:
         return None
-    return jnp.broadcast_to(jnp.asarray(c, jnp.float32), (cond_dim,))
+    try:
+        arr = np.asarray(c, np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"c must be a number or an array of numbers, got {c!r}") from None
+    _checks.finite("c", arr)
+    if arr.ndim == 2:
+        if arr.shape[1] != cond_dim or arr.shape[0] < 1:
+            raise ValueError(f"per-point conditions c must have shape (M, {cond_dim}), got "
+                             f"{arr.shape}")
+        return jnp.asarray(arr)
+    if arr.ndim > 1 or arr.size not in (1, cond_dim):
+        raise ValueError(f"c must be a scalar, ({cond_dim},) or (M, {cond_dim}) per-point "
+                         f"conditions, got shape {arr.shape}")
+    return jnp.broadcast_to(jnp.asarray(arr), (cond_dim,))
+
+
+def _point_conditions(c, idx):
+    """Conditions of points ``idx``: c itself, or row idx mod M of per-point conditions."""
+    if c is None or c.ndim == 1:
+        return c
+    return c[idx % c.shape[0]]
 
 
 # ---------------------------------------------------------------------------- compiled core
 
 
-def _draw_counts(field, solver, chunk, total_cells, num_samples, params, noise_key, c, edges):
+def _draw_counts(field, solver, observable, chunk, total_cells, num_samples, params, noise_key,
+                 c, edges):
     """Fused counts (total_cells,) of one draw: a loop over chunks of decode + histogram.
 
     ``num_samples`` is traced (one compilation serves every sample size).
@@ -170,21 +197,20 @@ def _draw_counts(field, solver, chunk, total_cells, num_samples, params, noise_k
 
             z = jnp.where((idx < num_samples)[:, None], z, jnp.nan)
             return counts + fused_counts(field, params, z, c, edges, solver)
-        x = flow.decode(field, params, z, c, solver)
-        r, phi = data.to_polar(x)
-        return accumulate(counts, r, phi, idx < num_samples, edges)
+        x = flow.decode(field, params, z, _point_conditions(c, idx), solver)
+        return accumulate(counts, observables.values(observable, x), idx < num_samples, edges)
 
     return jax.lax.fori_loop(0, num_chunks, body, jnp.zeros(total_cells, jnp.int32))
 
 
 @lru_cache(maxsize=64)
-def _block_fn(field, solver, chunk, total_cells, fresh, mesh):
+def _block_fn(field, solver, observable, chunk, total_cells, fresh, mesh):
     def block(key, num_samples, params, draw_ids, c, edges):
         def one(args):
             p, m = args
             noise_key = jax.random.fold_in(key, m) if fresh else key
-            return _draw_counts(field, solver, chunk, total_cells, num_samples, p, noise_key, c,
-                                edges)
+            return _draw_counts(field, solver, observable, chunk, total_cells, num_samples, p,
+                                noise_key, c, edges)
 
         return jax.lax.map(one, (params, draw_ids))
 
@@ -200,18 +226,33 @@ def _block_fn(field, solver, chunk, total_cells, fresh, mesh):
 
 def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, chunk_size,
                devices, draws_per_device, progress_bar, ckpt, group):
+    """Fused counts (num_models, total_cells) of one group of binnings, block by block.
+
+    With several processes (``jax.distributed``) each uses its own devices, block b of draws is
+    computed by process b mod N and the counts are all-gathered, so every process returns all
+    of them; the noise depends on the global draw index only, so they do not depend on N.
+    """
     num_models = jax.tree_util.tree_leaves(flat_params)[0].shape[0]
     total_cells = sum(b.num_cells for b in binnings)
     # a chunk beyond the sample size only wastes work; powers of two bound the compilations
     chunk = min(chunk_size, 1 << max(num_samples - 1, 1).bit_length())
+    num_processes, me = jax.process_count(), jax.process_index()
+    if num_processes > 1:
+        devices = [d for d in devices if d.process_index == me]
+        if not devices:
+            raise ValueError(f"devices holds no device of process {me}")
     mesh = Mesh(np.asarray(devices), ("draws",)) if len(devices) > 1 else None
-    fn = _block_fn(field, solver, chunk, total_cells, fresh, mesh)
+    fn = _block_fn(field, solver, ckpt.observable, chunk, total_cells, fresh, mesh)
     block = len(devices) * draws_per_device
     edges = device_edges(binnings)
     c = ckpt.condition
     counts, done = ckpt.get(group, num_models, total_cells)
+    others = 0
     for start in range(0, num_models, block):
         stop = min(start + block, num_models)
+        if (start // block) % num_processes != me:  # another process's block
+            others += stop - start
+            continue
         if done[start:stop].all():
             progress_bar.update(stop - start)
             continue
@@ -223,7 +264,32 @@ def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, ch
         done[start:stop] = True
         ckpt.put(group, counts, done)
         progress_bar.update(stop - start)
+    if num_processes > 1:
+        counts = _gather_blocks(counts, block)
+        ckpt.put(group, counts, np.ones(num_models, bool))
+        progress_bar.update(others)
     return split_counts(counts, binnings)
+
+
+def _gather_blocks(counts, block):
+    """``counts`` (M, cells) with block b of rows from process b mod N, on every process."""
+    from jax.experimental import multihost_utils
+
+    n, (m, cells) = jax.process_count(), counts.shape
+    shape = np.array([block, m, cells], np.int32)
+    if not (multihost_utils.process_allgather(shape) == shape).all():
+        raise ValueError("every process needs the same draws per block and histogram shape "
+                         f"(devices × draws_per_device, models, cells); this one has {shape}")
+    rows = [np.array([i for s in range(p * block, m, n * block)
+                      for i in range(s, min(s + block, m))], np.int64) for p in range(n)]
+    local = np.zeros((max(len(r) for r in rows), cells), np.int32)  # counts < 2**31 (int32 core)
+    mine = rows[jax.process_index()]
+    local[: len(mine)] = counts[mine]
+    gathered = multihost_utils.process_allgather(local)
+    out = np.empty_like(counts)
+    for p, r in enumerate(rows):
+        out[r] = gathered[p, : len(r)]
+    return out
 
 
 def _take(leaf, ids):
@@ -233,10 +299,10 @@ def _take(leaf, ids):
 class _Checkpoint:
     """Per-group fused counts and done flags, saved atomically to one npz after every block."""
 
-    def __init__(self, path, signature: dict, condition):
+    def __init__(self, path, signature: dict, condition, observable):
         self.path = None if path is None else Path(path)
         self.signature = json.dumps(signature, sort_keys=True)
-        self.condition = condition
+        self.condition, self.observable = condition, observable
         self.state = {}
         if self.path is not None and self.path.is_file():
             with np.load(self.path) as f:
@@ -277,12 +343,14 @@ def _npz_bytes(**arrays) -> bytes:
 
 def _histogram(key, field, posterior, binnings, num_samples_per_group, groups, fresh, mode, *,
                c, solver, chunk_size, devices, draws_per_device, has_run_axis, progress,
-               checkpoint_path, keep_checkpoint=False):
-    c = _checks.non_negative("c", c)
-    if getattr(field, "data_dim", 2) != 2:
-        raise ValueError(f"polar histograms need a 2-D field, got data_dim={field.data_dim!r}")
+               checkpoint_path, keep_checkpoint=False, observable=None):
+    observable = _observable(field, observable, binnings)
     if not isinstance(solver, Solver):
         raise TypeError(f"solver must be a bayesiamp_jax.Solver, got {solver!r}")
+    if solver.backend == "pallas" and not isinstance(observable, observables.Polar):
+        raise ValueError(f"the pallas backend bins the ring's polar observable only, got "
+                         f"observable={observable!r}")
+    cond = _condition(field, c)
     chunk_size = _checks.positive_int("chunk_size", chunk_size)
     draws_per_device = _checks.positive_int("draws_per_device", draws_per_device)
     devices = list(jax.devices() if devices is None else devices)
@@ -294,9 +362,11 @@ def _histogram(key, field, posterior, binnings, num_samples_per_group, groups, f
     signature = {"mode": mode, "num_samples": list(num_samples_per_group),
                  "labels": [[b.label for b in g] for g in groups],
                  "shape": [int(num_runs), int(num_draws)],
-                 "key": np.asarray(jax.random.key_data(key)).tolist(), "c": float(c),
-                 "posterior": fingerprint(flat), "solver": repr(solver), "field": repr(field)}
-    ckpt = _Checkpoint(checkpoint_path, signature, _condition(field, c))
+                 "key": np.asarray(jax.random.key_data(key)).tolist(),
+                 "c": None if cond is None else fingerprint(cond),
+                 "posterior": fingerprint(flat), "solver": repr(solver), "field": repr(field),
+                 "observable": repr(observable)}
+    ckpt = _Checkpoint(checkpoint_path, signature, cond, observable)
     counts = []
     total = num_runs * num_draws * len(groups)
     with tqdm(total=total, desc=f"histograms ({mode})", disable=not progress, unit="draw") as bar:
@@ -316,7 +386,7 @@ def histogram_same_noise(key, field, posterior, binnings, num_samples: int = 10_
                          chunk_size: int = DEFAULT_CHUNK, devices: Sequence | None = None,
                          draws_per_device: int = 1, has_run_axis: bool = False,
                          progress: bool = True, checkpoint_path=None,
-                         keep_checkpoint: bool = False) -> PosteriorHistograms:
+                         keep_checkpoint: bool = False, observable=None) -> PosteriorHistograms:
     """Histograms of ``num_samples`` points per draw, the same noise for every draw and run.
 
     Args:
@@ -324,9 +394,11 @@ def histogram_same_noise(key, field, posterior, binnings, num_samples: int = 10_
         field: the vector field (e.g. ``VectorField``; hashable, ``field(params, t, x, c)``).
         posterior: ``PosteriorDraws`` or params pytree with leading draw axis S (one run), a
             sequence of those (R runs), or a pytree with leading (R, S) and ``has_run_axis=True``.
-        binnings: ints n (n × n truth-quantile grid) and/or ``Binning``s, filled in one pass.
+        binnings: ints n (the ring's n × n truth-quantile grid) and/or ``Binning``s (of the
+            observable's values), filled in one pass.
         num_samples: points per draw.
-        c: condition value (r_mean) for every point.
+        c: condition of every point (the ring: r_mean), or per-point conditions (M, cond_dim)
+            (point i uses row i mod M).
         solver: ODE solver (fixed-step RK4-20 by default).
         chunk_size: points decoded at once per draw (bounds memory; 2**15 suits a CPU, use
             2**21..2**23 on a GPU). Counts do not depend on it (fixed-step solvers).
@@ -336,15 +408,17 @@ def histogram_same_noise(key, field, posterior, binnings, num_samples: int = 10_
         checkpoint_path: npz file for partial results, written atomically after every block; a
             call with the same key, posterior, sizes and binnings resumes from it. Deleted on
             completion unless ``keep_checkpoint``.
-    Returns: ``PosteriorHistograms`` with counts (R, S, n_r, n_φ) per binning.
+        observable: ``observables.Observable`` mapping one point to the binned values; default
+            the ring's ``Polar()`` (2-D fields only).
+    Returns: ``PosteriorHistograms`` with counts (R, S, n_1, …, n_k) per binning.
     """
     n = _checks.positive_int("num_samples", num_samples)
-    bins = as_binnings(binnings, _checks.non_negative("c", c))
+    bins = _binnings(binnings, c)
     return _histogram(key, field, posterior, bins, [n], [bins], False, SAME_NOISE, c=c,
                       solver=solver, chunk_size=chunk_size, devices=devices,
                       draws_per_device=draws_per_device, has_run_axis=has_run_axis,
                       progress=progress, checkpoint_path=checkpoint_path,
-                      keep_checkpoint=keep_checkpoint)
+                      keep_checkpoint=keep_checkpoint, observable=observable)
 
 
 def histogram_scaled(key, field, posterior, binnings, samples_per_cell: int = 1000, *,
@@ -352,7 +426,8 @@ def histogram_scaled(key, field, posterior, binnings, samples_per_cell: int = 10
                      chunk_size: int = DEFAULT_CHUNK, devices: Sequence | None = None,
                      draws_per_device: int = 1, has_run_axis: bool = False,
                      progress: bool = True, checkpoint_path=None,
-                     keep_checkpoint: bool = False, shared: bool = False) -> PosteriorHistograms:
+                     keep_checkpoint: bool = False, shared: bool = False,
+                     observable=None) -> PosteriorHistograms:
     """"Scaled" histograms: per binning and draw, ``samples_per_cell · n_cells`` fresh points.
 
     Arguments as in ``histogram_same_noise``; binning b, global draw m use noise
@@ -360,7 +435,7 @@ def histogram_scaled(key, field, posterior, binnings, samples_per_cell: int = 10
     n_cells`` points per draw (noise fold_in(fold_in(key, 0), m)) fills all binnings.
     """
     k = _checks.positive_int("samples_per_cell", samples_per_cell)
-    bins = as_binnings(binnings, _checks.non_negative("c", c))
+    bins = _binnings(binnings, c)
     if shared:
         sizes, groups = [k * max(b.num_cells for b in bins)], [list(bins)]
     else:
@@ -368,4 +443,34 @@ def histogram_scaled(key, field, posterior, binnings, samples_per_cell: int = 10
     return _histogram(key, field, posterior, bins, sizes, groups, True, SCALED, c=c, solver=solver,
                       chunk_size=chunk_size, devices=devices, draws_per_device=draws_per_device,
                       has_run_axis=has_run_axis, progress=progress,
-                      checkpoint_path=checkpoint_path, keep_checkpoint=keep_checkpoint)
+                      checkpoint_path=checkpoint_path, keep_checkpoint=keep_checkpoint,
+                      observable=observable)
+
+
+def _binnings(binnings, c):
+    """``as_binnings``; an int n is the ring's quantile grid at r_mean = c (a scalar c)."""
+    ints = isinstance(binnings, (int, np.integer)) or (
+        isinstance(binnings, Sequence) and any(isinstance(b, (int, np.integer)) for b in binnings))
+    if ints and np.ndim(c) > 0 and np.size(c) != 1:
+        raise ValueError("int binnings are the ring's quantile grids at r_mean = c and need a "
+                         f"scalar c, got c of shape {np.shape(c)}; pass Binnings instead")
+    r_mean = _checks.non_negative("c", c if np.ndim(c) == 0 else np.reshape(c, -1)[0]) \
+        if ints else 0.0
+    return as_binnings(binnings, r_mean)
+
+
+def _observable(field, observable, binnings):
+    """The observable (default ``Polar()`` for 2-D fields), checked against the binnings."""
+    dim = getattr(field, "data_dim", 2)
+    if observable is None:
+        if dim != 2:
+            raise ValueError(f"observable is required for a field with data_dim={dim} (the "
+                             "default, the ring's polar (r, phi), needs data_dim=2)")
+        observable = observables.Polar()
+    observables.check(observable, dim)
+    k = len(observable.names)
+    for b in binnings:
+        if len(b.edges) != k:
+            raise ValueError(f"binning {b.label!r} bins {len(b.edges)} values but observable "
+                             f"{observable!r} gives {k} ({', '.join(observable.names)})")
+    return observable

@@ -17,7 +17,8 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,7 +35,7 @@ from bayesiamp_jax.evaluation.amplification import (
     closure,
     fit_power_law,
 )
-from bayesiamp_jax.evaluation.binning import Binning, make_binning
+from bayesiamp_jax.evaluation.binning import Binning, product_binning
 from bayesiamp_jax.evaluation.calibration import NOMINAL_LEVELS, Calibration, calibrate
 from bayesiamp_jax.evaluation.generate import (
     DEFAULT_CHUNK,
@@ -53,8 +54,11 @@ FIT_BINS = (15, 20, 30, 40, 50, 70, 100, 200)
 
 
 class BinningResult(NamedTuple):
-    """Everything computed for one binning: shape (n_r, n_φ), points per draw, r edges and
-    truth (for plots), and the calibration, amplification and closure results.
+    """Everything computed for one binning: shape (n_1, …, n_k) (the ring: (n_r, n_φ)), points
+    per draw, the first observable's edges and the truth (for plots), and the calibration,
+    amplification and closure results. These analyse the cells in the 2-D layout
+    ``Binning.grid_shape`` (first observable value × all others flattened), so per-"radial"
+    results (``deviation_r``, ``curve_r``) are per bin of the first observable.
     ``amplification_corrected``: the generation-noise-corrected N_eq (fresh points per draw,
     i.e. scaled histograms with >= 5 draws; None otherwise)."""
 
@@ -67,6 +71,7 @@ class BinningResult(NamedTuple):
     amplification: Amplification
     closure: Closure
     amplification_corrected: Amplification | None = None
+    names: tuple | None = None
 
 
 class EvaluationResult(NamedTuple):
@@ -94,15 +99,20 @@ def analyse(key: jax.Array, histograms: PosteriorHistograms, num_train: int,
     keys = jax.random.split(key, max(len(histograms.binnings), 1))
     for k, b, frac, n in zip(keys, histograms.binnings, histograms.fractions,
                              histograms.num_samples, strict=True):
-        amp = amplification(frac, b.truth, n_train)
+        grid = b.grid_shape
+        frac = frac.reshape(frac.shape[:2] + grid)
+        truth = b.truth.reshape(grid)
+        truth_std = None if b.truth_std is None else b.truth_std.reshape(grid)
+        amp = amplification(frac, truth, n_train)
         fresh = histograms.mode == SCALED and frac.shape[1] >= 5 and n >= 2
         out[b.label] = BinningResult(
             label=b.label, shape=b.shape, num_samples=int(n), r_edges=b.r, truth=b.truth,
-            calibration=calibrate(frac, b.truth, levels),
+            calibration=calibrate(frac, truth, levels, truth_std=truth_std),
             amplification=amp,
-            closure=closure(k, frac, b.truth, amp.n_eq, closure_repeats),
-            amplification_corrected=(amplification(frac, b.truth, n_train, num_generated=int(n))
+            closure=closure(k, frac, truth, amp.n_eq, closure_repeats),
+            amplification_corrected=(amplification(frac, truth, n_train, num_generated=int(n))
                                      if fresh else None),
+            names=b.names,
         )
     return out
 
@@ -111,19 +121,21 @@ def fit_scaled(results: dict, select: int | Sequence | None = FIT_BINS,
                corrected: bool = False) -> PowerLawFit | None:
     """Power-law fit of amplification vs n_Q over ``results`` (dict of BinningResult).
 
-    ``select``: a sequence of n (n × n grids, i.e. n_Q = n²), an int k (k largest n_Q) or None
-    (all); None is returned when fewer than two binnings qualify. ``corrected``: fit the
-    generation-noise-corrected amplification (None if a binning lacks it).
+    ``select``: a sequence of n (n × … × n grids of k values, i.e. n_Q = n^k), an int k (k
+    largest n_Q) or None (all); None is returned when fewer than two binnings qualify.
+    ``corrected``: fit the generation-noise-corrected amplification (None if a binning lacks
+    it).
     """
     if not results:
         return None
     if corrected and any(r.amplification_corrected is None for r in results.values()):
         return None
-    n_cells = np.array([r.shape[0] * r.shape[1] for r in results.values()], float)
+    n_cells = np.array([np.prod(r.shape) for r in results.values()], float)
+    num_values = len(next(iter(results.values())).shape)
     amps = np.stack([(r.amplification_corrected if corrected else r.amplification).amplification
                      for r in results.values()], axis=1)
     if isinstance(select, Sequence) and not isinstance(select, str):
-        wanted = [n * n for n in select if n * n in n_cells.tolist()]
+        wanted = [n**num_values for n in select if n**num_values in n_cells.tolist()]
         if len(wanted) < 2:
             return None
         select = wanted
@@ -155,6 +167,8 @@ def evaluate(
     has_run_axis: bool = False,
     progress: bool = True,
     output_dir: str | os.PathLike | None = None,
+    observable=None,
+    binning: Callable[[int], Binning] | None = None,
 ) -> EvaluationResult:
     """Generate, histogram and analyse posterior draws of one or several runs.
 
@@ -173,19 +187,28 @@ def evaluate(
         shared_sample: one fresh sample of samples_per_cell · max n_Q points per draw fills
             every scaled binning (``histogram_scaled(shared=True)``; for the corrected N_eq).
         fit_bins: which scaled binnings enter the power-law fit (see ``fit_scaled``).
-        c, solver, chunk_size, devices: as in ``histogram_same_noise``.
+        c, solver, chunk_size, devices: as in ``histogram_same_noise`` (c may hold per-point
+            conditions (M, cond_dim)).
         levels: nominal coverage levels (paper: (2i+1)/99, i = 0..49).
         closure_repeats: truth samples of size N_eq per run in the closure test.
         output_dir: if given, raw histograms are saved there (``same_noise.npz``,
             ``scaled.npz``) and the compact JSON summary to ``results.json``; while running,
             generation checkpoints ``*.partial.npz`` live there, so an interrupted call with the
             same arguments resumes where it stopped (both phases).
+        observable: what is binned, ``observables.Observable`` (default: the ring's polar
+            (r, φ)); the binnings then bin its values.
+        binning: ``binning(n) -> Binning`` for the int entries of ``calibration_bins`` and
+            ``scaled_bins`` (default: the ring's n × n truth-quantile grid), e.g.
+            ``datasets.Problem.binning``.
     Returns: ``EvaluationResult``.
     """
+    if binning is not None:
+        calibration_bins = _made(calibration_bins, binning)
+        scaled_bins = _made(scaled_bins, binning)
     k_same, k_scaled, k_a, k_b = jax.random.split(key, 4)
     out = None if output_dir is None else Path(output_dir)
     common = dict(c=c, solver=solver, chunk_size=chunk_size, devices=devices,
-                  has_run_axis=has_run_axis, progress=progress)
+                  has_run_axis=has_run_axis, progress=progress, observable=observable)
 
     def phase(name, histogram, bins, size, key_generate, key_analyse):
         if not len(bins):
@@ -213,6 +236,12 @@ def evaluate(
     return result
 
 
+def _made(specs, binning):
+    if isinstance(specs, (int, np.integer, Binning)):
+        specs = [specs]
+    return [binning(int(s)) if isinstance(s, (int, np.integer)) else s for s in specs]
+
+
 def analyse_saved(key: jax.Array, same_noise: PosteriorHistograms | None,
                   scaled: PosteriorHistograms | None, num_train: int,
                   fit_bins: int | Sequence | None = FIT_BINS, levels=NOMINAL_LEVELS,
@@ -235,8 +264,13 @@ def save_histograms(path: str | os.PathLike, histograms: PosteriorHistograms) ->
     for i, (cnt, n, b) in enumerate(zip(histograms.counts, histograms.num_samples,
                                         histograms.binnings, strict=True)):
         arrays |= {f"counts_{i}": np.asarray(cnt), f"num_samples_{i}": np.array(n),
-                   f"r_{i}": b.r, f"phi_{i}": b.phi, f"truth_{i}": b.truth,
+                   f"num_values_{i}": np.array(len(b.edges)), f"truth_{i}": b.truth,
                    f"label_{i}": np.array(b.label)}
+        arrays |= {f"edges_{i}_{j}": e for j, e in enumerate(b.edges)}
+        if b.truth_std is not None:
+            arrays[f"truth_std_{i}"] = b.truth_std
+        if b.names is not None:
+            arrays[f"names_{i}"] = np.array(list(b.names))
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
@@ -247,15 +281,34 @@ def load_histograms(path: str | os.PathLike) -> PosteriorHistograms:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path {str(path)!r} does not exist")
-    with np.load(path) as f:
-        num = int(f["num_binnings"])
-        counts = tuple(f[f"counts_{i}"] for i in range(num))
-        nums = tuple(int(f[f"num_samples_{i}"]) for i in range(num))
-        bins = tuple(Binning(f[f"r_{i}"], f[f"phi_{i}"], f[f"truth_{i}"], str(f[f"label_{i}"]))
-                     for i in range(num))
-        mode = str(f["mode"])
-    bins = tuple(make_binning(b.r, b.phi, b.truth, b.label) for b in bins)
+    try:
+        with np.load(path) as f:
+            num = int(f["num_binnings"])
+            counts = tuple(f[f"counts_{i}"] for i in range(num))
+            nums = tuple(int(f[f"num_samples_{i}"]) for i in range(num))
+            bins = tuple(_load_binning(f, i) for i in range(num))
+            mode = str(f["mode"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"histogram file {str(path)!r} is damaged or not a histogram file "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         "delete it to regenerate") from None
+    for i, (cnt, b) in enumerate(zip(counts, bins, strict=True)):
+        if cnt.ndim != 2 + len(b.shape) or cnt.shape[2:] != b.shape:
+            raise ValueError(f"histogram file {str(path)!r}: counts_{i} has shape {cnt.shape}, "
+                             f"not (R, S) + {b.shape} of binning {b.label!r}")
     return PosteriorHistograms(counts, nums, bins, mode)
+
+
+def _load_binning(f, i) -> Binning:
+    if f"num_values_{i}" in f.files:
+        edges = [f[f"edges_{i}_{j}"] for j in range(int(f[f"num_values_{i}"]))]
+    else:  # written before observables: the ring's r and φ edges
+        edges = [f[f"r_{i}"], f[f"phi_{i}"]]
+    std = f[f"truth_std_{i}"] if f"truth_std_{i}" in f.files else None
+    names = tuple(str(x) for x in f[f"names_{i}"]) if f"names_{i}" in f.files else (
+        None if f"num_values_{i}" in f.files else ("r", "phi"))
+    return product_binning(edges, f[f"truth_{i}"], str(f[f"label_{i}"]), truth_std=std,
+                           names=names)
 
 
 def to_dict(tree):

@@ -12,6 +12,8 @@ number of bins per dimension n as a string ("50"; the label "20x40" for a non-sq
     cell_amplification: {"n", "r_edges", "mean", "quantiles"}  run-mean per-cell amplification
         over φ per radial bin (mean and 16/50/84 % quantiles)
     fit: {"a", "a_err", "b", "b_err", "n_cells"}  (NaN when there is no fit)
+    observables: names of the binned values (e.g. ["r", "phi"]); "r_edges" and the per-radial
+        entries refer to the first of them
     scaled binnings with fresh noise also: amplification_corrected, n_eq_corrected,
         n_eq_corrected_err (jackknife), corrected_model_share, corrected_unresolved
         ({n: [R]}) and fit_corrected: the generation-noise-corrected N_eq (``amplification``)
@@ -30,9 +32,11 @@ QUANTILES = (16.0, 50.0, 84.0)
 
 
 def binning_key(res) -> str:
-    """"50" for a 50 × 50 grid, the label (e.g. "20x40") otherwise."""
-    n_r, n_phi = res.shape
-    return str(n_r) if n_r == n_phi else res.label
+    """"50" for a 50 × 50 grid, "20x40" / "5x5x5" / "7x1" (one value) otherwise."""
+    shape = tuple(res.shape)
+    if len(shape) == 2 and shape[0] == shape[1]:
+        return str(shape[0])
+    return "x".join(map(str, shape if len(shape) > 1 else shape + (1,)))
 
 
 def _f(v) -> float:
@@ -46,7 +50,7 @@ def _pick(results: dict, n: int | str | None, default: str | None = None):
         return by_key[str(n)]
     if default is not None and default in results:
         return results[default]
-    return max(results.values(), key=lambda r: r.shape[0] * r.shape[1])
+    return max(results.values(), key=lambda r: int(np.prod(r.shape)))
 
 
 def summarise(result, deviation_bins: int | str | None = None,
@@ -100,6 +104,10 @@ def summarise(result, deviation_bins: int | str | None = None,
         out["cell_amplification"] = {"n": res.shape[0],
                                      "r_edges": [float(x) for x in res.r_edges],
                                      "mean": mean.tolist(), "quantiles": q.tolist()}
+    names = next((r.names for r in (*result.same_noise.values(), *result.scaled.values())
+                  if getattr(r, "names", None)), None)
+    if names is not None:
+        out["observables"] = list(names)
     out["fit"] = _fit(result.fit)
     if "amplification_corrected" in out:
         out["fit_corrected"] = _fit(getattr(result, "fit_corrected", None))

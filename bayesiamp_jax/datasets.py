@@ -1,0 +1,237 @@
+"""Datasets of a generative study: events x (N, d) with optional conditions c (N, k), and their
+truth — exact marginals where a closed form is known, a reference sample otherwise.
+
+Built in:
+- the ring (``data.sample_ring``): x = r·u/|u| in 2-D, r = r_mean + Gamma(2, rate 2);
+- the d-dimensional spherical shell of GANplification (arXiv:2008.06545): the ring's radial law
+  in d dimensions with a uniform direction (u ~ N(0, I_d)); at d = 2 it is the ring, point for
+  point. With ``observables.RadiusCosine`` its truth is exact for any d: r and cos θ = x₀/|x|
+  are independent, r − r_mean ~ Gamma(2, rate 2) and (1 + cos θ)/2 ~ Beta((d−1)/2, (d−1)/2).
+From a file: ``load_npz`` reads an ``.npz`` with arrays ``x`` (N, d) and optionally ``c``
+(N, k) or (N,); a second file from the same distribution is the reference sample.
+
+A ``Problem`` bundles what the evaluation needs: the observable, the truth (exact ``marginals``
+or a ``reference`` sample) and the conditions to generate with; ``Problem.binning(n)`` is the
+n-per-value quantile grid of the study.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+
+from bayesiamp_jax import _checks, data, observables
+from bayesiamp_jax.evaluation.binning import (
+    Binning,
+    exact_quantile_binning,
+    quantile_binning,
+    reference_quantile_binning,
+)
+
+
+class Sample(NamedTuple):
+    """Events ``x`` (N, d) and conditions ``c`` (N, k), or None for unconditional data."""
+
+    x: jax.Array
+    c: jax.Array | None
+
+
+# ---------------------------------------------------------------------------- marginals
+
+
+class Marginal(NamedTuple):
+    """A 1-D truth law: ``cdf``/``ppf`` (numpy float64) and the outer edges of its grids."""
+
+    cdf: object
+    ppf: object
+    lower: float = -np.inf
+    upper: float = np.inf
+
+
+def ring_radius(r_mean: float = data.DEFAULT_R_MEAN) -> Marginal:
+    """r = r_mean + Gamma(2, rate 2) (``data.radial_cdf`` / ``radial_quantile``)."""
+    return Marginal(partial(data.radial_cdf, r_mean=r_mean),
+                    partial(data.radial_quantile, r_mean=r_mean))
+
+
+def uniform_angle() -> Marginal:
+    """φ ~ U[0, 2π) with outer edges 0 and 2π (the ring's angle)."""
+    return Marginal(lambda v: np.clip(np.asarray(v, np.float64) / data.TWO_PI, 0.0, 1.0),
+                    lambda q: data.TWO_PI * np.asarray(q, np.float64), 0.0, data.TWO_PI)
+
+
+def shell_cosine(dim: int) -> Marginal:
+    """cos θ = x₀/|x| of a uniform direction in d dimensions: (1 + cos θ)/2 ~ Beta(a, a),
+    a = (d − 1)/2 (d = 2: the arcsine law of cos φ)."""
+    a = (_dim(dim) - 1) / 2.0
+    beta = scipy.stats.beta(a, a)
+    return Marginal(lambda v: beta.cdf((1.0 + np.asarray(v, np.float64)) / 2.0),
+                    lambda q: 2.0 * beta.ppf(np.asarray(q, np.float64)) - 1.0)
+
+
+def _dim(dim) -> int:
+    d = _checks.positive_int("dim", dim)
+    if d < 2:
+        raise ValueError(f"dim must be >= 2 (a shell needs a direction), got {dim!r}")
+    return d
+
+
+# ----------------------------------------------------------------------------- the shell
+
+
+def sample_shell(key: jax.Array, num_samples: int, dim: int = 2,
+                 r_mean: float = data.DEFAULT_R_MEAN) -> Sample:
+    """The d-dimensional shell at fixed ``r_mean``: x (n, d), c (n, 1) filled with r_mean.
+
+    Same key scheme as ``data.sample_ring``: at d = 2 the two give the same points.
+    """
+    n = _checks.positive_int("num_samples", num_samples)
+    d = _dim(dim)
+    _checks.non_negative("r_mean", r_mean)
+    c = jnp.full((n,), r_mean, dtype=jnp.float32)
+    return Sample(_shell(key, c, d), c[:, None])
+
+
+@partial(jax.jit, static_argnums=2)
+def _shell(key, r_mean, dim):
+    key_dir, key_r = jax.random.split(key)
+    u = jax.random.normal(key_dir, r_mean.shape + (dim,))
+    direction = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
+    g = jnp.sum(jax.random.exponential(key_r, (2,) + r_mean.shape), axis=0) / data.GAMMA_RATE
+    return (r_mean + g)[:, None] * direction
+
+
+def shell_log_prob(x, r_mean: float = data.DEFAULT_R_MEAN) -> jax.Array:
+    """Truth log-density of the shell in Cartesian coordinates: x (..., d) -> (...).
+
+    p(x) = p_r(|x|) / (|x|^{d−1} · |S^{d−1}|), |S^{d−1}| = 2π^{d/2}/Γ(d/2).
+    """
+    x = jnp.asarray(x)
+    d = x.shape[-1]
+    r = jnp.linalg.norm(x, axis=-1)
+    log_area = math.log(2.0) + 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d)
+    return data.radial_log_density(r, r_mean) - (d - 1) * jnp.log(jnp.maximum(r, 1e-30)) \
+        - log_area
+
+
+# ---------------------------------------------------------------------------------- files
+
+
+def load_npz(path, num: int | None = None, *, dim: int | None = None,
+             cond_dim: int | None = None) -> Sample:
+    """Events from an ``.npz`` file with array ``x`` (N, d) and optional ``c`` (N, k) or (N,).
+
+    ``num``: use the first ``num`` events (an error if the file has fewer); ``dim`` /
+    ``cond_dim``: the required d and k. Every problem (missing or damaged file, missing array,
+    wrong shape or dtype, NaN or inf, too few events) is a one-line ValueError naming the file
+    and the array.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"data file {str(p)!r} does not exist")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"data file {str(p)!r} is not a readable .npz file "
+                         f"({type(e).__name__})") from None
+    if "x" not in arrays:
+        raise ValueError(f"data file {str(p)!r} has no array 'x' (arrays: {sorted(arrays)})")
+    x = _numeric(p, "x", arrays["x"])
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"array 'x' of {str(p)!r} must have shape (N, d), got {x.shape}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"array 'x' of {str(p)!r} has d = {x.shape[1]}, expected {dim}")
+    c = None
+    if "c" in arrays:
+        c = _numeric(p, "c", arrays["c"])
+        c = c[:, None] if c.ndim == 1 else c
+        if c.ndim != 2 or c.shape[0] != x.shape[0]:
+            raise ValueError(f"array 'c' of {str(p)!r} must have shape ({x.shape[0]}, k) like "
+                             f"'x' {x.shape}, got {arrays['c'].shape}")
+    if cond_dim is not None and (0 if c is None else c.shape[1]) != cond_dim:
+        have = "no array 'c'" if c is None else f"'c' with k = {c.shape[1]}"
+        raise ValueError(f"data file {str(p)!r} has {have}, expected k = {cond_dim}")
+    if num is not None:
+        n = _checks.positive_int("num", num)
+        if x.shape[0] < n:
+            raise ValueError(f"data file {str(p)!r} has {x.shape[0]} events in 'x', fewer than "
+                             f"the {n} asked for")
+        x, c = x[:n], None if c is None else c[:n]
+    return Sample(jnp.asarray(x), None if c is None else jnp.asarray(c))
+
+
+def _numeric(path, name, a) -> np.ndarray:
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise ValueError(f"array {name!r} of {str(path)!r} must hold real numbers, got dtype "
+                         f"{a.dtype}")
+    a = a.astype(np.float32)
+    bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+    if bad:
+        raise ValueError(f"array {name!r} of {str(path)!r} holds {bad} non-finite value(s) "
+                         "(NaN or inf)")
+    return a
+
+
+# -------------------------------------------------------------------------------- problem
+
+
+class Problem(NamedTuple):
+    """What a study evaluates: the observable and the truth of its values.
+
+    observable: ``observables.Observable``.
+    marginals: exact, independent truth laws of the observable's values (``Marginal``), or
+        None; then ``reference`` (a ``Sample``, the truth stand-in) defines edges and truth.
+    condition: the condition(s) generation uses: a scalar for every point, (M, k) per-point
+        conditions (those of the reference sample), or None for unconditional data.
+    ring: True for the paper's ring (binnings are ``quantile_binning``, exactly as before).
+    """
+
+    observable: object
+    marginals: tuple | None = None
+    reference: Sample | None = None
+    condition: object = None
+    ring: bool = False
+
+    def binning(self, num_bins: int) -> Binning:
+        """The n-per-value quantile grid: exact truth quantiles, or the reference's."""
+        names = tuple(self.observable.names)
+        if self.ring:
+            return quantile_binning(num_bins, float(self.condition))
+        if self.marginals is not None:
+            return exact_quantile_binning(num_bins, self.marginals, names)
+        return reference_quantile_binning(num_bins, self.reference_values(), names)
+
+    def reference_values(self) -> np.ndarray:
+        """The observable of every reference event, (N_ref, k) float64."""
+        if self.reference is None:
+            raise ValueError("this problem has neither exact marginals nor a reference sample")
+        return np.asarray(observables.values(self.observable, self.reference.x), np.float64)
+
+
+def ring_problem(r_mean: float = data.DEFAULT_R_MEAN) -> Problem:
+    """The paper's ring with its polar (r, φ) observable and exact truth."""
+    return Problem(observables.Polar(), (ring_radius(r_mean), uniform_angle()),
+                   condition=float(r_mean), ring=True)
+
+
+def shell_problem(dim: int, r_mean: float = data.DEFAULT_R_MEAN) -> Problem:
+    """The d-dimensional shell with (r, cos θ) and their exact truth."""
+    return Problem(observables.RadiusCosine(), (ring_radius(r_mean), shell_cosine(dim)),
+                   condition=float(r_mean))
+
+
+def reference_problem(observable, reference: Sample) -> Problem:
+    """Any data: edges and truth from a reference sample; its conditions (if any) are the
+    per-point conditions of generation."""
+    observables.check(observable, int(reference.x.shape[-1]))
+    cond = None if reference.c is None else np.asarray(reference.c, np.float32)
+    return Problem(observable, None, reference, cond)
