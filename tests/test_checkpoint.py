@@ -3,6 +3,7 @@
 import json
 import os
 
+import chex
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -21,15 +22,6 @@ def train_state():
     return TrainState(params, opt_state, np.asarray(7, np.int32))
 
 
-def assert_trees_equal(a, b):
-    import jax
-
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        assert np.asarray(x).dtype == np.asarray(y).dtype
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 def test_roundtrip_with_target_is_exact(tmp_path, train_state):
     path = checkpoint.save_pytree(tmp_path / "s.msgpack", {"state": train_state, "tag": "abc"})
     target = {"state": train_state, "tag": ""}
@@ -37,7 +29,7 @@ def test_roundtrip_with_target_is_exact(tmp_path, train_state):
     assert isinstance(loaded["state"], TrainState)
     assert isinstance(loaded["state"].opt_state[0], optax.ScaleByAdamState)
     assert loaded["tag"] == "abc"
-    assert_trees_equal(loaded["state"], train_state)
+    chex.assert_trees_all_equal(loaded["state"], train_state, strict=True)  # dtypes too
 
 
 def test_roundtrip_without_target_gives_nested_dicts(tmp_path):
