@@ -66,9 +66,9 @@ def bench_histogram(ctx) -> list[dict]:
         (dev_edges,) = ev.device_edges([ev.quantile_binning(bins)])
 
         def project(x, e):
-            r, phi = data.to_polar(x)
-            return ev.accumulate(jnp.zeros(bins * bins, jnp.int32), r, phi,
-                                 jnp.ones(r.shape, bool), (e,))
+            values = jnp.stack(data.to_polar(x), axis=-1)  # (n, 2): r, φ
+            return ev.accumulate(jnp.zeros(bins * bins, jnp.int32), values,
+                                 jnp.ones(x.shape[0], bool), (e,))
 
         variants.append(("jax", project, (x, dev_edges)))
     variants += [

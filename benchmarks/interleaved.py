@@ -68,7 +68,8 @@ def units(ctx):
     b = binning.quantile_binning(50)
     (e,) = binning.device_edges([b])
     hist = jax.jit(lambda x, e: binning.accumulate(
-        jnp.zeros(2500, jnp.int32), *data.to_polar(x), jnp.ones(x.shape[0], bool), (e,)))
+        jnp.zeros(2500, jnp.int32), jnp.stack(data.to_polar(x), axis=-1),
+        jnp.ones(x.shape[0], bool), (e,)))
     xn = np.asarray(x)
     edges = data.quantile_edges(50)
     out["histogram 2e6 -> 50x50"] = (lambda: hist(x, e), lambda: histogram_numpy(xn, edges), 1)
