@@ -76,6 +76,7 @@ from bayesiamp_jax.evaluation.figures import (
     plot_scan,
     plot_summary,
     plot_training_data,
+    plot_trend,
     save_figure,
 )
 from bayesiamp_jax.evaluation.generate import (
@@ -110,6 +111,7 @@ from bayesiamp_jax.evaluation.regions import (
     region_fractions,
 )
 from bayesiamp_jax.evaluation.summary import summarise
+from bayesiamp_jax.evaluation.trend import trend_markdown, trend_rows
 
 __all__ = [
     "CALIBRATION_BINS",
@@ -166,6 +168,7 @@ __all__ = [
     "plot_mad",
     "plot_scan",
     "plot_summary",
+    "plot_trend",
     "plot_training_data",
     "pulls",
     "quantile_binning",
@@ -177,5 +180,7 @@ __all__ = [
     "save_results",
     "stack_runs",
     "summarise",
+    "trend_markdown",
+    "trend_rows",
     "to_dict",
 ]

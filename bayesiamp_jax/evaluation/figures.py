@@ -169,6 +169,27 @@ def plot_mad(n_cells, mad, mad_r, mad_phi, labels: Sequence[str] | None = None) 
     return fig
 
 
+def plot_trend(rows: Sequence[Mapping], panels: Mapping[str, str | tuple], xlabel: str = "$d$",
+               log_y: Sequence[str] = ()) -> Figure:
+    """Quantities against a study parameter, one panel per entry of ``panels`` (ylabel ->
+    row key, or (key, dashed_key) for a second, dashed series such as the MAD floor or the
+    corrected amplification), one colour per method label; rows as ``trend.trend_rows``."""
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    with _style():
+        fig, axes = _figure(ncols=len(panels), width=3.2)
+        for ax, (ylabel, keys) in zip(axes[0], panels.items(), strict=True):
+            keys = (keys,) if isinstance(keys, str) else tuple(keys)
+            for i, label in enumerate(labels):
+                mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["x"])
+                x = [r["x"] for r in mine]
+                for key, ls in zip(keys, ("-", "--"), strict=False):
+                    ax.plot(x, [r[key] for r in mine], ls=ls, marker="o", ms=3, color=f"C{i}",
+                            label=label if ls == "-" else None)
+            ax.set(xlabel=xlabel, ylabel=ylabel, yscale="log" if ylabel in log_y else "linear")
+        axes[0][0].legend(fontsize=7)
+    return fig
+
+
 def plot_coverage_deviation(r_centers, deviation: Mapping[str, np.ndarray] | np.ndarray,
                             r_mean: float | None = data.DEFAULT_R_MEAN,
                             observable: str = "r") -> Figure:
