@@ -78,7 +78,12 @@ def check_xc(field, x, c, units: int | None):
     """x (n, d), c (n, cond_dim) — with units (U, n, d), (U, n, cond_dim) — as arrays."""
     from bayesiamp_jax import _checks
 
-    x, c = jnp.asarray(x), jnp.asarray(c)
+    x = jnp.asarray(x)
+    if c is None and getattr(field, "cond_dim", None) == 0:  # unconditional: c of width 0
+        c = jnp.zeros(x.shape[:-1] + (0,), x.dtype)
+    elif c is None:
+        raise ValueError(f"c is required: the field has cond_dim={field.cond_dim}")
+    c = jnp.asarray(c)
     lead = 2 if units is None else 3
     _checks.last_dim("x", x, field.data_dim, min_ndim=lead)
     _checks.last_dim("c", c, field.cond_dim, min_ndim=lead)

@@ -138,11 +138,20 @@ def load_npz(path, num: int | None = None, *, dim: int | None = None,
     if not p.is_file():
         raise ValueError(f"data file {str(p)!r} does not exist")
     try:
-        with np.load(p, allow_pickle=False) as f:
+        f = np.load(p, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError(f"data file {str(p)!r} is a single .npy array, not an .npz archive "
+                             "with arrays 'x' (and 'c'); save it with numpy.savez(path, x=x)")
+        with f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"data file {str(p)!r} is not a readable .npz file "
                          f"({type(e).__name__})") from None
+    except ValueError as e:
+        if str(e).startswith("data file"):
+            raise
+        raise ValueError(f"data file {str(p)!r} is not a readable .npz file of numeric "
+                         f"arrays ({str(e).splitlines()[0]})") from None
     if "x" not in arrays:
         raise ValueError(f"data file {str(p)!r} has no array 'x' (arrays: {sorted(arrays)})")
     x = _numeric(p, "x", arrays["x"])
@@ -154,7 +163,7 @@ def load_npz(path, num: int | None = None, *, dim: int | None = None,
     if "c" in arrays:
         c = _numeric(p, "c", arrays["c"])
         c = c[:, None] if c.ndim == 1 else c
-        if c.ndim != 2 or c.shape[0] != x.shape[0]:
+        if c.ndim != 2 or c.shape[0] != x.shape[0] or c.shape[1] < 1:
             raise ValueError(f"array 'c' of {str(p)!r} must have shape ({x.shape[0]}, k) like "
                              f"'x' {x.shape}, got {arrays['c'].shape}")
     if cond_dim is not None and (0 if c is None else c.shape[1]) != cond_dim:
@@ -173,12 +182,15 @@ def _numeric(path, name, a) -> np.ndarray:
     if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
         raise ValueError(f"array {name!r} of {str(path)!r} must hold real numbers, got dtype "
                          f"{a.dtype}")
-    a = a.astype(np.float32)
     bad = a.size - int(np.count_nonzero(np.isfinite(a)))
     if bad:
         raise ValueError(f"array {name!r} of {str(path)!r} holds {bad} non-finite value(s) "
                          "(NaN or inf)")
-    return a
+    big = int(np.count_nonzero(np.abs(a.astype(np.float64)) > np.finfo(np.float32).max))
+    if big:
+        raise ValueError(f"array {name!r} of {str(path)!r} holds {big} value(s) beyond the "
+                         "float32 range (|v| > 3.4e38)")
+    return a.astype(np.float32)
 
 
 # -------------------------------------------------------------------------------- problem
