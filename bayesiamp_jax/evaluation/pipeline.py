@@ -186,7 +186,9 @@ def evaluate(
             draw and binning (paper: 1000).
         shared_sample: one fresh sample of samples_per_cell · max n_Q points per draw fills
             every scaled binning (``histogram_scaled(shared=True)``; for the corrected N_eq).
-        fit_bins: which scaled binnings enter the power-law fit (see ``fit_scaled``).
+        fit_bins: which scaled binnings enter the power-law fit (see ``fit_scaled``); an
+            explicit sequence must name evaluated binnings (>= 2; an error otherwise), the
+            default ``FIT_BINS`` takes those of them that are evaluated.
         c, solver, chunk_size, devices: as in ``histogram_same_noise`` (c may hold per-point
             conditions (M, cond_dim)).
         levels: nominal coverage levels (paper: (2i+1)/99, i = 0..49).
@@ -205,6 +207,7 @@ def evaluate(
     if binning is not None:
         calibration_bins = _made(calibration_bins, binning)
         scaled_bins = _made(scaled_bins, binning)
+    _check_fit_bins(fit_bins, scaled_bins if len(scaled_bins) else calibration_bins)
     k_same, k_scaled, k_a, k_b = jax.random.split(key, 4)
     out = None if output_dir is None else Path(output_dir)
     common = dict(c=c, solver=solver, chunk_size=chunk_size, devices=devices,
@@ -234,6 +237,28 @@ def evaluate(
         for partial in ("same_noise.partial.npz", "scaled.partial.npz"):
             (out / partial).unlink(missing_ok=True)
     return result
+
+
+def _check_fit_bins(fit_bins, specs):
+    """An explicit sequence of fit n's must all be among the evaluated binnings."""
+    if fit_bins is FIT_BINS or fit_bins is None or isinstance(fit_bins, (int, np.integer)):
+        return
+    if isinstance(specs, (int, np.integer, Binning)):
+        specs = [specs]
+    evaluated = set()
+    for sp in specs:
+        if isinstance(sp, Binning):
+            if len(set(sp.shape)) == 1:
+                evaluated.add(sp.shape[0])
+        else:
+            evaluated.add(int(sp))
+    wanted = list(fit_bins)
+    missing = [n for n in wanted if n not in evaluated]
+    if missing:
+        raise ValueError(f"fit_bins={wanted}: {missing} are not among the evaluated binnings "
+                         f"n = {sorted(evaluated)}")
+    if len(wanted) < 2:
+        raise ValueError(f"fit_bins={wanted} must name >= 2 binnings for the power-law fit")
 
 
 def _made(specs, binning):
