@@ -72,18 +72,43 @@ def _to_host(leaf):
     return leaf if isinstance(leaf, str) else np.asarray(leaf)
 
 
+class DamagedFileError(ValueError):
+    """A saved file that cannot be read back (truncated, garbage, another format); the message
+    names the file. Caches catch it to recompute; elsewhere it is a one-line error."""
+
+
 def load_pytree(path: str | os.PathLike, target=None):
     """Load a pytree saved by ``save_pytree``.
 
     With ``target`` (a pytree of the same structure, e.g. freshly initialised params or an
     optimizer state), the result has ``target``'s structure and types and shapes are checked;
-    without it, nested dicts of numpy arrays are returned.
+    without it, nested dicts of numpy arrays are returned. A file that is not a complete
+    msgpack pytree (truncated by a crash, overwritten) raises ``DamagedFileError``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path {str(path)!r} does not exist")
-    state = serialization.msgpack_restore(path.read_bytes())
-    return state if target is None else restore(target, state)
+    try:
+        state = serialization.msgpack_restore(path.read_bytes())
+    except Exception as e:  # noqa: BLE001 - msgpack raises many types on damaged bytes
+        raise DamagedFileError(
+            f"file {str(path)!r} is damaged or not a saved pytree (msgpack: "
+            f"{type(e).__name__}: {_first_line(e)}); delete it to recompute it") from None
+    if target is None:
+        return state
+    if not isinstance(state, dict):
+        raise DamagedFileError(f"file {str(path)!r} holds a {type(state).__name__}, not a saved "
+                               "pytree; delete it to recompute it")
+    try:
+        return restore(target, state)
+    except (ValueError, KeyError, TypeError) as e:
+        raise DamagedFileError(f"file {str(path)!r} does not hold the expected pytree: "
+                               f"{_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else "no message"
 
 
 def restore(target, state_dict):

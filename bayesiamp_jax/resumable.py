@@ -24,7 +24,14 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from bayesiamp_jax.checkpoint import keys_from_data, keys_to_data, load_pytree, restore, save_pytree
+from bayesiamp_jax.checkpoint import (
+    DamagedFileError,
+    keys_from_data,
+    keys_to_data,
+    load_pytree,
+    restore,
+    save_pytree,
+)
 
 __all__ = ["Chunked", "check_finite", "digest", "run_chunks", "signature"]
 
@@ -100,6 +107,34 @@ def _check_signature(path: Path, saved: Mapping, wanted: Mapping) -> None:
             "resuming it would mix the two: delete it or pass another checkpoint_path")
 
 
+def _load_checkpoint(path: Path):
+    """The saved checkpoint dict, or None (with a warning) if the file is damaged: it is only a
+    resume point, so the computation starts over and overwrites it."""
+    try:
+        saved = load_pytree(path)
+        if isinstance(saved, dict) and "done" in saved and "state" in saved:
+            int(saved["done"])
+            dict(saved.get("signature", {}))
+            return saved
+        problem = "it is not a checkpoint of run_chunks"
+    except (DamagedFileError, TypeError, ValueError) as e:
+        problem = str(e)
+    warnings.warn(f"checkpoint_path {str(path)!r} cannot be resumed ({problem}); starting over",
+                  stacklevel=3)
+    return None
+
+
+def _restore_state(path: Path, state, saved):
+    """``state`` filled from a matching checkpoint; None (with a warning) if its arrays do not
+    fit the state (a damaged file whose signature survived)."""
+    try:
+        return keys_from_data(restore(keys_to_data(state), saved["state"]), state)
+    except (ValueError, KeyError, TypeError) as e:
+        warnings.warn(f"checkpoint_path {str(path)!r} cannot be resumed ({e}); starting over",
+                      stacklevel=3)
+        return None
+
+
 def run_chunks(
     step: Callable,
     state,
@@ -143,8 +178,8 @@ def run_chunks(
     path = None if checkpoint_path is None else Path(checkpoint_path)
     parts: dict[str, list] = {}
     done, resumed = 0, False
-    if path is not None and path.is_file():
-        saved = load_pytree(path)
+    saved = _load_checkpoint(path) if path is not None and path.is_file() else None
+    if saved is not None:
         old = {k: str(v) for k, v in dict(saved.get("signature", {})).items()}
         if old != sig and on_mismatch == "error":
             _check_signature(path, old, sig)
@@ -154,9 +189,11 @@ def run_chunks(
             warnings.warn(f"checkpoint_path {str(path)!r} holds {int(saved['done'])} items, more "
                           f"than total={total}; starting over", stacklevel=2)
         else:
-            state = keys_from_data(restore(keys_to_data(state), saved["state"]), state)
-            parts = {k: [np.asarray(v)] for k, v in dict(saved.get("records", {})).items()}
-            done, resumed = int(saved["done"]), True
+            resumed_state = _restore_state(path, state, saved)
+            if resumed_state is not None:
+                state = resumed_state
+                parts = {k: [np.asarray(v)] for k, v in dict(saved.get("records", {})).items()}
+                done, resumed = int(saved["done"]), True
 
     if not resumed and prepare is not None:
         state = prepare(state)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bayesiamp_jax as bj
-from bayesiamp_jax.checkpoint import atomic_write_bytes
+from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_bytes
 
 
 def run_key(seed: int, run: int) -> jax.Array:
@@ -64,8 +64,8 @@ def load_data(study, run: int) -> bj.data.RingSample:
             x = jnp.asarray(f["x"])
             c = jnp.asarray(f["c"]) if "c" in f.files else jnp.zeros((x.shape[0], 0), x.dtype)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        raise ValueError(f"training data file {str(path)!r} is damaged; delete it (or the "
-                         "study's data/ folder) to make it again") from None
+        raise DamagedFileError(f"training data file {str(path)!r} is damaged; delete it (or the "
+                               "study's data/ folder) to make it again") from None
     return bj.data.RingSample(x, c)
 
 

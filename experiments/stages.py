@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bayesiamp_jax.checkpoint import atomic_write_json, atomic_write_text
+from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_json, atomic_write_text
 from experiments.runtime import get_logger
 
 
@@ -252,7 +252,12 @@ class Study:
         atomic_write_text(started, fingerprint)
         self.log.info("stage %-22s started", name)
         t0 = time.perf_counter()
-        fn()
+        try:
+            fn()
+        except DamagedFileError as e:  # a file of an earlier stage: one line, no traceback
+            raise StudyError(f"stage {name}: {e} (in a study folder, delete also the marker "
+                             "stages/<stage that wrote it>.json so that the stage redoes it)"
+                             ) from None
         seconds = time.perf_counter() - t0
         atomic_write_json(self.marker_path(name), {
             "stage": name, "fingerprint": fingerprint, "seconds": seconds,

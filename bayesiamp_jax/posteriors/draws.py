@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from bayesiamp_jax import _checks
-from bayesiamp_jax.checkpoint import load_pytree, restore, save_pytree
+from bayesiamp_jax.checkpoint import DamagedFileError, load_pytree, restore, save_pytree
 
 
 class PosteriorDraws(NamedTuple):
@@ -115,9 +115,18 @@ def load_draws(path: str | os.PathLike, template=None) -> PosteriorDraws:
     checks shapes; without it the params come back as nested dicts of numpy arrays.
     """
     raw = load_pytree(path)
+    if not isinstance(raw, dict) or "params" not in raw or "method" not in raw:
+        raise DamagedFileError(f"file {str(path)!r} is not a draws file of save_draws (it "
+                               "holds no params and method); delete it to recompute it")
     params = raw["params"]
     if template is not None:
-        s = jax.tree_util.tree_leaves(params)[0].shape[0]
+        leaves = jax.tree_util.tree_leaves(params)
+        s = np.shape(leaves[0])[0] if leaves and np.ndim(leaves[0]) else 0
         target = jax.tree_util.tree_map(lambda leaf: np.zeros((s,) + np.shape(leaf)), template)
-        params = restore(target, params)
+        try:
+            params = restore(target, params)
+        except (ValueError, KeyError, TypeError) as e:
+            first = str(e).splitlines()[0] if str(e) else repr(e)
+            raise ValueError(f"file {str(path)!r} does not hold draws of the template's "
+                             f"params: {first}") from None
     return PosteriorDraws(params, str(raw["method"]), dict(raw.get("info", {})))
