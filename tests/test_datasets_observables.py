@@ -155,6 +155,27 @@ def test_bad_npz_is_refused_naming_file_and_array(tmp_path, case):
     assert str(path) in msg and array in msg and "\n" not in msg, msg
 
 
+@pytest.mark.parametrize("case", ["npy_file", "c_zero_columns", "beyond_float32"])
+def test_npy_file_empty_c_and_overflow_are_refused(tmp_path, case):
+    if case == "npy_file":  # an .npy array, not an .npz archive
+        path = tmp_path / "x.npy"
+        np.save(path, np.zeros((5, 2)))
+    elif case == "c_zero_columns":
+        path = tmp_path / "c0.npz"
+        np.savez(path, x=np.zeros((5, 2)), c=np.zeros((5, 0)))
+    else:  # finite in float64, not representable in float32: not called "NaN or inf"
+        path = tmp_path / "big.npz"
+        np.savez(path, x=np.full((5, 2), 1e300))
+    with pytest.raises(ValueError) as err:
+        datasets.load_npz(path)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg
+    if case != "npy_file":
+        assert ("'c'" if case == "c_zero_columns" else "'x'") in msg
+    if case == "beyond_float32":
+        assert "NaN" not in msg
+
+
 def test_damaged_or_short_npz_is_refused_naming_the_file(tmp_path):
     good = tmp_path / "good.npz"
     x = np.arange(20.0, dtype=np.float32).reshape(10, 2)

@@ -121,6 +121,17 @@ def test_linear_module_matches_matrix_exponential(linear_field):
                                LinearField.log_prob(x, A, b), atol=3e-5)
 
 
+def test_unconditional_module_trains_with_c_none():
+    # cond_dim = 0: the module gets c = None; c=None and an empty (N, 0) c are the same data
+    field = ModuleField(Affine(), 2, 0)
+    x = jax.random.normal(jax.random.key(12), (100, 2))
+    kw = dict(batch_size=50, chunk_epochs=3, progress=False)
+    a = training.fit(jax.random.key(13), field, x, None, 3, **kw)
+    b = training.fit(jax.random.key(13), field, x, jnp.zeros((100, 0)), 3, **kw)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    assert flow.sample(jax.random.key(14), field, a.state.params, jnp.zeros((7, 0))).shape == (7, 2)
+
+
 def test_autodiff_divergence_matches_finite_difference_trace():
     params = FIELD.init(jax.random.key(7))
     x = jax.random.normal(jax.random.key(8), (16, 2))
