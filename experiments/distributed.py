@@ -118,8 +118,16 @@ def initialize(spec: Spec | None) -> None:
     try:
         jax.distributed.initialize(**kwargs)
     except ValueError as e:  # auto: no cluster detected
-        raise ConfigError(f"--coordinator {spec.coordinator}: {e} (no cluster detected; give "
-                          "--coordinator HOST:PORT --num-processes N --process-id I)") from None
+        raise ConfigError(f"--coordinator {spec.coordinator}: jax detected no cluster "
+                          f"({_first_line(e)}); give --coordinator HOST:PORT --num-processes N "
+                          "--process-id I") from None
+    except RuntimeError as e:  # e.g. the coordinator is unreachable
+        raise ConfigError(f"--coordinator {spec.coordinator}: jax.distributed.initialize "
+                          f"failed: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
 
 
 # ------------------------------------------------------------------------------ processes

@@ -10,6 +10,7 @@ file is the generation worker of ``test_generation_shared_over_two_processes``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -178,6 +179,25 @@ def test_bad_flags_stop_the_command_before_jax_starts(capsys, tmp_path):
     err = capsys.readouterr().err
     assert rc == 2 and err.strip() == ("error: --process-id 5 is out of range for "
                                        "--num-processes 2 (0 … 1)")
+    assert not (tmp_path / "x").exists()
+
+
+# what jax.distributed's cluster detection looks for (SLURM, Open MPI, Kubernetes, mpi4py)
+CLUSTER = any(k in os.environ for k in ("SLURM_JOB_ID", "OMPI_MCA_orte_hnp_uri",
+                                        "KUBERNETES_SERVICE_HOST", "JAX_COORDINATOR_ADDRESS")) \
+    or importlib.util.find_spec("mpi4py") is not None
+
+
+@pytest.mark.skipif(CLUSTER, reason="runs inside a cluster jax could detect")
+def test_auto_without_a_cluster_is_a_one_line_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "train", "--preset", "tiny",
+                          "--output", str(tmp_path / "x"), "--coordinator", "auto"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2 and errors == [
+        "error: --coordinator auto: jax detected no cluster (coordinator_address should be "
+        "defined); give --coordinator HOST:PORT --num-processes N --process-id I"], out.stderr
     assert not (tmp_path / "x").exists()
 
 
