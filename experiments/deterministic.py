@@ -6,7 +6,7 @@ Outputs ``models/deterministic.msgpack`` with the stacked params (R, ...) and pe
 interrupted run continues where it stopped with the same numbers. Run r uses the key
 ``purpose_key(seed, r, "deterministic")`` of the one-unit ``fit``. With several processes each
 trains its share of the runs (run r on process r mod N) into
-``models/deterministic.process<I>.msgpack``; process 0 stacks them into the one file.
+``models/deterministic.part<I>of<N>.msgpack``; process 0 stacks them into the one file.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def train_deterministic(study, progress: bool = True) -> None:
 
 
 def _part_path(study, process: int):
-    return study.path("models", f"deterministic.process{process}.msgpack")
+    """Process ``process``'s runs; named with N, so a rerun with another N never reuses it."""
+    n = distributed.process_count()
+    return study.path("models", f"deterministic.part{process}of{n}.msgpack")
 
 
 def _train_shared(study, progress: bool) -> None:
