@@ -200,7 +200,8 @@ def agree(value: bool) -> bool:
 @contextlib.contextmanager
 def owned_folder(lock, check):
     """Process 0 holds ``lock`` (a ``FolderLock``) and runs ``check()``; the others wait for its
-    verdict and raise ``StudyError`` if it failed. One process: ``with lock: check()``."""
+    verdict and raise ``StudyError`` if it failed; at the end all wait for each other (process
+    0 draws the figures alone). One process: ``with lock: check()``."""
     from experiments.stages import StudyError
 
     if process_count() == 1:
@@ -212,6 +213,7 @@ def owned_folder(lock, check):
         if not agree(False):
             raise StudyError("process 0 refused the output folder (see its error message)")
         yield
+        barrier("study:end")
         return
     try:
         lock.acquire()
@@ -226,6 +228,7 @@ def owned_folder(lock, check):
             raise
         agree(True)
         yield
+        barrier("study:end")
     finally:
         lock.release()
 
