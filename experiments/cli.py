@@ -8,6 +8,10 @@
     bayesiamp config [--preset ...] [--set ...] [--show-config json]  # print the configuration
     bayesiamp demo                                             # short single-network demo
 
+``paper``, ``train`` and ``evaluate`` also run as one of N processes of one study
+(``--coordinator HOST:PORT --num-processes N --process-id I``, or ``--coordinator auto`` on a
+cluster; ``experiments.distributed``).
+
 ``bayesiamp COMMAND --help`` documents every option of a command.
 """
 
