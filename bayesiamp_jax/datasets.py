@@ -205,6 +205,7 @@ class Problem(NamedTuple):
     condition: the condition(s) generation uses: a scalar for every point, (M, k) per-point
         conditions (those of the reference sample), or None for unconditional data.
     ring: True for the paper's ring (binnings are ``quantile_binning``, exactly as before).
+    sampler: ``sampler(key, size) -> Sample`` of exact truth events, or None (file data).
     """
 
     observable: object
@@ -212,6 +213,13 @@ class Problem(NamedTuple):
     reference: Sample | None = None
     condition: object = None
     ring: bool = False
+    sampler: object = None
+
+    def truth_sampler(self, key, size: int) -> np.ndarray:
+        """The observable of ``size`` exact truth events, (size, k) (for the KS estimator)."""
+        if self.sampler is None:
+            raise ValueError("this problem has no exact truth sampler (file data)")
+        return np.asarray(observables.values(self.observable, self.sampler(key, size).x))
 
     def binning(self, num_bins: int) -> Binning:
         """The n-per-value quantile grid: exact truth quantiles, or the reference's."""
@@ -232,13 +240,19 @@ class Problem(NamedTuple):
 def ring_problem(r_mean: float = data.DEFAULT_R_MEAN) -> Problem:
     """The paper's ring with its polar (r, φ) observable and exact truth."""
     return Problem(observables.Polar(), (ring_radius(r_mean), uniform_angle()),
-                   condition=float(r_mean), ring=True)
+                   condition=float(r_mean), ring=True,
+                   sampler=partial(_ring_sampler, r_mean=float(r_mean)))
+
+
+def _ring_sampler(key, size, r_mean):
+    return data.sample_ring(key, size, r_mean)
 
 
 def shell_problem(dim: int, r_mean: float = data.DEFAULT_R_MEAN) -> Problem:
     """The d-dimensional shell with (r, cos θ) and their exact truth."""
     return Problem(observables.RadiusCosine(), (ring_radius(r_mean), shell_cosine(dim)),
-                   condition=float(r_mean))
+                   condition=float(r_mean),
+                   sampler=partial(sample_shell, dim=_dim(dim), r_mean=float(r_mean)))
 
 
 def reference_problem(observable, reference: Sample) -> Problem:

@@ -96,6 +96,10 @@ class Function:
     def __call__(self, x):
         return jnp.reshape(self.fn(x), x.shape[:-1] + (len(self.names),))
 
+    def __repr__(self) -> str:  # stable across processes (checkpoint signatures use it)
+        fn = getattr(self.fn, "__qualname__", type(self.fn).__qualname__)
+        return f"Function({getattr(self.fn, '__module__', '?')}.{fn}, names={self.names!r})"
+
 
 BUILT_IN = {"polar": Polar, "radius_cosine": RadiusCosine}
 

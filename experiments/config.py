@@ -230,8 +230,15 @@ class EvaluationConfig:
     solver_steps: int = setting(20, "fixed solver steps of the generation")
     chunk_size: int = setting(1_000_000,
         "points per compiled generation call (2**21..2**23 on a GPU)")
+    differential_samples: int = setting(10_000,
+        "fresh points per draw (and truth events) of the KS differential amplification of "
+        "every observable value; 0: off (needs an exact truth: ring or shell)")
 
     def validate(self):
+        if not isinstance(self.differential_samples, int) or self.differential_samples < 0 \
+                or self.differential_samples == 1:
+            raise ValueError(f"evaluation.differential_samples must be 0 (off) or an integer "
+                             f">= 2, got {self.differential_samples!r}")
         for name in ("calib_bins", "scaled_bins", "fit_bins"):
             for i, n in enumerate(getattr(self, name)):
                 _at_least_two_bins(f"evaluation.{name}[{i}]", n)

@@ -147,7 +147,10 @@ def problem_from_config(cfg) -> bj.datasets.Problem:
         sampler = (bj.sample_ring(key, REFERENCE_SIZE, d.r_mean) if d.name == "ring" else
                    bj.datasets.sample_shell(key, REFERENCE_SIZE, d.dim, d.r_mean))
         ref = bj.datasets.Sample(sampler.x, None)
-        return bj.datasets.reference_problem(obs, ref)._replace(condition=float(d.r_mean))
+        exact = (bj.datasets.ring_problem(d.r_mean) if d.name == "ring" else
+                 bj.datasets.shell_problem(d.dim, d.r_mean)).sampler
+        return bj.datasets.reference_problem(obs, ref)._replace(condition=float(d.r_mean),
+                                                                sampler=exact)
     return bj.datasets.reference_problem(obs, ref)
 
 

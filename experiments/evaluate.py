@@ -81,6 +81,9 @@ def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
         fit_bins=list(e.fit_bins), c=cfg.data.r_mean if problem.ring else problem.condition,
         observable=None if problem.ring else problem.observable,
         binning=None if problem.ring else problem.binning,
+        truth_sampler=(problem.truth_sampler if problem.sampler is not None
+                       and e.differential_samples else None),
+        differential_samples=max(e.differential_samples, 2),
         solver=Solver(e.solver, num_steps=e.solver_steps), chunk_size=e.chunk_size,
         closure_repeats=CLOSURE_REPEATS, progress=progress, output_dir=output_dir)
     if not main:

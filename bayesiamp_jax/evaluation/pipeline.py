@@ -37,6 +37,7 @@ from bayesiamp_jax.evaluation.amplification import (
 )
 from bayesiamp_jax.evaluation.binning import Binning, product_binning
 from bayesiamp_jax.evaluation.calibration import NOMINAL_LEVELS, Calibration, calibrate
+from bayesiamp_jax.evaluation.differential import differential_amplification
 from bayesiamp_jax.evaluation.generate import (
     DEFAULT_CHUNK,
     DEFAULT_SOLVER,
@@ -44,6 +45,11 @@ from bayesiamp_jax.evaluation.generate import (
     PosteriorHistograms,
     histogram_same_noise,
     histogram_scaled,
+)
+from bayesiamp_jax.evaluation.regions import (
+    RegionAmplification,
+    averaging_amplification,
+    region_fractions,
 )
 from bayesiamp_jax.evaluation.summary import summarise
 from bayesiamp_jax.integrate import Solver
@@ -60,7 +66,9 @@ class BinningResult(NamedTuple):
     ``Binning.grid_shape`` (first observable value × all others flattened), so per-"radial"
     results (``deviation_r``, ``curve_r``) are per bin of the first observable.
     ``amplification_corrected``: the generation-noise-corrected N_eq (fresh points per draw,
-    i.e. scaled histograms with >= 5 draws; None otherwise)."""
+    i.e. scaled histograms with >= 5 draws; None otherwise). ``averaging``: the averaging
+    amplification (``regions``) of the slices of the first observable (the grid's rows;
+    the ring: radial slices), for the same binnings."""
 
     label: str
     shape: tuple
@@ -72,19 +80,23 @@ class BinningResult(NamedTuple):
     closure: Closure
     amplification_corrected: Amplification | None = None
     names: tuple | None = None
+    averaging: RegionAmplification | None = None
 
 
 class EvaluationResult(NamedTuple):
     """same_noise / scaled: dict label -> BinningResult (e.g. "50x50"); fit: power law of
     the scaled amplification (of the same-noise one when no scaled binnings were evaluated;
     None if fewer than 2 binnings were selected); num_train; fit_corrected: the same fit of
-    the generation-noise-corrected amplification (None without scaled binnings)."""
+    the generation-noise-corrected amplification (None without scaled binnings);
+    differential: observable value name -> ``KSAmplification`` (None without a truth
+    sampler)."""
 
     same_noise: dict
     scaled: dict
     fit: PowerLawFit | None
     num_train: int
     fit_corrected: PowerLawFit | None = None
+    differential: dict | None = None
 
 
 def analyse(key: jax.Array, histograms: PosteriorHistograms, num_train: int,
@@ -113,8 +125,20 @@ def analyse(key: jax.Array, histograms: PosteriorHistograms, num_train: int,
             amplification_corrected=(amplification(frac, truth, n_train, num_generated=int(n))
                                      if fresh else None),
             names=b.names,
+            averaging=slice_averaging(frac, truth, n_train, int(n)) if fresh else None,
         )
     return out
+
+
+def slice_averaging(fractions, truth, num_train: int, num_generated: int):
+    """Averaging amplification of the n_1 slices of the first observable (the rows of
+    fractions (R, S, n_1, M)); None where a slice's truth is not inside (0, 1)."""
+    rows = np.asarray(truth, np.float64).sum(axis=1)
+    if np.any((rows <= 0) | (rows >= 1)):
+        return None
+    masks = np.broadcast_to(np.eye(rows.size)[:, :, None], (rows.size,) + np.shape(truth))
+    return averaging_amplification(region_fractions(fractions, masks), rows, num_train,
+                                   num_generated)
 
 
 def fit_scaled(results: dict, select: int | Sequence | None = FIT_BINS,
@@ -169,6 +193,8 @@ def evaluate(
     output_dir: str | os.PathLike | None = None,
     observable=None,
     binning: Callable[[int], Binning] | None = None,
+    truth_sampler: Callable | None = None,
+    differential_samples: int = 10_000,
 ) -> EvaluationResult:
     """Generate, histogram and analyse posterior draws of one or several runs.
 
@@ -202,6 +228,10 @@ def evaluate(
         binning: ``binning(n) -> Binning`` for the int entries of ``calibration_bins`` and
             ``scaled_bins`` (default: the ring's n × n truth-quantile grid), e.g.
             ``datasets.Problem.binning``.
+        truth_sampler: ``truth_sampler(key, size) -> (size, k)`` observable values of exact
+            truth events (e.g. ``datasets.Problem.truth_sampler``); with it, the KS
+            differential amplification of every value (``differential``) is computed from
+            ``differential_samples`` fresh points per draw against as many truth events.
     Returns: ``EvaluationResult``.
     """
     if binning is not None:
@@ -230,8 +260,15 @@ def evaluate(
         return histogram_scaled(*args, **kwargs, shared=shared_sample)
 
     scaled = phase("scaled", scaled_histogram, scaled_bins, samples_per_cell, k_scaled, k_b)
+    diff = None
+    if truth_sampler is not None:
+        diff = differential_amplification(
+            jax.random.fold_in(key, 7), field, posterior, truth_sampler, num_train,
+            num_generated=differential_samples, num_reference=differential_samples,
+            observable=observable, c=c, solver=solver, has_run_axis=has_run_axis)
     result = EvaluationResult(same, scaled, fit_scaled(scaled or same, fit_bins),
-                              int(num_train), fit_scaled(scaled, fit_bins, corrected=True))
+                              int(num_train), fit_scaled(scaled, fit_bins, corrected=True),
+                              diff)
     if out is not None:
         save_results(out / "results.json", result)
         for partial in ("same_noise.partial.npz", "scaled.partial.npz"):

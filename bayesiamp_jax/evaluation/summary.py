@@ -12,6 +12,11 @@ number of bins per dimension n as a string ("50"; the label "20x40" for a non-sq
     cell_amplification: {"n", "r_edges", "mean", "quantiles"}  run-mean per-cell amplification
         over φ per radial bin (mean and 16/50/84 % quantiles)
     fit: {"a", "a_err", "b", "b_err", "n_cells"}  (NaN when there is no fit)
+    averaging: {n: {"regions", "amplification_model", "amplification_true" ([R]),
+        "misspecification_share" ([R], Σσ²_mis/Σσ²_true)}}  averaging amplification of the
+        slices of the first observable (scaled binnings with fresh noise)
+    differential: {value name: {"n_equiv_median", "amplification_median", "indistinguishable",
+        "statistic_mean", "p_value_median" ([R]), "null_median", ...}}  KS (with a truth sampler)
     observables: names of the binned values (e.g. ["r", "phi"]); "r_edges" and the per-radial
         entries refer to the first of them
     scaled binnings with fresh noise also: amplification_corrected, n_eq_corrected,
@@ -89,6 +94,15 @@ def summarise(result, deviation_bins: int | str | None = None,
                 corr.model_share).tolist()
             out.setdefault("corrected_unresolved", {})[key] = np.asarray(
                 corr.num_unresolved).tolist()
+        avg = getattr(res, "averaging", None)
+        if avg is not None:  # successor paper: slices of the first observable
+            share = np.asarray(avg.misspecification_var).sum(axis=1) / np.asarray(
+                avg.true_var).sum(axis=1)
+            out.setdefault("averaging", {})[key] = {
+                "regions": int(np.size(avg.truth)),
+                "amplification_model": np.asarray(avg.amplification_model).tolist(),
+                "amplification_true": np.asarray(avg.amplification_true).tolist(),
+                "misspecification_share": share.tolist()}
         if result.scaled:
             cal = res.calibration
             out["mad_scaled"][key] = {"mad": _f(cal.mad), "mad_r": _f(cal.mad_r),
@@ -104,6 +118,9 @@ def summarise(result, deviation_bins: int | str | None = None,
         out["cell_amplification"] = {"n": res.shape[0],
                                      "r_edges": [float(x) for x in res.r_edges],
                                      "mean": mean.tolist(), "quantiles": q.tolist()}
+    diff = getattr(result, "differential", None)
+    if diff:
+        out["differential"] = {name: _ks(ks) for name, ks in diff.items()}
     names = next((r.names for r in (*result.same_noise.values(), *result.scaled.values())
                   if getattr(r, "names", None)), None)
     if names is not None:
@@ -112,6 +129,20 @@ def summarise(result, deviation_bins: int | str | None = None,
     if "amplification_corrected" in out:
         out["fit_corrected"] = _fit(getattr(result, "fit_corrected", None))
     return out
+
+
+def _ks(ks) -> dict:
+    """Per run (R,): medians over draws of n_equiv and amplification (inf: indistinguishable
+    from the truth at these sample sizes), mean KS statistic, median p-value."""
+    n_eq = np.asarray(ks.n_equiv, float)
+    return {"n_equiv_median": np.median(n_eq, axis=-1).tolist(),
+            "amplification_median": np.median(np.asarray(ks.amplification, float),
+                                              axis=-1).tolist(),
+            "indistinguishable": np.mean(np.isinf(n_eq), axis=-1).tolist(),
+            "statistic_mean": np.mean(np.asarray(ks.statistic), axis=-1).tolist(),
+            "p_value_median": np.median(np.asarray(ks.p_value), axis=-1).tolist(),
+            "null_median": float(ks.null_median), "num_generated": int(ks.num_generated),
+            "num_reference": int(ks.num_reference)}
 
 
 def _fit(fit) -> dict:
