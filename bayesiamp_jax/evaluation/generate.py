@@ -272,9 +272,17 @@ def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, ch
 
 
 def _gather_blocks(counts, block):
-    """``counts`` (M, cells) with block b of rows from process b mod N, on every process."""
+    """``counts`` (M, cells) with block b of rows from process b mod N, on every process.
+
+    The processes first meet at the coordination service's barrier (no time limit to speak
+    of), since gloo's collectives on a CPU give up after 30 minutes of waiting.
+    """
+    from jax._src import distributed as jax_distributed
     from jax.experimental import multihost_utils
 
+    client = getattr(jax_distributed.global_state, "client", None)
+    if client is not None and hasattr(client, "wait_at_barrier"):
+        client.wait_at_barrier("bayesiamp_jax.generate", 7 * 24 * 3600 * 1000)  # reusable id
     n, (m, cells) = jax.process_count(), counts.shape
     shape = np.array([block, m, cells], np.int32)
     if not (multihost_utils.process_allgather(shape) == shape).all():
