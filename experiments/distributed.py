@@ -172,7 +172,8 @@ def barrier(name: str) -> None:
     """Wait until every process reaches this point (a no-op in a one-process study).
 
     The coordination service's barrier (timeout ``BARRIER_TIMEOUT_S``: a process may wait for
-    a long training stage of another); ``multihost_utils.sync_global_devices`` where absent.
+    a long training stage of another; gloo's collectives, which ``sync_global_devices`` uses,
+    give up after 30 minutes); ``multihost_utils.sync_global_devices`` where it is absent.
     """
     if process_count() == 1:
         return

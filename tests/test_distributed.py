@@ -67,8 +67,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(commands, logs: Path) -> list[str]:
-    """Run the commands at once (cwd: the repository root); their outputs, after all ended."""
+def _launch(commands, logs: Path, returncode: int = 0) -> list[str]:
+    """Run the commands at once (cwd: the repository root); their outputs, after all ended
+    (each must exit with ``returncode``)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"),
                                          env.get("PYTHONPATH", "")])
@@ -90,7 +91,7 @@ def _launch(commands, logs: Path) -> list[str]:
             outputs.append((p.returncode, f.read()))
             f.close()
     for k, (rc, text) in enumerate(outputs):
-        assert rc == 0, f"command {commands[k]} exited with {rc}:\n{text[-4000:]}"
+        assert rc == returncode, f"command {commands[k]} exited with {rc}:\n{text[-4000:]}"
     return [text for _, text in outputs]
 
 
@@ -263,6 +264,18 @@ def test_study_over_two_processes_equals_one_process(tmp_path):
     assert sorted(p.name for p in (two / "process1").iterdir()) == ["histograms", "log.txt"]
     assert not any((two / "process1" / "histograms").iterdir())
     assert not (two / "study.lock").exists() and (two / "stages/evaluate.json").is_file()
+
+
+def test_a_refused_folder_stops_every_process(tmp_path):
+    """Process 0 finds the folder locked by a live run: it and process 1 exit with an error."""
+    out = tmp_path / "locked"
+    out.mkdir()
+    (out / "study.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                "started": "now"}))
+    outs = _launch(_study("train", out, SMALL, 2), tmp_path, returncode=2)
+    assert f"error: output folder {out} is in use by another run (pid {os.getpid()}" in outs[0]
+    assert "error: process 0 refused the output folder (see its error message)" in outs[1]
+    assert sorted(p.name for p in out.iterdir()) == ["study.lock"]
 
 
 @pytest.mark.slow
