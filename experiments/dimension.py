@@ -27,7 +27,9 @@ from experiments.stages import StudyError, prepare_folder
 
 PANELS = {"MAD (dashed: calibrated floor)": ("mad", "mad_floor"),
           "amplification (dashed: corrected)": ("amplification", "amplification_corrected"),
+          "averaging ampl. claimed (dashed: true)": ("averaging_model", "averaging_true"),
           "power-law slope b (dashed: corrected)": ("fit_b", "fit_corrected_b")}
+LOG_PANELS = ("amplification (dashed: corrected)", "averaging ampl. claimed (dashed: true)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +81,7 @@ def run(cfg, dims, outdir: Path, progress: bool = True, overwrite: bool = False)
                "seconds": {str(d): s for d, s in seconds.items()}}
     atomic_write_json(outdir / "dimension.json", summary)
     fig = ev.plot_trend(rows, PANELS, xlabel="dimension $d$ of the shell",
-                        log_y=("amplification (dashed: corrected)",))
+                        log_y=LOG_PANELS)
     ev.save_figure(fig, outdir / "figures" / "dimension", ("png",), cfg.figures.dpi)
     table = ev.trend_markdown(rows)
     atomic_write_text(outdir / "dimension.md",

@@ -14,7 +14,8 @@ import numpy as np
 from bayesiamp_jax.evaluation.figures import _num_cells
 
 COLUMNS = ("x", "label", "mad", "mad_floor", "n_cells", "n_eq", "amplification",
-           "n_eq_corrected", "amplification_corrected", "fit_a", "fit_b", "fit_b_err",
+           "n_eq_corrected", "amplification_corrected", "averaging_model", "averaging_true",
+           "misspecification_share", "ks_amplification", "fit_a", "fit_b", "fit_b_err",
            "fit_corrected_a", "fit_corrected_b", "fit_corrected_b_err")
 
 
@@ -35,8 +36,11 @@ def _fit(s: Mapping, key: str, field: str) -> float:
 def trend_rows(reports: Mapping, mad_bins: str | int | None = None) -> list[dict]:
     """One row per (x, method label): MAD of the same-noise binning ``mad_bins`` (default: the
     largest with a floor) with its finite-S floor, and N_eq and amplification (paper and
-    generation-noise corrected, run means) of the largest scaled binning, and both power-law
-    fits."""
+    generation-noise corrected, run means) of the largest scaled binning, its averaging
+    amplification of the first observable's slices (as the posterior claims it, and against
+    the truth, with the misspecification share of the true error), the KS differential
+    amplification of the first observable value (run mean of the median over draws), and both
+    power-law fits."""
     rows = []
     for x, report in reports.items():
         for label, s in report["methods"].items():
@@ -46,6 +50,8 @@ def trend_rows(reports: Mapping, mad_bins: str | int | None = None) -> list[dict
                   else _largest(floors) or _largest(mads))
             ak = _largest(s.get("amplification") or {})
             corr = s.get("amplification_corrected") or {}
+            avg = (s.get("averaging") or {}).get(ak) or {}
+            ks = next(iter((s.get("differential") or {}).values()), {})
             rows.append({
                 "x": x, "label": label,
                 "mad": float(mads[mk]) if mk else float("nan"),
@@ -57,6 +63,10 @@ def trend_rows(reports: Mapping, mad_bins: str | int | None = None) -> list[dict
                 "n_eq_corrected": (_mean(s["n_eq_corrected"][ak]) if ak in corr
                                    else float("nan")),
                 "amplification_corrected": _mean(corr[ak]) if ak in corr else float("nan"),
+                "averaging_model": _mean(avg.get("amplification_model", [])),
+                "averaging_true": _mean(avg.get("amplification_true", [])),
+                "misspecification_share": _mean(avg.get("misspecification_share", [])),
+                "ks_amplification": _mean(ks.get("amplification_median", [])),
                 "fit_a": _fit(s, "fit", "a"), "fit_b": _fit(s, "fit", "b"),
                 "fit_b_err": _fit(s, "fit", "b_err"),
                 "fit_corrected_a": _fit(s, "fit_corrected", "a"),
@@ -73,12 +83,15 @@ def trend_markdown(rows: list[dict], x_name: str = "d") -> str:
             f"{v:.{digits}g}"
 
     head = (f"| {x_name} | method | MAD ({rows[0]['mad_bins']}) | MAD floor | n_Q | N_eq | "
-            "amplification | N_eq corr. | ampl. corr. | fit b | fit b corr. |") if rows else ""
-    lines = [head, "|" + "---|" * 11]
+            "ampl. | ampl. corr. | avg. ampl. claimed / true | misspec. share | KS ampl. | "
+            "fit b | fit b corr. |") if rows else ""
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(
             f"| {r['x']} | {r['label']} | {g(r['mad'])} | {g(r['mad_floor'])} | {r['n_cells']} "
-            f"| {g(r['n_eq'], 4)} | {g(r['amplification'])} | {g(r['n_eq_corrected'], 4)} | "
-            f"{g(r['amplification_corrected'])} | {g(r['fit_b'])} ± {g(r['fit_b_err'], 2)} | "
+            f"| {g(r['n_eq'], 4)} | {g(r['amplification'])} | {g(r['amplification_corrected'])} "
+            f"| {g(r['averaging_model'])} / {g(r['averaging_true'])} | "
+            f"{g(r['misspecification_share'], 2)} | {g(r['ks_amplification'])} | "
+            f"{g(r['fit_b'])} ± {g(r['fit_b_err'], 2)} | "
             f"{g(r['fit_corrected_b'])} ± {g(r['fit_corrected_b_err'], 2)} |")
     return "\n".join(lines) + "\n"
