@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 
 from bayesiamp_jax import evaluation as ev
-from bayesiamp_jax.checkpoint import atomic_write_json
+from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_json
 from bayesiamp_jax.evaluation.calibration import mad_floor
 from bayesiamp_jax.evaluation.summary import binning_key
 from bayesiamp_jax.integrate import Solver
@@ -121,6 +121,10 @@ def load_results(study, labels=None) -> dict:
         res = load_result(study, label)
         if res is not None:
             out[label] = res
+        elif results_path(study, label).is_file():  # never a report that silently lacks it
+            raise DamagedFileError(f"results file {str(results_path(study, label))!r} is "
+                                   "damaged (not a JSON summary); delete it and "
+                                   "stages/evaluate.json to evaluate the label again")
     return out
 
 

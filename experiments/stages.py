@@ -255,9 +255,10 @@ class Study:
         try:
             fn()
         except DamagedFileError as e:  # a file of an earlier stage: one line, no traceback
-            raise StudyError(f"stage {name}: {e} (in a study folder, delete also the marker "
-                             "stages/<stage that wrote it>.json so that the stage redoes it)"
-                             ) from None
+            hint = "" if "stages/" in str(e) else (" (in a study folder, delete also the marker "
+                                                   "stages/<stage that wrote it>.json so that "
+                                                   "the stage redoes it)")
+            raise StudyError(f"stage {name}: {e}{hint}") from None
         seconds = time.perf_counter() - t0
         atomic_write_json(self.marker_path(name), {
             "stage": name, "fingerprint": fingerprint, "seconds": seconds,

@@ -225,6 +225,13 @@ def test_damaged_file_in_a_study_stage_is_a_one_line_study_error(tmp_path):
     truncated = _truncated_draws(tmp_path)
     with pytest.raises(StudyError, match=r"stage evaluate: file '.*draws\.msgpack' is damaged"):
         study.run_stage("evaluate", "fp", lambda: post.load_draws(truncated))
+    # a report never silently leaves out a label whose summary was cut
+    from experiments.evaluate import load_results, results_path
+
+    results_path(study, "vi_k10").write_text('{"method": "vi", "amplif')
+    with pytest.raises(StudyError, match=r"stage report: results file '.*results/vi_k10\.json' "
+                                         r"is damaged .*delete it and stages/evaluate\.json"):
+        study.run_stage("report", "always", lambda: load_results(study, ["vi_k10"]))
 
 
 # ------------------------------------------------------------------------ the affine field
