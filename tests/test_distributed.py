@@ -241,14 +241,14 @@ SMALL = ["--preset", "tiny", "--method", "vi", "--set", "deterministic.enabled=f
          "--set", "vi.num_epochs=4", "--set", "vi.chunk_epochs=2", "--set", "vi.num_draws=3",
          "--set", "evaluation.calib_bins=4", "--set", "evaluation.deviation_bins=4",
          "--set", "evaluation.scaled_bins=2,4", "--set", "evaluation.fit_bins=2,4",
-         "--set", "evaluation.calib_samples=2000"]
+         "--set", "evaluation.calib_samples=2000", "--set", "figures.label_sets=none"]
 
 
 def test_study_over_two_processes_equals_one_process(tmp_path):
-    """``bayesiamp evaluate`` on 2 processes (the runs' VI units split, the evaluation's draws
-    split) against 1 process, all three at once: same draws, histograms and results."""
+    """``bayesiamp paper`` on 2 processes (the runs' VI units split, the evaluation's draws
+    split) against 1 process, all three at once: same draws, histograms and report.json."""
     one, two = tmp_path / "one", tmp_path / "two"
-    _launch(_study("evaluate", one, SMALL) + _study("evaluate", two, SMALL, 2), tmp_path)
+    _launch(_study("paper", one, SMALL) + _study("paper", two, SMALL, 2), tmp_path)
     for run in range(2):
         rel = f"draws/vi_k10/run{run}.msgpack"
         assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
@@ -258,12 +258,13 @@ def test_study_over_two_processes_equals_one_process(tmp_path):
             assert sorted(a.files) == sorted(b.files)
             for k in a.files:
                 np.testing.assert_array_equal(a[k], b[k], err_msg=f"{mode} {k}")
-    a, b = (json.loads((d / "results/vi_k10.json").read_text()) for d in (one, two))
-    assert _max_difference(a, b) == 0.0
+    a, b = (json.loads((d / "report.json").read_text()) for d in (one, two))
+    assert a["config"] == b["config"] and list(a["methods"]) == ["vi_k10"]
+    assert _max_difference(a["methods"], b["methods"]) == 0.0
     # process 0 owns the shared files; process 1 leaves only its log and no lock is left
     assert sorted(p.name for p in (two / "process1").iterdir()) == ["histograms", "log.txt"]
     assert not any((two / "process1" / "histograms").iterdir())
-    assert not (two / "study.lock").exists() and (two / "stages/evaluate.json").is_file()
+    assert not (two / "study.lock").exists() and (two / "stages/report.json").is_file()
 
 
 def test_a_refused_folder_stops_every_process(tmp_path):
