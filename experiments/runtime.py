@@ -64,8 +64,9 @@ def versions() -> dict:
 
 
 def device_info() -> dict:
+    """The devices of the study (all processes' with ``jax.distributed``: ``num_processes``)."""
     devices = jax.devices()
-    return {
+    info = {
         "platform": devices[0].platform,
         "device_kind": devices[0].device_kind,
         "num_devices": len(devices),
@@ -73,6 +74,9 @@ def device_info() -> dict:
         "processor": platform.processor() or platform.machine(),
         "host": platform.node(),
     }
+    if jax.process_count() > 1:
+        info["num_processes"] = jax.process_count()
+    return info
 
 
 def estimate_seconds(cfg, platform_name: str | None = None) -> dict:

@@ -260,6 +260,7 @@ def test_study_over_two_processes_equals_one_process(tmp_path):
                 np.testing.assert_array_equal(a[k], b[k], err_msg=f"{mode} {k}")
     a, b = (json.loads((d / "report.json").read_text()) for d in (one, two))
     assert a["config"] == b["config"] and list(a["methods"]) == ["vi_k10"]
+    assert "num_processes" not in a["device"] and b["device"]["num_processes"] == 2
     assert _max_difference(a["methods"], b["methods"]) == 0.0
     # process 0 owns the shared files; process 1 leaves only its log and no lock is left
     assert sorted(p.name for p in (two / "process1").iterdir()) == ["histograms", "log.txt"]
