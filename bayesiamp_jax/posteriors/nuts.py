@@ -119,6 +119,7 @@ def sample_nuts_cnf(
     _checks.last_dim("x", x, field.data_dim, min_ndim=2)
     _checks.last_dim("c", c, field.cond_dim, min_ndim=2)
     _checks.same_leading("x", x, "c", c)
+    _checks.params_match("params_init", field, params_init)
     key_noise, key_mcmc = jax.random.split(key)
     if likelihood == "fm":
         data, loss_fn = with_cfm_noise(key_noise, x, c), cfm_fixed_noise_loss_fn(field, sigma_min)
