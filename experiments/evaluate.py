@@ -21,7 +21,7 @@ import shutil
 from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_json
 from bayesiamp_jax.evaluation.calibration import mad_floor
-from bayesiamp_jax.evaluation.summary import binning_key
+from bayesiamp_jax.evaluation.summary import binning_key, key_cells
 from bayesiamp_jax.integrate import Solver
 from bayesiamp_jax.posteriors.diagnostics import draws_diagnostics
 from experiments import config as cfgmod
@@ -144,8 +144,9 @@ def evaluate_all(study, units, progress: bool = True) -> None:
         s = evaluate_label(study, method, label, hyper, fingerprint, progress)
         if s is None:
             continue
-        largest = max(s["amplification"], key=int)
-        study.log.info("evaluate: %s MAD %s, amplification at %s×%s: %s, fit b = %.3g ± %.2g",
-                       label, {k: round(v, 4) for k, v in s["mad"].items()}, largest, largest,
+        largest = max(s["amplification"], key=key_cells)
+        study.log.info("evaluate: %s MAD %s, amplification at %s: %s, fit b = %.3g ± %.2g",
+                       label, {k: round(v, 4) for k, v in s["mad"].items()},
+                       largest if "x" in largest else f"{largest}×{largest}",
                        [round(v, 3) for v in s["amplification"][largest]], s["fit"]["b"],
                        s["fit"]["b_err"])

@@ -14,6 +14,7 @@ import numpy as np
 from bayesiamp_jax import data as bjdata
 from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax.checkpoint import atomic_write_json, load_pytree
+from bayesiamp_jax.evaluation.summary import key_cells
 from bayesiamp_jax.posteriors.draws import load_draws
 from experiments import config as cfgmod
 from experiments.evaluate import load_results
@@ -79,12 +80,14 @@ def draw_all(study, labels=None) -> list[str]:
     for method in ("vi", "adammcmc", "nuts", "repulsive"):  # paper Fig. 2/3 per method
         family = {label: r for label, r in results.items() if r["method"] == method}
         if family:
-            panels = [str(n) for n in cfg.evaluation.calib_bins]
             first = next(iter(family.values()))
+            panels = [k for k in sorted(first["coverage"], key=key_cells)
+                      if int(k.split("x")[0]) in cfg.evaluation.calib_bins]
             curves = {label: np.stack([r["coverage"][n]["empirical"] for n in panels])
                       for label, r in family.items()}
             fig = ev.plot_coverage_curves(first["coverage"][panels[0]]["nominal"], curves,
-                                          [f"{n}×{n}" for n in panels], title=method)
+                                          [n.replace("x", "×") if "x" in n else f"{n}×{n}"
+                                           for n in panels], title=method)
             written.append(save(fig, f"coverage_{method}"))
     sets = {"all": list(results), "headline": [lab for lab in results if lab in headline],
             "none": []}[f.label_sets]

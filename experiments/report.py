@@ -18,9 +18,11 @@ Per-n dictionaries are keyed by the number of bins per dimension n as a string (
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from bayesiamp_jax.checkpoint import atomic_write_json, atomic_write_text
+from bayesiamp_jax.evaluation.summary import key_cells
 
 TOP_LEVEL = {"preset": str, "config": dict, "timings": dict, "versions": dict, "device": dict,
              "methods": dict}
@@ -78,17 +80,30 @@ def _require(d, fields, where):
             raise ReportSchemaError(f"{where}.{k} must be {tp.__name__}, got {type(d[k]).__name__}")
 
 
+def _bins_of(key) -> int:
+    """n of a binning key: "50" (a 50 × 50 grid), "7x1", "5x5x5" -> the first axis' bins."""
+    return int(str(key).split("x")[0])
+
+
+def _panel(key) -> str:
+    return key.replace("x", "×") if "x" in key else f"{key}×{key}"
+
+
+def _by_cells(keys) -> list[str]:
+    return sorted(keys, key=key_cells)
+
+
 def _keys(d, where, expected):
     if expected is None:
         return
-    missing = sorted({str(n) for n in expected} - set(d), key=int)
+    missing = [str(n) for n in sorted({int(n) for n in expected} - {_bins_of(k) for k in d})]
     if missing:
         raise ReportSchemaError(f"{where} lacks binnings {missing}")
 
 
 def _numbers(d, where, expected):
     for n, v in d.items():
-        if not str(n).isdigit():
+        if not re.fullmatch(r"\d+(x\d+)*", str(n)):
             raise ReportSchemaError(f"{where} key {n!r} is not a number of bins")
         _number(v, f"{where}[{n!r}]")
     _keys(d, where, expected)
@@ -140,7 +155,7 @@ def _diagnostics_table(methods: dict) -> list[str]:
     diags = {label: m.get("diagnostics") for label, m in methods.items() if m.get("diagnostics")}
     if not diags:
         return []
-    binnings = sorted({n for d in diags.values() for n in d.get("bin_fractions", {})}, key=int)
+    binnings = _by_cells({n for d in diags.values() for n in d.get("bin_fractions", {})})
     lines = ["", "## Sampler diagnostics", "",
              "Each run is one chain of S draws (numpyro's `effective_sample_size` and "
              "`split_gelman_rubin`). ESS median / 5 % quantile and split R-hat median / max "
@@ -148,7 +163,7 @@ def _diagnostics_table(methods: dict) -> list[str]:
              "fractions of every cell (same-noise evaluation). Independent draws give ESS ≈ S "
              "and R-hat ≈ 1.", "",
              "| method | S | acceptance | divergences | loss: ESS, R-hat | "
-             + " | ".join(f"bins {n}×{n}: ESS, R-hat" for n in binnings) + " |",
+             + " | ".join(f"bins {_panel(n)}: ESS, R-hat" for n in binnings) + " |",
              "|---|---|---|---|---|" + "---|" * len(binnings)]
     for label, d in diags.items():
         acc = d.get("acceptance")
@@ -164,7 +179,8 @@ def _diagnostics_table(methods: dict) -> list[str]:
 def render_markdown(report: dict, figures=()) -> str:
     methods = report["methods"]
     cfg = report["config"]
-    calib = [str(n) for n in cfg["evaluation"]["calib_bins"]]
+    wanted = {int(n) for n in cfg["evaluation"]["calib_bins"]}
+    calib = [k for k in _by_cells(next(iter(methods.values()))["mad"]) if _bins_of(k) in wanted]
     lines = [
         f"# Calibration and amplification study — preset `{report['preset']}`",
         "",
@@ -177,8 +193,8 @@ def render_markdown(report: dict, figures=()) -> str:
           if any(m.get("mad_floor") for m in methods.values()) else []),
         "## Calibration (mean absolute deviation of the coverage curve)",
         "",
-        "| method | draws | " + " | ".join(f"MAD {n}×{n}" for n in calib)
-        + " | " + " | ".join(f"MAD_r / MAD_φ {n}×{n}" for n in calib) + " |",
+        "| method | draws | " + " | ".join(f"MAD {_panel(n)}" for n in calib)
+        + " | " + " | ".join(f"MAD_r / MAD_φ {_panel(n)}" for n in calib) + " |",
         "|---|---|" + "---|" * (2 * len(calib)),
     ]
     for label, m in methods.items():
@@ -193,9 +209,9 @@ def render_markdown(report: dict, figures=()) -> str:
               f"(n ∈ {cfg['evaluation']['fit_bins']}). Paper: VI k=10 a = 0.0043 ± 0.0029, "
               "b = 0.99 ± 0.07; AdamMCMC σ=0.1 a = 0.0121 ± 0.0047, b = 0.986 ± 0.037.", ""]
     any_amp = next(iter(methods.values()))["amplification"]
-    ns = sorted(any_amp, key=int)
+    ns = _by_cells(any_amp)
     show = ns[-4:] if len(ns) > 4 else ns
-    lines += ["| method | a | b | " + " | ".join(f"amp. {n}×{n}" for n in show) + " |",
+    lines += ["| method | a | b | " + " | ".join(f"amp. {_panel(n)}" for n in show) + " |",
               "|---|---|---|" + "---|" * len(show)]
     for label, m in methods.items():
         fit = m["fit"]
@@ -206,7 +222,7 @@ def render_markdown(report: dict, figures=()) -> str:
     lines += ["", "## Closure (Jensen–Shannon divergence to the truth)", "",
               "Posterior-mean histogram (model) vs a fresh truth sample of size N_eq (truth); "
               "they agree when N_eq is right.", "",
-              "| method | " + " | ".join(f"{n}×{n} model / truth" for n in show) + " |",
+              "| method | " + " | ".join(f"{_panel(n)} model / truth" for n in show) + " |",
               "|---|" + "---|" * len(show)]
     for label, m in methods.items():
         row = [f"`{label}`"]

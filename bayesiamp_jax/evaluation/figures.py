@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from bayesiamp_jax import data
 from bayesiamp_jax.checkpoint import atomic_write_bytes
-from bayesiamp_jax.evaluation.summary import summarise
+from bayesiamp_jax.evaluation.summary import key_cells, summarise
 
 STYLE = {
     "font.family": "serif",
@@ -290,9 +290,7 @@ def _ordered(d: Mapping) -> list[str]:
 
 
 def _num_cells(key: str) -> int:
-    if "x" in key:
-        return int(np.prod([int(n) for n in key.split("x")]))
-    return int(key) ** 2
+    return key_cells(key)
 
 
 def _panel(key: str) -> str:

@@ -44,6 +44,13 @@ def binning_key(res) -> str:
     return "x".join(map(str, shape if len(shape) > 1 else shape + (1,)))
 
 
+def key_cells(key: str) -> int:
+    """Number of cells of a summary key: "50" -> 2500, "20x40" -> 800, "7x1" -> 7."""
+    if "x" in key:
+        return int(np.prod([int(n) for n in key.split("x")]))
+    return int(key) ** 2
+
+
 def _f(v) -> float:
     return float(np.asarray(v))
 
