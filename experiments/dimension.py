@@ -23,7 +23,7 @@ from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax.checkpoint import atomic_write_json, atomic_write_text
 from experiments import config as cfgmod
 from experiments import paper, runtime, settings
-from experiments.stages import StudyError, prepare_folder
+from experiments.stages import prepare_folder
 
 PANELS = {"MAD (dashed: calibrated floor)": ("mad", "mad_floor"),
           "amplification (dashed: corrected)": ("amplification", "amplification_corrected"),
@@ -105,15 +105,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     outdir = Path(args.output or f"outputs/dimension-{cfg.preset}")
-    try:
-        run(cfg, dims, outdir, progress=not args.no_progress, overwrite=args.overwrite)
-    except StudyError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        runtime.get_logger().warning("interrupted: run the same command again to resume")
-        return 130
-    return 0
+    return paper.run_reported(lambda: run(cfg, dims, outdir, progress=not args.no_progress,
+                                          overwrite=args.overwrite))
 
 
 if __name__ == "__main__":

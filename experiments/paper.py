@@ -198,9 +198,14 @@ def main(argv=None, only: str | None = None, prog: str = "python -m experiments.
     except settings.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return run_reported(partial(run_pipeline, cfg, outdir, only=only, methods=args.method,
+                                progress=not args.no_progress, overwrite=args.overwrite))
+
+
+def run_reported(run) -> int:
+    """``run()`` as a command: 0; a ``StudyError`` printed as one line, 2; Ctrl-C, 130."""
     try:
-        run_pipeline(cfg, outdir, only=only, methods=args.method, progress=not args.no_progress,
-                     overwrite=args.overwrite)
+        run()
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

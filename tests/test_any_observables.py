@@ -7,26 +7,20 @@ amplification module's docstring gives E[N_eq] = n · n_Q/(n_Q − 1) · S/(S �
 (the ddof-0 paper estimator over S draws) — the answer these tests compare with.
 """
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from test_evaluation_generate import ScaleField  # v = θ x, cheap to compile
 
 import bayesiamp_jax as bj
 from bayesiamp_jax import datasets, observables
 from bayesiamp_jax import evaluation as ev
 
 
-@dataclasses.dataclass(frozen=True)
-class Identity3:
-    data_dim: int = 3
-    cond_dim: int = 0
-
-    def __call__(self, params, t, x, c=None):
-        return params["theta"] * x
+def Identity3():  # noqa: N802  (v = θ x with θ = 0: the identity flow in d = 3)
+    return ScaleField(data_dim=3, cond_dim=0)
 
 
 NORMAL = datasets.Marginal(scipy.stats.norm.cdf, scipy.stats.norm.ppf)
