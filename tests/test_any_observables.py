@@ -83,3 +83,25 @@ def test_pooled_fractions_match_the_exact_cells():
     z = (counts / total - p) / np.sqrt(p * (1 - p) / total)
     assert total == 8 * 200 * 27
     assert np.abs(z).max() < 4.5, z
+
+
+def test_truth_std_restores_calibration_of_an_estimated_truth():
+    """Calibrated draws f ~ N(m, σ²) with p_true ~ N(m, σ²) (exchangeable), but only an
+    estimate t = p_true + N(0, σ_t²) of the truth is known (a finite reference sample): the
+    draws under-cover t unless widened to σ² + σ_t²; widened, t is exchangeable with them (all
+    Gaussian) and the MAD falls to the calibrated floor of ``mad_floor``."""
+    rng = np.random.default_rng(0)
+    runs, draws, cells, sigma, sigma_t = 20, 50, 200, 1.0, 1.0
+    m = rng.normal(size=(runs, 1, 1, cells))
+    f = m + sigma * rng.normal(size=(runs, draws, 1, cells))
+    truth_est = m[:, 0] + sigma * rng.normal(size=(runs, 1, cells)) \
+        + sigma_t * rng.normal(size=(runs, 1, cells))
+    floor = ev.calibration.mad_floor(draws, runs, cells)
+    # one truth per cell shared by the runs: shift each run so its truth is the run-0 truth
+    f = f - truth_est[:, None] + truth_est[0][None, None]
+    t = truth_est[0]
+    plain = ev.calibrate(f, t)
+    widened = ev.calibrate(f, t, truth_std=np.full(t.shape, sigma_t))
+    assert plain.mad > floor.mean + 10 * floor.std  # too narrow: clearly miscalibrated
+    assert abs(widened.mad - floor.mean) < 4 * floor.std + 0.005
+    assert np.all(plain.curve <= widened.curve + 1e-12)
