@@ -20,6 +20,12 @@ from bayesiamp_jax.checkpoint import load_pytree, restore, save_pytree
 from experiments import config as cfgmod
 from experiments import distributed
 from experiments.data import field_from_config, load_all_data, purpose_key
+from experiments.stages import naming_units
+
+
+def _named(runs):
+    """A non-finite loss of the call over ``runs`` -> StudyError naming the run."""
+    return naming_units("deterministic", [("deterministic", r) for r in runs])
 
 
 def model_path(study):
@@ -39,9 +45,10 @@ def train_deterministic(study, progress: bool = True) -> None:
     cfg, d = study.cfg, study.cfg.deterministic
     data = load_all_data(study)
     keys = jnp.stack([purpose_key(cfg.seed, r, "deterministic") for r in range(cfg.num_runs)])
-    result = training.fit(keys, field_from_config(cfg), data.x, data.c, d.num_epochs,
-                          batch_size=d.batch_size, chunk_epochs=d.chunk_epochs,
-                          checkpoint_path=checkpoint_path(study), progress=progress)
+    with _named(range(cfg.num_runs)):
+        result = training.fit(keys, field_from_config(cfg), data.x, data.c, d.num_epochs,
+                              batch_size=d.batch_size, chunk_epochs=d.chunk_epochs,
+                              checkpoint_path=checkpoint_path(study), progress=progress)
     save_pytree(model_path(study), {"params": result.state.params, "losses": result.losses})
     study.log.info("deterministic: %d epochs, final loss per run %s", d.num_epochs,
                    np.array2string(result.losses[:, -1], precision=4))
@@ -62,11 +69,12 @@ def _train_shared(study, progress: bool) -> None:
         data = load_all_data(study)
         keys = jnp.stack([purpose_key(cfg.seed, r, "deterministic") for r in runs])
         fp = cfgmod.fingerprint(cfg.seed, cfg.data, cfg.network, d.batch_size, cfg.num_runs, runs)
-        result = training.fit(keys, field_from_config(cfg), data.x[np.array(runs)],
-                              data.c[np.array(runs)], d.num_epochs, batch_size=d.batch_size,
-                              chunk_epochs=d.chunk_epochs, progress=progress,
-                              checkpoint_path=study.path("checkpoints",
-                                                         f"deterministic_r1_{fp}.msgpack"))
+        with _named(runs):
+            result = training.fit(keys, field_from_config(cfg), data.x[np.array(runs)],
+                                  data.c[np.array(runs)], d.num_epochs, batch_size=d.batch_size,
+                                  chunk_epochs=d.chunk_epochs, progress=progress,
+                                  checkpoint_path=study.path("checkpoints",
+                                                             f"deterministic_r1_{fp}.msgpack"))
         save_pytree(part, {"params": result.state.params, "losses": result.losses})
         study.log.info("deterministic: runs %s, %d epochs, final loss %s", runs, d.num_epochs,
                        np.array2string(result.losses[:, -1], precision=4))

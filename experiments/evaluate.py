@@ -12,11 +12,19 @@ With several processes every one calls the library for every label (the generati
 (run, draw) axis and all-gathers the counts); process 0 writes ``histograms/<label>/`` and the
 results, process I > 0 keeps its generation checkpoints in ``process<I>/histograms/<label>/``
 (removed when the label is done).
+
+Damaged caches are recomputed: a missing or damaged draws file of a finished training stage is
+trained again first (``experiments.train.repair_draws``), a damaged ``histograms/<label>/*.npz``
+is deleted with the label's histograms and the label evaluated again, each with a warning
+naming the file.
 """
 
 from __future__ import annotations
 
 import shutil
+import zipfile
+
+import numpy as np
 
 from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_json
@@ -28,7 +36,7 @@ from experiments import config as cfgmod
 from experiments import distributed
 from experiments.data import field_from_config, problem_from_config, purpose_key
 from experiments.stages import read_json
-from experiments.train import load_run_draws
+from experiments.train import load_run_draws, repair_draws
 
 CLOSURE_REPEATS = 100
 
@@ -60,15 +68,55 @@ def label_fingerprint(cfg, train_fingerprint: str) -> str:
     return cfgmod.fingerprint(train_fingerprint, cfg.evaluation)
 
 
+def _load_runs(study, method: str, label: str, progress: bool) -> list:
+    """The draws of every run of ``label``; missing or damaged ones are trained again first."""
+    runs = range(study.cfg.num_runs)
+    try:
+        return [load_run_draws(study, label, r) for r in runs]
+    except (DamagedFileError, FileNotFoundError):
+        if not repair_draws(study, method, progress):
+            raise
+    return [load_run_draws(study, label, r) for r in runs]
+
+
 def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
                    progress: bool = True) -> dict | None:
     """Evaluate one label with the library and save its summary; returns the summary (None on
-    a process other than 0 of a study over several processes)."""
+    a process other than 0 of a study over several processes). A damaged histogram file of the
+    label is deleted with the label's histograms and the label is evaluated once more."""
+    try:
+        return _evaluate_label(study, method, label, hyper, fingerprint, progress)
+    except DamagedFileError as e:
+        folder = histograms_dir(study, label)
+        if not (distributed.process_count() == 1 and str(folder) in str(e)):
+            raise
+        study.log.warning("evaluate: %s; deleting %s and evaluating %s again",
+                          str(e).split(";")[0], folder, label)
+        shutil.rmtree(folder, ignore_errors=True)
+    return _evaluate_label(study, method, label, hyper, fingerprint, progress)
+
+
+def _drop_damaged_partials(study, folder) -> None:
+    """Delete generation checkpoints ``*.partial.npz`` of ``folder`` that cannot be read back
+    (with a warning naming them): the generation then starts over instead of failing."""
+    for path in sorted(folder.glob("*.partial.npz")) if folder.is_dir() else []:
+        try:
+            with np.load(path) as f:
+                for name in f.files:
+                    f[name]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            study.log.warning("evaluate: damaged generation checkpoint %s (%s): deleted, "
+                              "generating again", path, type(err).__name__)
+            path.unlink(missing_ok=True)
+
+
+def _evaluate_label(study, method, label, hyper, fingerprint, progress):
     cfg, e = study.cfg, study.cfg.evaluation
     main = distributed.is_main()
     output_dir = histograms_dir(study, label) if main else (
         distributed.scratch_dir(study.outdir) / "histograms" / label)
-    runs = [load_run_draws(study, label, r) for r in range(cfg.num_runs)]
+    runs = _load_runs(study, method, label, progress)
+    _drop_damaged_partials(study, output_dir)
     sizes = {d.num_draws for d in runs}
     if len(sizes) != 1:
         raise ValueError(f"{label}: runs have different numbers of draws {sorted(sizes)}")

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_json, atomic_write_text
@@ -33,6 +35,39 @@ def read_json(path: str | Path):
 
 class StudyError(RuntimeError):
     """The output folder cannot be used as asked (the message says why and what to do)."""
+
+
+_UNIT = re.compile(r"\bunit (\d+)")
+_WHEN = re.compile(r"\b(epoch|step) (\d+)")
+
+
+def diverged(stage: str, units: Sequence[tuple[str, int]], error: BaseException) -> StudyError:
+    """One-line ``StudyError`` for a non-finite loss (``FloatingPointError``) of a library call
+    that trained ``units``: (label, run) in the call's unit order. The library names the unit
+    index u ("..., unit 3"; none for a one-unit call) and the epoch or step; the message
+    names stage, label, run and epoch instead (the library's text follows in parentheses)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else "non-finite loss"
+    found = _UNIT.search(text)
+    u = int(found.group(1)) if found else (0 if len(units) == 1 else None)
+    if u is not None and 0 <= u < len(units):
+        label, run = units[u]
+        who = f"{label} run {run}"
+    else:
+        who = "one of " + ", ".join(f"{label} run {run}" for label, run in units)
+    when = _WHEN.search(text)
+    at = f" at {when.group(1)} {when.group(2)}" if when else ""
+    return StudyError(f"stage {stage}: training of {who} diverged{at} ({text}); check the "
+                      "data and this stage's settings")
+
+
+@contextmanager
+def naming_units(stage: str, units: Sequence[tuple[str, int]]) -> Iterator[None]:
+    """``with naming_units(stage, units): <library call>`` turns a ``FloatingPointError`` of
+    the call into ``diverged(stage, units, error)``."""
+    try:
+        yield
+    except FloatingPointError as e:
+        raise diverged(stage, units, e) from None
 
 
 def _alive(pid: int) -> bool:

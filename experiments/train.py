@@ -12,6 +12,12 @@ library call (``fit_vi_cnf`` + ``sample_vi`` with ``purpose_key(seed, run, label
 ``sample_adammcmc_cnf(..., num_pretrain_epochs=0, params_init=<deterministic params of the run>)``,
 ``fit_repulsive_cnf``), so a unit equals the one-call API.
 
+A damaged draws file (truncated, garbage) is a cache miss: the stage (or the evaluation, which
+``repair_draws`` before it reads them) deletes it with a warning naming it and trains that unit
+again with its own key, so the numbers equal an undamaged study's. A non-finite loss of a
+library call is a one-line ``StudyError`` naming the stage, label, run and epoch
+(``experiments.stages.naming_units``).
+
 Command line: ``bayesiamp train --output OUTDIR [--method vi] [--preset quick] [--set ...]``
 (``python -m experiments.cli train ...``; runs the data and deterministic stages first).
 """
@@ -25,12 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesiamp_jax import posteriors
+from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_json
 from bayesiamp_jax.integrate import Solver
 from bayesiamp_jax.posteriors.draws import PosteriorDraws, load_draws, save_draws, split_units
 from experiments import config as cfgmod
 from experiments import distributed
 from experiments.data import field_from_config, load_all_data, load_data, purpose_key
 from experiments.deterministic import load_deterministic
+from experiments.stages import naming_units
 
 METHODS = ("vi", "adammcmc", "nuts", "repulsive")
 
@@ -43,12 +51,54 @@ def load_run_draws(study, label: str, run: int, template=None) -> PosteriorDraws
     return load_draws(draws_path(study, label, run), template)
 
 
+def _readable(study, label: str, run: int) -> bool:
+    """Whether the unit's draws file is on disk and readable; a damaged one is deleted with a
+    warning naming it (it is a cache: the unit is trained again)."""
+    path = draws_path(study, label, run)
+    if not path.is_file():
+        return False
+    try:
+        load_draws(path)
+    except DamagedFileError as e:
+        study.log.warning("damaged draws file %s (%s): deleted, training %s run %d again",
+                          path, str(e).split(";")[0], label, run)
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
 def _units(study, method):
-    """(label, hyper, run) of ``method`` whose draws are not on disk yet (with several
-    processes: of this process's units, ``distributed.mine``)."""
+    """(label, hyper, run) of ``method`` whose draws are not on disk yet or damaged (with
+    several processes: of this process's units, ``distributed.mine``)."""
     units = [(label, hyper, r) for m, label, hyper in cfgmod.method_grid(study.cfg)
              if m == method for r in range(study.cfg.num_runs)]
-    return [u for u in distributed.mine(units) if not draws_path(study, u[0], u[2]).is_file()]
+    return [u for u in distributed.mine(units) if not _readable(study, u[0], u[2])]
+
+
+def _named(method, units):
+    """Turn a non-finite loss of the call over ``units`` into a StudyError naming the unit."""
+    return naming_units(f"train_{method}", [(label, r) for label, _, r in units])
+
+
+def repair_draws(study, method: str, progress: bool = True) -> bool:
+    """Retrain the units of ``method`` whose draws file is missing or damaged although its
+    training stage finished (found by a later stage): each damaged file is deleted with a
+    warning, the stage marker is removed while the units train (an interruption then redoes
+    the stage) and put back after. True if a unit was trained; one process only (with several,
+    a damaged file stays the stage's one-line error)."""
+    if distributed.process_count() > 1:
+        return False
+    stage = f"train_{method}"
+    if not _units(study, method):
+        return False
+    marker = study.marker(stage)
+    study.log.warning("%s: draws of finished units are missing or damaged; training them again",
+                      stage)
+    study.marker_path(stage).unlink(missing_ok=True)
+    TRAINERS[method](study, progress)
+    if marker is not None:
+        atomic_write_json(study.marker_path(stage), marker)
+    return True
 
 
 def _checkpoint(study, method, units, *sections):
@@ -93,12 +143,13 @@ def train_vi(study, progress: bool = True) -> None:
     if todo is None:
         return
     units = todo.units
-    result = posteriors.fit_vi_cnf(
-        todo.keys, field_from_config(cfg), todo.x, todo.c,
-        kl_weight=np.array([k for _, k, _ in units]),
-        num_epochs=v.num_epochs, batch_size=v.batch_size, kl_normalisation=v.kl_normalisation,
-        chunk_epochs=v.chunk_epochs, progress=progress,
-        checkpoint_path=_checkpoint(study, "vi", units, v.kl_normalisation, v.batch_size))
+    with _named("vi", units):
+        result = posteriors.fit_vi_cnf(
+            todo.keys, field_from_config(cfg), todo.x, todo.c,
+            kl_weight=np.array([k for _, k, _ in units]),
+            num_epochs=v.num_epochs, batch_size=v.batch_size,
+            kl_normalisation=v.kl_normalisation, chunk_epochs=v.chunk_epochs, progress=progress,
+            checkpoint_path=_checkpoint(study, "vi", units, v.kl_normalisation, v.batch_size))
     draw_keys = jnp.stack([purpose_key(cfg.seed, r, label + "/draws") for label, _, r in units])
     draws = posteriors.sample_vi(draw_keys, result, v.num_draws)
     _save_units(study, units, draws, lambda d: f"final loss {float(d.info['final_loss']):.4f}")
@@ -115,15 +166,16 @@ def train_adammcmc(study, progress: bool = True) -> None:
     field = field_from_config(cfg)
     pretrained, _ = load_deterministic(study, jax.jit(field.init)(jax.random.key(0)))
     starts = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[todo.run_idx]), pretrained)
-    draws = posteriors.sample_adammcmc_cnf(
-        todo.keys, field, todo.x, todo.c, sigma=np.array([s for _, s, _ in units]),
-        sigma_dir=None if a.sigma_dir < 0 else a.sigma_dir, num_pretrain_epochs=0,
-        params_init=starts, num_adam_steps=a.num_adam_steps, num_samples=a.num_samples,
-        thinning=a.thinning, batch_size=a.batch_size,
-        solver=Solver("rk4", a.solver_steps, checkpoint=True), progress=progress,
-        checkpoint_path=_checkpoint(study, "adammcmc", units, cfg.deterministic,
-                                    a.num_adam_steps, a.thinning, a.batch_size, a.solver_steps,
-                                    a.sigma_dir))
+    with _named("adammcmc", units):
+        draws = posteriors.sample_adammcmc_cnf(
+            todo.keys, field, todo.x, todo.c, sigma=np.array([s for _, s, _ in units]),
+            sigma_dir=None if a.sigma_dir < 0 else a.sigma_dir, num_pretrain_epochs=0,
+            params_init=starts, num_adam_steps=a.num_adam_steps, num_samples=a.num_samples,
+            thinning=a.thinning, batch_size=a.batch_size,
+            solver=Solver("rk4", a.solver_steps, checkpoint=True), progress=progress,
+            checkpoint_path=_checkpoint(study, "adammcmc", units, cfg.deterministic,
+                                        a.num_adam_steps, a.thinning, a.batch_size,
+                                        a.solver_steps, a.sigma_dir))
     _save_units(study, units, draws,
                 lambda d: f"mean acceptance {float(np.mean(d.info['acceptance_rate'])):.3f}")
 
@@ -134,15 +186,17 @@ def train_nuts(study, progress: bool = True) -> None:
     cfg, n = study.cfg, study.cfg.nuts
     field = field_from_config(cfg)
     pretrained, _ = load_deterministic(study, jax.jit(field.init)(jax.random.key(0)))
-    for label, _, r in _units(study, "nuts"):
+    for unit in _units(study, "nuts"):
+        label, _, r = unit
         data = load_data(study, r)
         key_subset, key = jax.random.split(purpose_key(cfg.seed, r, label))
         idx = jax.random.choice(key_subset, data.x.shape[0], (n.num_points,), replace=False)
         init = jax.tree_util.tree_map(lambda leaf, r=r: jnp.asarray(leaf[r]), pretrained)
-        draws = posteriors.sample_nuts_cnf(key, field, data.x[idx], data.c[idx], init,
-                                    likelihood=n.likelihood, num_warmup=n.num_warmup,
-                                    num_samples=n.num_samples, max_tree_depth=n.max_tree_depth,
-                                    progress=progress)
+        with _named("nuts", [unit]):
+            draws = posteriors.sample_nuts_cnf(
+                key, field, data.x[idx], data.c[idx], init, likelihood=n.likelihood,
+                num_warmup=n.num_warmup, num_samples=n.num_samples,
+                max_tree_depth=n.max_tree_depth, progress=progress)
         save_draws(draws_path(study, label, r), draws)
         study.log.info("nuts: run %d mean acceptance %.3f, %d divergences", r,
                        float(np.mean(draws.info["accept_prob"])),
@@ -156,10 +210,11 @@ def train_repulsive(study, progress: bool = True) -> None:
     if todo is None:
         return
     units = todo.units
-    draws = posteriors.fit_repulsive_cnf(
-        todo.keys, field_from_config(cfg), todo.x, todo.c, num_members=rc.num_members,
-        num_epochs=rc.num_epochs, batch_size=rc.batch_size, progress=progress,
-        checkpoint_path=_checkpoint(study, "repulsive", units, rc))
+    with _named("repulsive", units):
+        draws = posteriors.fit_repulsive_cnf(
+            todo.keys, field_from_config(cfg), todo.x, todo.c, num_members=rc.num_members,
+            num_epochs=rc.num_epochs, batch_size=rc.batch_size, progress=progress,
+            checkpoint_path=_checkpoint(study, "repulsive", units, rc))
     _save_units(study, units, draws, lambda d: f"final loss {float(d.info['losses'][-1]):.4f}")
 
 

@@ -73,6 +73,17 @@ def _truncated_draws(tmp_path):
     return path
 
 
+def _npz(tmp_path, how):
+    """An npz that is not a readable histogram file: truncated, garbage or another npz."""
+    path = tmp_path / "h.npz"
+    np.savez(path, x=np.arange(1000))
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:300])
+    elif how == "garbage":
+        path.write_bytes(b"\x93NUMPY garbage \xff\x00")
+    return path
+
+
 def _garbage(tmp_path, name="draws.msgpack"):
     path = tmp_path / name
     path.write_bytes(b"\x93 not msgpack \xff\x00")
@@ -154,6 +165,14 @@ CASES = [
     ("load_pytree with target: garbage",
      lambda t: load_pytree(_garbage(t, "p.msgpack"), PARAMS), DamagedFileError,
      r"file '.*p\.msgpack' is damaged"),
+    ("load_histograms: truncated", lambda t: ev.load_histograms(_npz(t, "truncated")),
+     DamagedFileError, r"histogram file '.*h\.npz' is damaged or not a histogram file "
+                       r"\(BadZipFile: .*delete it to regenerate"),
+    ("load_histograms: garbage", lambda t: ev.load_histograms(_npz(t, "garbage")),
+     DamagedFileError, r"histogram file '.*h\.npz' is damaged"),
+    ("load_histograms: another npz", lambda t: ev.load_histograms(_npz(t, "other")),
+     DamagedFileError, r"histogram file '.*h\.npz' is damaged or not a histogram file "
+                       r"\(KeyError"),
     # NaN / inf during training names the stage, the epoch and the unit (and member)
     ("fit: overflow in unit 1",
      lambda t: bj.fit(_keys(2), FIELD, *_overflow_in_unit_1(), 1, batch_size=100,
@@ -228,6 +247,8 @@ def test_damaged_file_in_a_study_stage_is_a_one_line_study_error(tmp_path):
     truncated = _truncated_draws(tmp_path)
     with pytest.raises(StudyError, match=r"stage evaluate: file '.*draws\.msgpack' is damaged"):
         study.run_stage("evaluate", "fp", lambda: post.load_draws(truncated))
+    with pytest.raises(StudyError, match=r"stage figures: histogram file '.*h\.npz' is damaged"):
+        study.run_stage("figures", "fp", lambda: ev.load_histograms(_npz(tmp_path, "garbage")))
     # a report never silently leaves out a label whose summary was cut
     from experiments.evaluate import load_results, results_path
 
@@ -261,3 +282,116 @@ def test_field_without_hidden_layers_is_affine_with_exact_divergence():
     expected = np.asarray(standard_normal_log_prob(z)) + trace
     np.testing.assert_allclose(np.asarray(bj.log_prob(field, params, x, c)), expected,
                                rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------ a study: divergence and damaged caches
+
+# VI alone (no deterministic stage), 2 runs, a small evaluation: a whole study in ~10 s
+STUDY = ["--preset", "tiny", "--no-progress", "--set", "deterministic.enabled=false",
+         "--set", "adammcmc.enabled=false", "--set", "data.num_train=200",
+         "--set", "vi.num_epochs=4", "--set", "vi.chunk_epochs=2",
+         "--set", "evaluation.calib_bins=4", "--set", "evaluation.deviation_bins=4",
+         "--set", "evaluation.scaled_bins=2,4", "--set", "evaluation.fit_bins=2,4",
+         "--set", "evaluation.calib_samples=2000", "--set", "evaluation.scaled_factor=20",
+         "--set", "figures.label_sets=none"]
+
+UNITS = [("vi_k1", 0), ("vi_k1", 1), ("vi_k10", 0), ("vi_k10", 1)]
+
+
+@pytest.mark.parametrize("message, names", [
+    ("VI x4 units: the mean epoch loss is non-finite (NaN or inf) at epoch 12, unit 3",
+     "training of vi_k10 run 1 diverged at epoch 12"),
+    ("AdamMCMC x4 units, burn-in: the loss is non-finite (NaN or inf) at step 5 of chain 0 of "
+     "unit 1", "training of vi_k1 run 1 diverged at step 5"),
+    ("repulsive ensemble x4: a member's mean epoch loss is non-finite (NaN or inf) at epoch 7, "
+     "member 2, unit 2", "training of vi_k10 run 0 diverged at epoch 7"),
+    ("no unit named", "training of one of vi_k1 run 0, vi_k1 run 1, vi_k10 run 0, vi_k10 run 1 "
+                      "diverged"),
+])
+def test_divergence_names_the_label_and_run_of_the_unit(message, names):
+    """Unit u of the library's message is the u-th (label, run) the stage trained."""
+    from experiments.stages import StudyError, naming_units
+
+    with pytest.raises(StudyError) as info, naming_units("train_vi", UNITS):
+        raise FloatingPointError(message)
+    assert str(info.value).startswith(f"stage train_vi: {names} ({message})")
+
+
+def test_a_diverging_study_is_a_one_line_error(tmp_path, capsys):
+    """Points at radius 1e30 overflow the squared loss in the first epoch of every unit."""
+    from experiments import paper
+
+    code = paper.main([*STUDY, "--set", "data.r_mean=1e30", "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and "Traceback" not in err
+    assert errors == [line for line in err.splitlines() if "diverged" in line]
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: stage train_vi: training of vi_k10 run 0 diverged at epoch 0 (VI x2 units: the "
+        "mean epoch loss is non-finite (NaN or inf) at epoch 0, unit 0")
+    assert not (tmp_path / "stages" / "train_vi.json").exists()
+
+
+def _numbers(out):
+    """The report without what depends on the clock."""
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    return {k: v for k, v in report.items() if k not in ("timings", "budget")}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from experiments import paper
+
+    out = tmp_path_factory.mktemp("finished")
+    assert paper.main([*STUDY, "-o", str(out)]) == 0
+    return out, _numbers(out)
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _unfinish_evaluation(out):
+    """As if a run was killed during the evaluation (the label not evaluated yet)."""
+    (out / "results" / "vi_k10.json").unlink()
+    (out / "stages" / "evaluate.json").unlink()
+
+
+def test_damaged_draws_of_a_finished_training_are_trained_again(finished):
+    """The evaluation finds run 1's draws truncated: that unit is trained again (its own key)
+    and the report equals the undamaged study's."""
+    from experiments import paper
+
+    out, before = finished
+    damaged = out / "draws" / "vi_k10" / "run1.msgpack"
+    _truncate(damaged)
+    _unfinish_evaluation(out)
+    assert paper.main([*STUDY, "-o", str(out)]) == 0
+    assert _numbers(out) == before
+    log = (out / "log.txt").read_text()
+    assert f"WARNING damaged draws file {damaged} " in log and "training vi_k10 run 1 again" in log
+    assert (out / "stages" / "train_vi.json").is_file()
+    post.load_draws(damaged)  # readable again
+
+
+def test_damaged_draws_and_histograms_of_an_interrupted_study_are_recomputed(finished):
+    """Killed during training (no train marker) with run 0's draws truncated, and the label's
+    histogram file and a generation checkpoint damaged: exit 0, the same report."""
+    from experiments import paper
+
+    out, before = finished
+    _truncate(out / "draws" / "vi_k10" / "run0.msgpack")
+    (out / "stages" / "train_vi.json").unlink()
+    _unfinish_evaluation(out)
+    folder = out / "histograms" / "vi_k10"
+    _truncate(folder / "same_noise.npz")
+    (folder / "scaled.partial.npz").write_bytes(b"\x00garbage\xff")
+    assert paper.main([*STUDY, "-o", str(out)]) == 0
+    assert _numbers(out) == before
+    log = (out / "log.txt").read_text()
+    assert "training vi_k10 run 0 again" in log
+    assert f"damaged generation checkpoint {folder / 'scaled.partial.npz'}" in log
+    assert ev.load_histograms(folder / "same_noise.npz").mode == "same_noise"

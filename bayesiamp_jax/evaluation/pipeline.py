@@ -339,7 +339,10 @@ def save_histograms(path: str | os.PathLike, histograms: PosteriorHistograms) ->
 
 
 def load_histograms(path: str | os.PathLike) -> PosteriorHistograms:
-    """Load histograms saved by ``save_histograms``."""
+    """Load histograms saved by ``save_histograms``; a file that cannot be read back as one
+    raises ``bayesiamp_jax.checkpoint.DamagedFileError`` (a ValueError) naming it."""
+    from bayesiamp_jax.checkpoint import DamagedFileError
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path {str(path)!r} does not exist")
@@ -351,13 +354,14 @@ def load_histograms(path: str | os.PathLike) -> PosteriorHistograms:
             bins = tuple(_load_binning(f, i) for i in range(num))
             mode = str(f["mode"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"histogram file {str(path)!r} is damaged or not a histogram file "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         "delete it to regenerate") from None
+        raise DamagedFileError(
+            f"histogram file {str(path)!r} is damaged or not a histogram file "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "delete it to regenerate") from None
     for i, (cnt, b) in enumerate(zip(counts, bins, strict=True)):
         if cnt.ndim != 2 + len(b.shape) or cnt.shape[2:] != b.shape:
-            raise ValueError(f"histogram file {str(path)!r}: counts_{i} has shape {cnt.shape}, "
-                             f"not (R, S) + {b.shape} of binning {b.label!r}")
+            raise DamagedFileError(f"histogram file {str(path)!r}: counts_{i} has shape "
+                                   f"{cnt.shape}, not (R, S) + {b.shape} of binning {b.label!r}")
     return PosteriorHistograms(counts, nums, bins, mode)
 
 
