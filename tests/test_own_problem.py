@@ -87,6 +87,7 @@ def test_file_data_with_a_user_field_and_observable_runs_end_to_end(files, tmp_p
     assert (out / "figures" / "amplification.png").is_file()
 
 
+@pytest.mark.slow  # ~40 s; the shell's exact cells are tested in test_datasets_observables
 def test_shell_study_reports_exact_truth_and_the_ks_estimator(tmp_path):
     out = tmp_path / "shell"
     assert paper.main(FAST + ["--output", str(out), "--set", "data.name=shell",
