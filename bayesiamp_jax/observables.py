@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
 import jax
@@ -105,8 +106,14 @@ BUILT_IN = {"polar": Polar, "radius_cosine": RadiusCosine}
 
 
 def values(observable, x: jax.Array) -> jax.Array:
-    """The observable of every point: x (n, d) -> (n, k) (``jax.vmap`` over points)."""
-    return jax.vmap(observable)(x)
+    """The observable of every point: x (n, d) -> (n, k) (``jax.vmap`` over points; compiled
+    once per observable and shape when called outside a trace)."""
+    return _batched(observable)(x)
+
+
+@lru_cache(maxsize=32)
+def _batched(observable):
+    return jax.jit(jax.vmap(observable))
 
 
 def check(observable, data_dim: int | None = None) -> Observable:

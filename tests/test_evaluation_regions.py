@@ -9,6 +9,7 @@ from bayesiamp_jax.evaluation.regions import (
     averaging_amplification,
     ks_amplification,
     ks_null_median,
+    ks_statistics,
     region_fractions,
 )
 
@@ -101,3 +102,12 @@ def test_bad_input():
         region_fractions(np.zeros((1, 2) + SHAPE), np.zeros((2, 3, 3)))
     with pytest.raises(ValueError, match="truth integrals"):
         averaging_amplification(np.zeros((1, 3, 1)), np.array([1.0]), 10, 100)
+
+
+def test_vectorised_ks_statistics_equal_scipy():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(5, 300)), rng.normal(0.2, 1.1, size=(5, 170))
+    b[0, :10] = a[0, :10]  # ties between the samples
+    a[1, :20] = np.round(a[1, :20], 1)  # ties within a sample
+    want = [scipy.stats.ks_2samp(x, y).statistic for x, y in zip(a, b, strict=True)]
+    np.testing.assert_allclose(ks_statistics(a, b), want, rtol=0, atol=1e-12)

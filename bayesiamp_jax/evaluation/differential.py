@@ -18,7 +18,7 @@ import numpy as np
 
 from bayesiamp_jax import _checks, data, observables
 from bayesiamp_jax.evaluation.generate import DEFAULT_SOLVER, generate_samples, stack_runs
-from bayesiamp_jax.evaluation.regions import KSAmplification, ks_amplification
+from bayesiamp_jax.evaluation.regions import KSAmplification, ks_amplification, ks_null_median
 from bayesiamp_jax.integrate import Solver
 
 
@@ -54,15 +54,38 @@ def differential_amplification(key: jax.Array, field, posterior, truth_sampler: 
     reference = np.asarray(truth_sampler(k_ref, m))
     out = {}
     for j, name in enumerate(observable.names):
-        def one_value(kk, size, j=j):
-            return np.asarray(truth_sampler(kk, size))[:, j]
-
+        null = _null_median(truth_sampler, j, n, m, num_pseudo, jax.random.fold_in(k_null, j))
         ks = ks_amplification(jax.random.fold_in(k_null, j),
                               generated[..., j].reshape(num_runs * num_draws, n),
-                              reference[:, j], one_value, num_train, num_pseudo)
+                              reference[:, j], None, num_train, num_pseudo, null=null)
         shape = (num_runs, num_draws)
         out[name] = ks._replace(statistic=ks.statistic.reshape(shape),
                                 n_equiv=ks.n_equiv.reshape(shape),
                                 p_value=ks.p_value.reshape(shape),
                                 amplification=ks.amplification.reshape(shape))
     return out
+
+
+_NULLS: dict = {}
+
+
+def _null_median(truth_sampler, j, n, m, num_pseudo, key):
+    """``ks_null_median`` of value j, memoised per (sampler, j, n, m, pseudo-experiments, key):
+    every method label of a study shares it (the same truth, sizes and key)."""
+    try:
+        memo = (truth_sampler, j, n, m, num_pseudo,
+                np.asarray(jax.random.key_data(key)).tobytes())
+        hash(memo)
+    except TypeError:  # an unhashable sampler: no memo
+        memo = None
+    if memo is None or memo not in _NULLS:
+        def one_value(kk, size):
+            return np.asarray(truth_sampler(kk, size))[:, j]
+
+        null = ks_null_median(key, one_value, n, m, num_pseudo)
+        if memo is None:
+            return null
+        if len(_NULLS) > 64:
+            _NULLS.clear()
+        _NULLS[memo] = null
+    return _NULLS[memo]

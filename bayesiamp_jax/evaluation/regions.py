@@ -132,22 +132,40 @@ def averaging_amplification(fractions, truth, num_train: int,
 def ks_null_median(key: jax.Array, truth_sampler: Callable, num_generated: int,
                    num_reference: int, num_pseudo: int = 200) -> tuple[float, np.ndarray]:
     """c = median of √(nm/(n + m))·D over ``num_pseudo`` pairs of truth samples of sizes n, m
-    (``truth_sampler(key, size) -> (size,)``); returns (c, the scaled null values)."""
+    (``truth_sampler(key, size) -> (size,)``, called once for all pairs); returns (c, the
+    scaled null values)."""
     n = _checks.positive_int("num_generated", num_generated)
     m = _checks.positive_int("num_reference", num_reference)
     reps = _checks.positive_int("num_pseudo", num_pseudo)
     scale = np.sqrt(n * m / (n + m))
-    null = np.empty(reps)
-    for b, k in enumerate(jax.random.split(key, reps)):
-        ka, kb = jax.random.split(k)
-        a = np.asarray(truth_sampler(ka, n))
-        c = np.asarray(truth_sampler(kb, m))
-        null[b] = scale * scipy.stats.ks_2samp(a, c, method="asymp").statistic
+    # one truth sample for all pseudo-experiments (one sampler call), then every statistic at once
+    pool = np.asarray(truth_sampler(key, reps * (n + m)), np.float64).reshape(reps, n + m)
+    null = scale * ks_statistics(pool[:, :n], pool[:, n:])
     return float(np.median(null)), null
 
 
-def ks_amplification(key: jax.Array, generated, reference, truth_sampler: Callable,
-                     num_train: int | None = None, num_pseudo: int = 200) -> KSAmplification:
+def ks_statistics(a, b) -> np.ndarray:
+    """Two-sample KS statistics sup |F_a − F_b| of rows: a (B, n), b (B, m) -> (B,).
+
+    Vectorised over rows (``scipy.stats.ks_2samp``'s statistic for distinct values): the pooled
+    values of a row sorted, the ECDF difference stepping +1/n at a's values and −1/m at b's.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    n, m = a.shape[1], b.shape[1]
+    values = np.concatenate([a, b], axis=1)
+    order = np.argsort(values, axis=1, kind="stable")
+    steps = np.where(order < n, 1.0 / n, -1.0 / m)
+    diff = np.cumsum(steps, axis=1)
+    # with ties, only the position after the last of equal values counts
+    sorted_values = np.take_along_axis(values, order, axis=1)
+    last = np.append(sorted_values[:, 1:] != sorted_values[:, :-1],
+                     np.ones((values.shape[0], 1), bool), axis=1)
+    return np.max(np.where(last, np.abs(diff), 0.0), axis=1)
+
+
+def ks_amplification(key: jax.Array, generated, reference, truth_sampler: Callable | None,
+                     num_train: int | None = None, num_pseudo: int = 200,
+                     null: tuple | None = None) -> KSAmplification:
     """Differential amplification of generated 1-D samples against a truth sample.
 
     Args:
@@ -157,6 +175,8 @@ def ks_amplification(key: jax.Array, generated, reference, truth_sampler: Callab
         truth_sampler: ``truth_sampler(key, size) -> (size,)`` exact truth sampling.
         num_train: N_train for ``amplification`` (optional).
         num_pseudo: pseudo-experiments for the null median.
+        null: a ``ks_null_median(key, truth_sampler, n, m, num_pseudo)`` result computed
+            before (then ``truth_sampler`` is not used).
     """
     g = np.asarray(generated, np.float64)
     ref = np.asarray(reference, np.float64).reshape(-1)
@@ -165,7 +185,7 @@ def ks_amplification(key: jax.Array, generated, reference, truth_sampler: Callab
                          f"got {g.shape} and {np.shape(reference)}")
     rows = g.reshape(-1, g.shape[-1])
     n, m = rows.shape[1], ref.size
-    c, null = ks_null_median(key, truth_sampler, n, m, num_pseudo)
+    c, null = ks_null_median(key, truth_sampler, n, m, num_pseudo) if null is None else null
     stat = np.array([scipy.stats.ks_2samp(x, ref, method="asymp").statistic for x in rows])
     excess = (stat / c) ** 2 - 1.0 / n - 1.0 / m
     with np.errstate(divide="ignore"):
