@@ -35,7 +35,7 @@ from bayesiamp_jax.posteriors.diagnostics import draws_diagnostics
 from experiments import config as cfgmod
 from experiments import distributed
 from experiments.data import field_from_config, problem_from_config, purpose_key
-from experiments.stages import read_json
+from experiments.stages import StudyError, read_json
 from experiments.train import load_run_draws, repair_draws
 
 CLOSURE_REPEATS = 100
@@ -86,6 +86,8 @@ def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
     label is deleted with the label's histograms and the label is evaluated once more."""
     try:
         return _evaluate_label(study, method, label, hyper, fingerprint, progress)
+    except FloatingPointError as e:  # the generation diverged: a one-line study error
+        raise StudyError(f"stage evaluate: {label}: {e}") from None
     except DamagedFileError as e:
         folder = histograms_dir(study, label)
         if not (distributed.process_count() == 1 and str(folder) in str(e)):

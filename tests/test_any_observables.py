@@ -105,3 +105,14 @@ def test_truth_std_restores_calibration_of_an_estimated_truth():
     assert plain.mad > floor.mean + 10 * floor.std  # too narrow: clearly miscalibrated
     assert abs(widened.mad - floor.mean) < 4 * floor.std + 0.005
     assert np.all(plain.curve <= widened.curve + 1e-12)
+
+
+def test_non_finite_generation_names_run_and_draw():
+    """v = θ x with θ = −10⁴ blows RK4 up to inf in one draw: an error naming run and draw,
+    not histograms that silently lose the points."""
+    theta = jnp.zeros((2, 3)).at[1, 2].set(-1e4)
+    with pytest.raises(FloatingPointError, match=r"of run 1, draw 2 are non-finite") as e:
+        ev.histogram_same_noise(jax.random.key(0), ScaleField(), {"theta": theta}, [3], 500,
+                                has_run_axis=True, solver=bj.Solver("rk4", num_steps=4),
+                                progress=False)
+    assert "\n" not in str(e.value)

@@ -183,7 +183,8 @@ def _point_conditions(c, idx):
 
 def _draw_counts(field, solver, observable, chunk, total_cells, num_samples, params, noise_key,
                  c, edges):
-    """Fused counts (total_cells,) of one draw: a loop over chunks of decode + histogram.
+    """Fused counts (total_cells,) of one draw: a loop over chunks of decode + histogram; the
+    last entry counts the generated points with a non-finite observable (NaN or inf).
 
     ``num_samples`` is traced (one compilation serves every sample size).
     """
@@ -196,9 +197,11 @@ def _draw_counts(field, solver, observable, chunk, total_cells, num_samples, par
             from bayesiamp_jax.kernels import fused_counts
 
             z = jnp.where((idx < num_samples)[:, None], z, jnp.nan)
-            return counts + fused_counts(field, params, z, c, edges, solver)
+            return counts.at[:-1].add(fused_counts(field, params, z, c, edges, solver))
         x = flow.decode(field, params, z, _point_conditions(c, idx), solver)
-        return accumulate(counts, observables.values(observable, x), idx < num_samples, edges)
+        values, inside = observables.values(observable, x), idx < num_samples
+        bad = jnp.sum(inside & ~jnp.all(jnp.isfinite(values), axis=-1), dtype=counts.dtype)
+        return accumulate(counts, values, inside, edges).at[-1].add(bad)
 
     return jax.lax.fori_loop(0, num_chunks, body, jnp.zeros(total_cells, jnp.int32))
 
@@ -233,7 +236,7 @@ def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, ch
     of them; the noise depends on the global draw index only, so they do not depend on N.
     """
     num_models = jax.tree_util.tree_leaves(flat_params)[0].shape[0]
-    total_cells = sum(b.num_cells for b in binnings)
+    total_cells = sum(b.num_cells for b in binnings) + 1  # + the non-finite points
     # a chunk beyond the sample size only wastes work; powers of two bound the compilations
     chunk = min(chunk_size, 1 << max(num_samples - 1, 1).bit_length())
     num_processes, me = jax.process_count(), jax.process_index()
@@ -268,7 +271,7 @@ def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, ch
         counts = _gather_blocks(counts, block)
         ckpt.put(group, counts, np.ones(num_models, bool))
         progress_bar.update(others)
-    return split_counts(counts, binnings)
+    return split_counts(counts[:, :-1], binnings), counts[:, -1]
 
 
 def _gather_blocks(counts, block):
@@ -380,8 +383,15 @@ def _histogram(key, field, posterior, binnings, num_samples_per_group, groups, f
     with tqdm(total=total, desc=f"histograms ({mode})", disable=not progress, unit="draw") as bar:
         for g, (group, n) in enumerate(zip(groups, num_samples_per_group, strict=True)):
             group_key = jax.random.fold_in(key, g) if fresh else key
-            per_binning = _run_group(group_key, field, flat, group, n, fresh, solver, chunk_size,
-                                     devices, draws_per_device, bar, ckpt, g)
+            per_binning, bad = _run_group(group_key, field, flat, group, n, fresh, solver,
+                                          chunk_size, devices, draws_per_device, bar, ckpt, g)
+            if bad.any():
+                m = int(np.flatnonzero(bad)[0])
+                raise FloatingPointError(
+                    f"generation ({mode}): {int(bad[m])} of {n} generated points of run "
+                    f"{m // num_draws}, draw {m % num_draws} are non-finite (NaN or inf; "
+                    f"{int((bad > 0).sum())} draws affected): the field or the solver diverged "
+                    f"(solver {solver!r})")
             counts += [x.reshape((num_runs, num_draws) + x.shape[1:]) for x in per_binning]
     ckpt.finish(keep_checkpoint)
     nums = [n for g, n in zip(groups, num_samples_per_group, strict=True) for _ in g]
