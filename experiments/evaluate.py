@@ -86,8 +86,6 @@ def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
     label is deleted with the label's histograms and the label is evaluated once more."""
     try:
         return _evaluate_label(study, method, label, hyper, fingerprint, progress)
-    except FloatingPointError as e:  # the generation diverged: a one-line study error
-        raise StudyError(f"stage evaluate: {label}: {e}") from None
     except DamagedFileError as e:
         folder = histograms_dir(study, label)
         if not (distributed.process_count() == 1 and str(folder) in str(e)):
@@ -95,6 +93,10 @@ def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
         study.log.warning("evaluate: %s; deleting %s and evaluating %s again",
                           str(e).split(";")[0], folder, label)
         shutil.rmtree(folder, ignore_errors=True)
+    except (FloatingPointError, ValueError) as e:  # the generation diverged or ran out of
+        if isinstance(e, ValueError) and not str(e).startswith("generation"):  # solver steps
+            raise
+        raise StudyError(f"stage evaluate: {label}: {e}") from None
     return _evaluate_label(study, method, label, hyper, fingerprint, progress)
 
 

@@ -116,3 +116,12 @@ def test_non_finite_generation_names_run_and_draw():
                                 has_run_axis=True, solver=bj.Solver("rk4", num_steps=4),
                                 progress=False)
     assert "\n" not in str(e.value)
+
+
+def test_adaptive_solver_out_of_steps_in_generation_is_one_line():
+    field = bj.VectorField(hidden=(8,))
+    params = jax.vmap(field.init)(jax.random.split(jax.random.key(0), 2))
+    with pytest.raises(ValueError, match=r"reached max_steps=2 \(from global draw 0\)") as e:
+        ev.histogram_same_noise(jax.random.key(0), field, params, [3], 64,
+                                solver=bj.Solver("dopri5", max_steps=2), progress=False)
+    assert "\n" not in str(e.value)

@@ -261,8 +261,8 @@ def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, ch
             continue
         ids = np.minimum(np.arange(start, start + block), num_models - 1)  # pad with the last
         params = jax.tree_util.tree_map(partial(_take, ids=ids), flat_params)
-        out = np.asarray(fn(key, np.int32(num_samples), params, jnp.asarray(ids, jnp.int32), c,
-                            edges))
+        out = np.asarray(_call(fn, solver, start, key, np.int32(num_samples), params,
+                               jnp.asarray(ids, jnp.int32), c, edges))
         counts[start:stop] = out[: stop - start]
         done[start:stop] = True
         ckpt.put(group, counts, done)
@@ -272,6 +272,19 @@ def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, ch
         ckpt.put(group, counts, np.ones(num_models, bool))
         progress_bar.update(others)
     return split_counts(counts[:, :-1], binnings), counts[:, -1]
+
+
+def _call(fn, solver, start, *args):
+    """``fn(*args)``; an adaptive solver running out of steps inside the compiled loop is a
+    one-line error naming the solver (not the runtime error of the callback)."""
+    try:
+        return fn(*args)
+    except jax.errors.JaxRuntimeError as e:
+        if "maximum number of solver steps" not in str(e):
+            raise
+        raise ValueError(f"generation: solver {solver!r} reached max_steps={solver.max_steps} "
+                         f"(from global draw {start}); raise max_steps or loosen rtol/atol, or "
+                         "use a fixed-step solver") from None
 
 
 def _gather_blocks(counts, block):
