@@ -1,12 +1,12 @@
 """Evaluation stage: ``bayesiamp_jax.evaluation.evaluate`` for every selected method label.
 
-Per label (all runs together) the library call generates the same-noise and scaled histograms
-into ``histograms/<label>/`` (resumable there through its ``*.partial.npz`` checkpoints) and
+Per label (all runs together) the library call generates the same-noise and scaled histograms into
+``histograms/<label>/`` (resumable there through its ``*.partial.g<g>.msgpack`` checkpoints) and
 analyses them; this stage stores the compact ``evaluation.summarise`` of the result, the label's
 metadata and its sampler diagnostics in ``results/<label>.json``. A results file whose
-``fingerprint`` matches the label's configuration means the label is done, so labels are
-evaluated one after another and a later invocation with more methods adds only the new ones.
-Figures and the report are drawn from these files only.
+``fingerprint`` matches the label's configuration means the label is done, so labels are evaluated
+one after another and a later invocation with more methods adds only the new ones. Figures and the
+report are drawn from these files only.
 
 With several processes every one calls the library for every label (the generation shares the
 (run, draw) axis and all-gathers the counts); process 0 writes ``histograms/<label>/`` and the
@@ -15,16 +15,13 @@ results, process I > 0 keeps its generation checkpoints in ``process<I>/histogra
 
 Damaged caches are recomputed: a missing or damaged draws file of a finished training stage is
 trained again first (``experiments.train.repair_draws``), a damaged ``histograms/<label>/*.npz``
-is deleted with the label's histograms and the label evaluated again, each with a warning
-naming the file.
+is deleted with the label's histograms and the label evaluated again, each with a warning naming
+the file.
 """
 
 from __future__ import annotations
 
 import shutil
-import zipfile
-
-import numpy as np
 
 from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_json
@@ -100,27 +97,12 @@ def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
     return _evaluate_label(study, method, label, hyper, fingerprint, progress)
 
 
-def _drop_damaged_partials(study, folder) -> None:
-    """Delete generation checkpoints ``*.partial.npz`` of ``folder`` that cannot be read back
-    (with a warning naming them): the generation then starts over instead of failing."""
-    for path in sorted(folder.glob("*.partial.npz")) if folder.is_dir() else []:
-        try:
-            with np.load(path) as f:
-                for name in f.files:
-                    f[name]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            study.log.warning("evaluate: damaged generation checkpoint %s (%s): deleted, "
-                              "generating again", path, type(err).__name__)
-            path.unlink(missing_ok=True)
-
-
 def _evaluate_label(study, method, label, hyper, fingerprint, progress):
     cfg, e = study.cfg, study.cfg.evaluation
     main = distributed.is_main()
     output_dir = histograms_dir(study, label) if main else (
         distributed.scratch_dir(study.outdir) / "histograms" / label)
     runs = _load_runs(study, method, label, progress)
-    _drop_damaged_partials(study, output_dir)
     sizes = {d.num_draws for d in runs}
     if len(sizes) != 1:
         raise ValueError(f"{label}: runs have different numbers of draws {sorted(sizes)}")

@@ -28,9 +28,7 @@ With several devices, the flattened (run, draw) axis is sharded over them with `
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
 from collections.abc import Sequence
 from functools import lru_cache, partial
 from pathlib import Path
@@ -43,7 +41,6 @@ from jax.sharding import Mesh, PartitionSpec
 from tqdm.auto import tqdm
 
 from bayesiamp_jax import _checks, data, flow, observables
-from bayesiamp_jax.checkpoint import atomic_write_bytes
 from bayesiamp_jax.evaluation.binning import (
     accumulate,
     as_binnings,
@@ -52,6 +49,7 @@ from bayesiamp_jax.evaluation.binning import (
 )
 from bayesiamp_jax.integrate import Solver
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
+from bayesiamp_jax.resumable import run_chunks
 
 DEFAULT_SOLVER = Solver("rk4", num_steps=20)
 DEFAULT_CHUNK = 2**15
@@ -249,28 +247,33 @@ def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, ch
     block = len(devices) * draws_per_device
     edges = device_edges(binnings)
     c = ckpt.condition
-    counts, done = ckpt.get(group, num_models, total_cells)
-    others = 0
-    for start in range(0, num_models, block):
-        stop = min(start + block, num_models)
-        if (start // block) % num_processes != me:  # another process's block
-            others += stop - start
-            continue
-        if done[start:stop].all():
+    mine = [s for s in range(0, num_models, block) if (s // block) % num_processes == me]
+    computed = 0
+
+    def step(counts, i, n):  # blocks mine[i : i + n] of this process
+        nonlocal computed
+        counts = counts.copy()
+        for start in mine[i:i + n]:
+            stop = min(start + block, num_models)
+            ids = np.minimum(np.arange(start, start + block), num_models - 1)  # pad: the last
+            params = jax.tree_util.tree_map(partial(_take, ids=ids), flat_params)
+            out = np.asarray(_call(fn, solver, start, key, np.int32(num_samples), params,
+                                   jnp.asarray(ids, jnp.int32), c, edges))
+            counts[start:stop] = out[: stop - start]
+            computed += stop - start
             progress_bar.update(stop - start)
-            continue
-        ids = np.minimum(np.arange(start, start + block), num_models - 1)  # pad with the last
-        params = jax.tree_util.tree_map(partial(_take, ids=ids), flat_params)
-        out = np.asarray(_call(fn, solver, start, key, np.int32(num_samples), params,
-                               jnp.asarray(ids, jnp.int32), c, edges))
-        counts[start:stop] = out[: stop - start]
-        done[start:stop] = True
-        ckpt.put(group, counts, done)
-        progress_bar.update(stop - start)
+        return counts, {}
+
+    sig = {"histograms": json.dumps(ckpt.signature, sort_keys=True), "group": str(group),
+           "process": f"{me} of {num_processes}", "block": str(block)}
+    counts = run_chunks(step, np.zeros((num_models, total_cells), np.int64), len(mine),
+                        chunk=1, checkpoint_path=ckpt.group_path(group), signature=sig,
+                        progress=False, on_mismatch="restart").state
+    mine_draws = sum(min(s + block, num_models) - s for s in mine)
+    progress_bar.update(mine_draws - computed)  # resumed from the checkpoint
     if num_processes > 1:
         counts = _gather_blocks(counts, block)
-        ckpt.put(group, counts, np.ones(num_models, bool))
-        progress_bar.update(others)
+        progress_bar.update(num_models - mine_draws)
     return split_counts(counts[:, :-1], binnings), counts[:, -1]
 
 
@@ -320,33 +323,26 @@ def _take(leaf, ids):
     return np.asarray(leaf)[ids]
 
 
-class _Checkpoint:
-    """Per-group fused counts and done flags, saved atomically to one npz after every block."""
+class _Checkpoint(NamedTuple):
+    """What the blocks of a histogram call share: the checkpoint prefix (group g resumes from
+    ``<path>.g<g>.msgpack`` through ``resumable.run_chunks``, restarting on another
+    signature), the signature of everything that determines the counts, condition and
+    observable."""
 
-    def __init__(self, path, signature: dict, condition, observable):
-        self.path = None if path is None else Path(path)
-        self.signature = json.dumps(signature, sort_keys=True)
-        self.condition, self.observable = condition, observable
-        self.state = {}
-        if self.path is not None and self.path.is_file():
-            with np.load(self.path) as f:
-                if str(f["signature"]) == self.signature:
-                    self.state = {k: f[k] for k in f.files if k != "signature"}
+    path: Path | None
+    signature: dict
+    condition: object
+    observable: object
 
-    def get(self, group, num_models, total_cells):
-        counts = self.state.get(f"counts_{group}")
-        if counts is None or counts.shape != (num_models, total_cells):
-            return np.zeros((num_models, total_cells), np.int64), np.zeros(num_models, bool)
-        return counts.copy(), self.state[f"done_{group}"].copy()
+    def group_path(self, group: int) -> Path | None:
+        return None if self.path is None else self.path.with_name(
+            f"{self.path.name}.g{group}.msgpack")
 
-    def put(self, group, counts, done):
-        self.state[f"counts_{group}"], self.state[f"done_{group}"] = counts, done
-        if self.path is not None:
-            atomic_write_bytes(self.path, _npz_bytes(signature=self.signature, **self.state))
-
-    def finish(self, keep: bool):
-        if not keep and self.path is not None and self.path.is_file():
-            os.unlink(self.path)
+    def finish(self, keep: bool, num_groups: int):
+        for g in range(num_groups if not keep else 0):
+            p = self.group_path(g)
+            if p is not None:
+                p.unlink(missing_ok=True)
 
 
 def fingerprint(tree) -> str:
@@ -357,12 +353,6 @@ def fingerprint(tree) -> str:
         h.update(f"{arr.shape}{arr.dtype}".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
-
-
-def _npz_bytes(**arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
 
 
 def _histogram(key, field, posterior, binnings, num_samples_per_group, groups, fresh, mode, *,
@@ -390,7 +380,8 @@ def _histogram(key, field, posterior, binnings, num_samples_per_group, groups, f
                  "c": None if cond is None else fingerprint(cond),
                  "posterior": fingerprint(flat), "solver": repr(solver), "field": repr(field),
                  "observable": repr(observable)}
-    ckpt = _Checkpoint(checkpoint_path, signature, cond, observable)
+    ckpt = _Checkpoint(None if checkpoint_path is None else Path(checkpoint_path), signature,
+                       cond, observable)
     counts = []
     total = num_runs * num_draws * len(groups)
     with tqdm(total=total, desc=f"histograms ({mode})", disable=not progress, unit="draw") as bar:
@@ -406,7 +397,7 @@ def _histogram(key, field, posterior, binnings, num_samples_per_group, groups, f
                     f"{int((bad > 0).sum())} draws affected): the field or the solver diverged "
                     f"(solver {solver!r})")
             counts += [x.reshape((num_runs, num_draws) + x.shape[1:]) for x in per_binning]
-    ckpt.finish(keep_checkpoint)
+    ckpt.finish(keep_checkpoint, len(groups))
     nums = [n for g, n in zip(groups, num_samples_per_group, strict=True) for _ in g]
     flat_bins = tuple(b for g in groups for b in g)
     return PosteriorHistograms(tuple(counts), tuple(nums), flat_bins, mode)
@@ -436,9 +427,11 @@ def histogram_same_noise(key, field, posterior, binnings, num_samples: int = 10_
         devices: devices to shard the (run, draw) axis over; default all.
         draws_per_device: draws per device per compiled call (one call = one progress/ckpt step).
         progress: tqdm progress bar over draws.
-        checkpoint_path: npz file for partial results, written atomically after every block; a
-            call with the same key, posterior, sizes and binnings resumes from it. Deleted on
-            completion unless ``keep_checkpoint``.
+        checkpoint_path: prefix of the partial results: ``<prefix>.g<g>.msgpack`` per group of
+            binnings (``resumable.run_chunks``), written atomically after every block; a call
+            with the same key, posterior, sizes and binnings resumes from it (another
+            signature or a damaged file: starts over). Deleted on completion unless
+            ``keep_checkpoint``.
         observable: ``observables.Observable`` mapping one point to the binned values; default
             the ring's ``Polar()`` (2-D fields only).
     Returns: ``PosteriorHistograms`` with counts (R, S, n_1, …, n_k) per binning.

@@ -221,8 +221,8 @@ def evaluate(
         closure_repeats: truth samples of size N_eq per run in the closure test.
         output_dir: if given, raw histograms are saved there (``same_noise.npz``,
             ``scaled.npz``) and the compact JSON summary to ``results.json``; while running,
-            generation checkpoints ``*.partial.npz`` live there, so an interrupted call with the
-            same arguments resumes where it stopped (both phases).
+            generation checkpoints ``*.partial.g<g>.msgpack`` live there, so an interrupted
+            call with the same arguments resumes where it stopped (both phases).
         observable: what is binned, ``observables.Observable`` (default: the ring's polar
             (r, φ)); the binnings then bin its values.
         binning: ``binning(n) -> Binning`` for the int entries of ``calibration_bins`` and
@@ -248,7 +248,7 @@ def evaluate(
             return {}
         hist = histogram(
             key_generate, field, posterior, bins, size, **common,
-            checkpoint_path=None if out is None else out / f"{name}.partial.npz",
+            checkpoint_path=None if out is None else out / f"{name}.partial",
             keep_checkpoint=True)
         if out is not None:
             save_histograms(out / f"{name}.npz", hist)
@@ -271,8 +271,8 @@ def evaluate(
                               diff)
     if out is not None:
         save_results(out / "results.json", result)
-        for partial in ("same_noise.partial.npz", "scaled.partial.npz"):
-            (out / partial).unlink(missing_ok=True)
+        for partial in [*out.glob("same_noise.partial*"), *out.glob("scaled.partial*")]:
+            partial.unlink(missing_ok=True)
     return result
 
 
