@@ -23,7 +23,9 @@ for the FSAL adaptive ones.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import diffrax
@@ -108,6 +110,24 @@ def check_successful(solver: Solver, successful, what: str = "the ODE solve") ->
             f"{solver.max_steps} were not enough to reach the end time (rtol={solver.rtol:g}, "
             f"atol={solver.atol:g}); raise max_steps, loosen the tolerances or use a "
             "fixed-step solver")
+
+
+@contextmanager
+def steps_exhausted_as_error(solver: Solver, what: str = "the ODE solve"):
+    """Within: an adaptive solve that runs out of ``max_steps`` inside a compiled computation
+    (diffrax's runtime error, e.g. under ``jit``/``grad`` of a sampler or the generation)
+    becomes ``check_successful``'s one-line ValueError."""
+    callback_log = logging.getLogger("jax._src.callback")  # it logs the callback's traceback
+    level = callback_log.level
+    callback_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as e:
+        if "maximum number of solver steps" not in str(e):
+            raise
+        check_successful(solver, False, what)
+    finally:
+        callback_log.setLevel(level)
 
 
 def _fixed_step(name: str) -> Callable:

@@ -17,6 +17,7 @@ from test_evaluation_generate import ScaleField  # v = θ x, cheap to compile
 import bayesiamp_jax as bj
 from bayesiamp_jax import datasets, observables
 from bayesiamp_jax import evaluation as ev
+from bayesiamp_jax.posteriors import sample_adammcmc_cnf
 
 
 def Identity3():  # noqa: N802  (v = θ x with θ = 0: the identity flow in d = 3)
@@ -121,7 +122,14 @@ def test_non_finite_generation_names_run_and_draw():
 def test_adaptive_solver_out_of_steps_in_generation_is_one_line():
     field = bj.VectorField(hidden=(8,))
     params = jax.vmap(field.init)(jax.random.split(jax.random.key(0), 2))
-    with pytest.raises(ValueError, match=r"reached max_steps=2 \(from global draw 0\)") as e:
+    with pytest.raises(ValueError, match=r"generation \(from global draw 0\) with "
+                       r"Solver\(name='dopri5'\) ran out of steps: max_steps=2") as e:
         ev.histogram_same_noise(jax.random.key(0), field, params, [3], 64,
                                 solver=bj.Solver("dopri5", max_steps=2), progress=False)
+    assert "\n" not in str(e.value)
+    ring = bj.sample_ring(jax.random.key(1), 64)
+    with pytest.raises(ValueError, match=r"AdamMCMC likelihood .* max_steps=2") as e:
+        sample_adammcmc_cnf(jax.random.key(1), field, ring.x, ring.c, sigma=0.1, num_samples=2,
+                            thinning=1, batch_size=32, solver=bj.Solver("dopri5", max_steps=2),
+                            progress=False)
     assert "\n" not in str(e.value)

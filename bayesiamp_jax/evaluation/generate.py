@@ -47,7 +47,7 @@ from bayesiamp_jax.evaluation.binning import (
     device_edges,
     split_counts,
 )
-from bayesiamp_jax.integrate import Solver
+from bayesiamp_jax.integrate import Solver, steps_exhausted_as_error
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.resumable import run_chunks
 
@@ -280,14 +280,8 @@ def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, ch
 def _call(fn, solver, start, *args):
     """``fn(*args)``; an adaptive solver running out of steps inside the compiled loop is a
     one-line error naming the solver (not the runtime error of the callback)."""
-    try:
+    with steps_exhausted_as_error(solver, f"generation (from global draw {start})"):
         return fn(*args)
-    except jax.errors.JaxRuntimeError as e:
-        if "maximum number of solver steps" not in str(e):
-            raise
-        raise ValueError(f"generation: solver {solver!r} reached max_steps={solver.max_steps} "
-                         f"(from global draw {start}); raise max_steps or loosen rtol/atol, or "
-                         "use a fixed-step solver") from None
 
 
 def _gather_blocks(counts, block):

@@ -21,6 +21,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from bayesiamp_jax import _checks, _units, resumable
+from bayesiamp_jax.integrate import steps_exhausted_as_error
 from bayesiamp_jax.posteriors.adammcmc import build_chain_step, chain_init
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.posteriors.model import EXACT_SOLVER, exact_nll_loss_fn
@@ -279,7 +280,8 @@ def sample_adammcmc_cnf(
     if sigma_dir is None:
         sigma_dir = field.num_params() / 50.0
     loss_fn = _Scaled(exact_nll_loss_fn(field, solver), float(x.shape[lead - 2]))
-    return sample_adammcmc(
+    with steps_exhausted_as_error(solver, "the AdamMCMC likelihood (flow.log_prob)"):
+        return sample_adammcmc(
         key_mcmc, params, loss_fn, (x, c), sigma=sigma, sigma_dir=sigma_dir,
         num_samples=num_samples, thinning=thinning, num_adam_steps=num_adam_steps,
         batch_size=batch_size, num_chains=num_chains, checkpoint_path=checkpoint_path,

@@ -16,6 +16,7 @@ from numpyro.infer import MCMC, NUTS
 
 from bayesiamp_jax import _checks
 from bayesiamp_jax.flow import SIGMA_MIN
+from bayesiamp_jax.integrate import steps_exhausted_as_error
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.posteriors.model import (
     EXACT_SOLVER,
@@ -125,7 +126,8 @@ def sample_nuts_cnf(
         data, loss_fn = with_cfm_noise(key_noise, x, c), cfm_fixed_noise_loss_fn(field, sigma_min)
     else:
         data, loss_fn = (x, c), exact_nll_loss_fn(field, solver)
-    return sample_nuts(
+    with steps_exhausted_as_error(solver, "the NUTS likelihood (flow.log_prob)"):
+        return sample_nuts(
         key_mcmc, params_init, loss_fn, data, likelihood_scale=x.shape[0] / temperature,
         prior_scale=prior_scale, **kw,
     )
