@@ -209,7 +209,8 @@ def plot_coverage_deviation(r_centers, deviation: Mapping[str, np.ndarray] | np.
         xlabel = ("$r$ (truth median of the radial bin)" if observable == "r" else
                   f"{observable} (bin centre)")
         ax.set(xlabel=xlabel,
-               ylabel=r"$\langle \bar c_r(c) - c \rangle_c$")
+               ylabel=(r"$\langle \bar c_r(c) - c \rangle_c$" if observable == "r" else
+                       f"coverage deviation per {observable} bin"))
         if any(label is not None for label in dev):
             ax.legend()
     return fig
