@@ -14,7 +14,7 @@ import numpy as np
 from bayesiamp_jax import data as bjdata
 from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax.checkpoint import atomic_write_json, load_pytree
-from bayesiamp_jax.evaluation.summary import key_cells
+from bayesiamp_jax.evaluation.summary import key_cells, key_panel
 from bayesiamp_jax.posteriors.draws import load_draws
 from experiments import config as cfgmod
 from experiments.evaluate import load_results
@@ -86,8 +86,7 @@ def draw_all(study, labels=None) -> list[str]:
             curves = {label: np.stack([r["coverage"][n]["empirical"] for n in panels])
                       for label, r in family.items()}
             fig = ev.plot_coverage_curves(first["coverage"][panels[0]]["nominal"], curves,
-                                          [n.replace("x", "×") if "x" in n else f"{n}×{n}"
-                                           for n in panels], title=method)
+                                          [key_panel(n) for n in panels], title=method)
             written.append(save(fig, f"coverage_{method}"))
     sets = {"all": list(results), "headline": [lab for lab in results if lab in headline],
             "none": []}[f.label_sets]

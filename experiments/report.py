@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from bayesiamp_jax.checkpoint import atomic_write_json, atomic_write_text
-from bayesiamp_jax.evaluation.summary import key_cells
+from bayesiamp_jax.evaluation.summary import key_cells, key_panel
 
 TOP_LEVEL = {"preset": str, "config": dict, "timings": dict, "versions": dict, "device": dict,
              "methods": dict}
@@ -83,10 +83,6 @@ def _require(d, fields, where):
 def _bins_of(key) -> int:
     """n of a binning key: "50" (a 50 × 50 grid), "7x1", "5x5x5" -> the first axis' bins."""
     return int(str(key).split("x")[0])
-
-
-def _panel(key) -> str:
-    return key.replace("x", "×") if "x" in key else f"{key}×{key}"
 
 
 def _by_cells(keys) -> list[str]:
@@ -163,7 +159,7 @@ def _diagnostics_table(methods: dict) -> list[str]:
              "fractions of every cell (same-noise evaluation). Independent draws give ESS ≈ S "
              "and R-hat ≈ 1.", "",
              "| method | S | acceptance | divergences | loss: ESS, R-hat | "
-             + " | ".join(f"bins {_panel(n)}: ESS, R-hat" for n in binnings) + " |",
+             + " | ".join(f"bins {key_panel(n)}: ESS, R-hat" for n in binnings) + " |",
              "|---|---|---|---|---|" + "---|" * len(binnings)]
     for label, d in diags.items():
         acc = d.get("acceptance")
@@ -193,8 +189,8 @@ def render_markdown(report: dict, figures=()) -> str:
           if any(m.get("mad_floor") for m in methods.values()) else []),
         "## Calibration (mean absolute deviation of the coverage curve)",
         "",
-        "| method | draws | " + " | ".join(f"MAD {_panel(n)}" for n in calib)
-        + " | " + " | ".join(f"MAD_r / MAD_φ {_panel(n)}" for n in calib) + " |",
+        "| method | draws | " + " | ".join(f"MAD {key_panel(n)}" for n in calib)
+        + " | " + " | ".join(f"MAD_r / MAD_φ {key_panel(n)}" for n in calib) + " |",
         "|---|---|" + "---|" * (2 * len(calib)),
     ]
     for label, m in methods.items():
@@ -211,7 +207,7 @@ def render_markdown(report: dict, figures=()) -> str:
     any_amp = next(iter(methods.values()))["amplification"]
     ns = _by_cells(any_amp)
     show = ns[-4:] if len(ns) > 4 else ns
-    lines += ["| method | a | b | " + " | ".join(f"amp. {_panel(n)}" for n in show) + " |",
+    lines += ["| method | a | b | " + " | ".join(f"amp. {key_panel(n)}" for n in show) + " |",
               "|---|---|---|" + "---|" * len(show)]
     for label, m in methods.items():
         fit = m["fit"]
@@ -222,7 +218,7 @@ def render_markdown(report: dict, figures=()) -> str:
     lines += ["", "## Closure (Jensen–Shannon divergence to the truth)", "",
               "Posterior-mean histogram (model) vs a fresh truth sample of size N_eq (truth); "
               "they agree when N_eq is right.", "",
-              "| method | " + " | ".join(f"{_panel(n)} model / truth" for n in show) + " |",
+              "| method | " + " | ".join(f"{key_panel(n)} model / truth" for n in show) + " |",
               "|---|" + "---|" * len(show)]
     for label, m in methods.items():
         row = [f"`{label}`"]

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from bayesiamp_jax import data
 from bayesiamp_jax.checkpoint import atomic_write_bytes
-from bayesiamp_jax.evaluation.summary import key_cells, summarise
+from bayesiamp_jax.evaluation.summary import key_cells, key_panel, summarise
 
 STYLE = {
     "font.family": "serif",
@@ -287,15 +287,9 @@ def plot_closure(n_cells, jsd_model, truth_quantiles) -> Figure:
 
 def _ordered(d: Mapping) -> list[str]:
     """Keys of a per-binning summary dict sorted by number of cells."""
-    return sorted(d, key=_num_cells)
+    return sorted(d, key=key_cells)
 
 
-def _num_cells(key: str) -> int:
-    return key_cells(key)
-
-
-def _panel(key: str) -> str:
-    return key.replace("x", "×") if "x" in key else f"{key}×{key}"
 
 
 def plot_summary(summary: Mapping, name: str = "posterior",
@@ -312,7 +306,7 @@ def plot_summary(summary: Mapping, name: str = "posterior",
         keys = _ordered(cov)
         curves = np.stack([cov[k]["empirical"] for k in keys])
         figs["coverage"] = plot_coverage_curves(cov[keys[0]]["nominal"], {name: curves},
-                                                [_panel(k) for k in keys])
+                                                [key_panel(k) for k in keys])
     scaled = summary.get("mad_scaled") or {}
     for set_name, src in (("scaled", {k: scaled[k] for k in _ordered(scaled)}),
                           ("same_noise", {k: {"mad": summary["mad"][k],
@@ -321,23 +315,23 @@ def plot_summary(summary: Mapping, name: str = "posterior",
                                           for k in _ordered(summary.get("mad") or {})})):
         if src:
             figs[f"mad_{set_name}"] = plot_mad(
-                [_num_cells(k) for k in src], *[[v[f] for v in src.values()]
+                [key_cells(k) for k in src], *[[v[f] for v in src.values()]
                                                 for f in ("mad", "mad_r", "mad_phi")], [name])
     dev = summary.get("deviation_r") or {}
     if dev:
         figs["coverage_deviation"] = plot_coverage_deviation(
             bin_centers(summary, dev["r_edges"], r_mean),
-            {f"{name}, {_panel(str(dev['n']))}": dev["deviation"]}, r_mean,
+            {f"{name}, {key_panel(str(dev['n']))}": dev["deviation"]}, r_mean,
             _first_name(summary))
     amp = summary.get("amplification") or {}
     if amp:
         keys = _ordered(amp)
-        n = [_num_cells(k) for k in keys]
+        n = [key_cells(k) for k in keys]
         cell = summary.get("cell_amplification") or None
         figs["amplification"] = plot_amplification(
             n, np.asarray([amp[k] for k in keys], float).T, summary.get("fit"), cell,
             None if cell is None else bin_centers(summary, cell["r_edges"], r_mean),
-            "" if cell is None else _panel(str(cell["n"])))
+            "" if cell is None else key_panel(str(cell["n"])))
         clo = summary["closure"]
         figs["closure"] = plot_closure(
             n, np.asarray([clo[k]["model_per_run"] for k in keys], float).T,
@@ -388,7 +382,7 @@ def plot_comparison(summaries: Mapping[str, Mapping], references: Mapping | None
                     if c:
                         ax.plot(c["nominal"], c["empirical"], color=f"C{i}",
                                 label=f"{label} (MAD {s['mad'][key]:.3f})")
-                ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", title=_panel(key),
+                ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", title=key_panel(key),
                        xlabel="nominal coverage")
                 ax.legend(loc="upper left", fontsize=6)
             axes[0][0].set_ylabel("mean empirical coverage")
@@ -400,7 +394,7 @@ def plot_comparison(summaries: Mapping[str, Mapping], references: Mapping | None
             src = s.get("mad_scaled") or {k: {"mad": s["mad"][k], "mad_r": s["mad_r"][k],
                                               "mad_phi": s["mad_phi"][k]} for k in s["mad"]}
             keys = _ordered(src)
-            n = [_num_cells(k) for k in keys]
+            n = [key_cells(k) for k in keys]
             for field, ls, tag in (("mad", "-", "MAD"), ("mad_r", "--", "MAD$_r$"),
                                    ("mad_phi", ":", "MAD$_\\phi$")):
                 ax.plot(n, [src[k][field] for k in keys], ls=ls, marker="o", ms=3,
@@ -410,7 +404,7 @@ def plot_comparison(summaries: Mapping[str, Mapping], references: Mapping | None
         ax.legend(fontsize=6, ncol=2)
     figs["mad"] = fig
     if any(s.get("deviation_r") for _, s in items):
-        dev = {f"{label}, {_panel(str(s['deviation_r']['n']))}": s["deviation_r"]["deviation"]
+        dev = {f"{label}, {key_panel(str(s['deviation_r']['n']))}": s["deviation_r"]["deviation"]
                for label, s in items if s.get("deviation_r")}
         first = next(s["deviation_r"] for _, s in items if s.get("deviation_r"))
         s0 = next(s for _, s in items if s.get("deviation_r"))
@@ -426,7 +420,7 @@ def plot_comparison(summaries: Mapping[str, Mapping], references: Mapping | None
         ax = axes[0][0]
         for i, (label, s) in enumerate(items):
             keys = _ordered(s["closure"])
-            n = [_num_cells(k) for k in keys]
+            n = [key_cells(k) for k in keys]
             clo = [s["closure"][k] for k in keys]
             ax.plot(n, [c["model"] for c in clo], marker="o", ms=3, color=f"C{i}",
                     label=f"{label}: posterior mean")
@@ -449,7 +443,7 @@ def _amplification_comparison(items, references, amp_key, fit_key,
         ax = axes[0][0]
         for i, (label, s) in enumerate(items):
             keys = _ordered(s[amp_key])
-            n = np.array([_num_cells(k) for k in keys], float)
+            n = np.array([key_cells(k) for k in keys], float)
             amp = np.array([[np.nan if v is None else v for v in s[amp_key][k]] for k in keys],
                            float)  # (B, R)
             err = amp.std(1, ddof=1) / np.sqrt(amp.shape[1]) if amp.shape[1] > 1 else None

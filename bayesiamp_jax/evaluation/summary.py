@@ -51,6 +51,11 @@ def key_cells(key: str) -> int:
     return int(key) ** 2
 
 
+def key_panel(key: str) -> str:
+    """A summary key as a panel title: "50" -> "50×50", "20x40" -> "20×40"."""
+    return key.replace("x", "×") if "x" in key else f"{key}×{key}"
+
+
 def _f(v) -> float:
     return float(np.asarray(v))
 

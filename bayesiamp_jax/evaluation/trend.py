@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bayesiamp_jax.evaluation.figures import _num_cells
+from bayesiamp_jax.evaluation.summary import key_cells
 
 COLUMNS = ("x", "label", "mad", "mad_floor", "n_cells", "n_eq", "amplification",
            "n_eq_corrected", "amplification_corrected", "averaging_model", "averaging_true",
@@ -20,7 +20,7 @@ COLUMNS = ("x", "label", "mad", "mad_floor", "n_cells", "n_eq", "amplification",
 
 
 def _largest(d: Mapping) -> str | None:
-    return max(d, key=_num_cells) if d else None
+    return max(d, key=key_cells) if d else None
 
 
 def _mean(v) -> float:
@@ -57,7 +57,7 @@ def trend_rows(reports: Mapping, mad_bins: str | int | None = None) -> list[dict
                 "mad": float(mads[mk]) if mk else float("nan"),
                 "mad_floor": float((s.get("mad_floor") or {}).get(mk, float("nan"))),
                 "mad_bins": mk,
-                "n_cells": _num_cells(ak) if ak else 0,
+                "n_cells": key_cells(ak) if ak else 0,
                 "n_eq": _mean(s["n_eq"][ak]) if ak else float("nan"),
                 "amplification": _mean(s["amplification"][ak]) if ak else float("nan"),
                 "n_eq_corrected": (_mean(s["n_eq_corrected"][ak]) if ak in corr
