@@ -60,15 +60,20 @@ class Binning(NamedTuple):
 
 def quantile_binning(num_bins: int, r_mean: float = data.DEFAULT_R_MEAN) -> Binning:
     """The paper's n × n truth-quantile grid of the ring; truth = 1/n² in every cell."""
-    n = _checks.positive_int("num_bins", num_bins)
-    if n < 2:
-        raise ValueError(f"num_bins must be >= 2 (a binning needs at least 2 cells), got {n}")
+    n = _num_bins(num_bins)
     edges = data.quantile_edges(n, r_mean)
     return Binning((edges.r, edges.phi), np.full((n, n), 1.0 / n**2), f"{n}x{n}",
                    names=RING_NAMES)
 
 
 RING_NAMES = ("r", "phi")
+
+
+def _num_bins(num_bins) -> int:
+    n = _checks.positive_int("num_bins", num_bins)
+    if n < 2:
+        raise ValueError(f"num_bins must be >= 2 (a binning needs at least 2 cells), got {n}")
+    return n
 
 
 def exact_quantile_binning(num_bins: int, marginals: Sequence, names=None,
@@ -79,9 +84,7 @@ def exact_quantile_binning(num_bins: int, marginals: Sequence, names=None,
     ``lower``/``upper`` outer edges (``datasets.Marginal``). With independent values every one
     of the n^k cells has truth probability exactly 1/n^k.
     """
-    n = _checks.positive_int("num_bins", num_bins)
-    if n < 2:
-        raise ValueError(f"num_bins must be >= 2 (a binning needs at least 2 cells), got {n}")
+    n = _num_bins(num_bins)
     levels = np.arange(n + 1) / n
     edges = []
     for m in marginals:
@@ -101,9 +104,7 @@ def reference_quantile_binning(num_bins: int, reference_values, names=None,
     each value, outer edges ±inf; the truth of a cell is the reference fraction p̂ in it with
     binomial standard error sqrt(p̂(1 − p̂)/N) (``truth_std``).
     """
-    n = _checks.positive_int("num_bins", num_bins)
-    if n < 2:
-        raise ValueError(f"num_bins must be >= 2 (a binning needs at least 2 cells), got {n}")
+    n = _num_bins(num_bins)
     v = np.asarray(reference_values, np.float64)
     if v.ndim != 2 or v.shape[0] < 2:
         raise ValueError(f"reference_values must have shape (N >= 2, k), got {v.shape}")
@@ -186,19 +187,15 @@ def as_binning(spec, r_mean: float = data.DEFAULT_R_MEAN) -> Binning:
     raise TypeError(f"a binning must be an int n (n x n quantile grid) or a Binning, got {spec!r}")
 
 
-def as_binnings(specs, r_mean: float = data.DEFAULT_R_MEAN, make=None) -> tuple[Binning, ...]:
-    """Binnings from ints and/or ``Binning``s; ``make(n)`` builds the binning of an int n
-    (default: the ring's n × n quantile grid)."""
+def as_binnings(specs, r_mean: float = data.DEFAULT_R_MEAN) -> tuple[Binning, ...]:
+    """Binnings from ints (the ring's n × n quantile grids) and/or ``Binning``s."""
     if isinstance(specs, (int, np.integer, Binning)):
         specs = [specs]
     if not isinstance(specs, Sequence) or len(specs) == 0:
         raise ValueError(
             f"binnings must be a non-empty sequence of ints or Binnings, got {specs!r}"
         )
-    if make is None:
-        binnings = tuple(as_binning(s, r_mean) for s in specs)
-    else:
-        binnings = tuple(as_binning(s) if isinstance(s, Binning) else make(s) for s in specs)
+    binnings = tuple(as_binning(s, r_mean) for s in specs)
     labels = [b.label for b in binnings]
     if len(set(labels)) != len(labels):
         raise ValueError(f"binning labels must be unique, got {labels}")
