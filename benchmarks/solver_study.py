@@ -141,10 +141,10 @@ def study(field, params, num_samples: int, seed: int = 0, max_bins: int = 100,
     t0 = time.perf_counter()
     cache = None
     if cache_dir:
-        from bayesiamp_jax.evaluation.generate import fingerprint
+        from bayesiamp_jax.resumable import digest
 
-        tag = fingerprint({"p": params, "z": np.asarray(z), "ref": np.asarray(repr(reference))})
-        cache = os.path.join(cache_dir, f"solver_study_ref_{tag[:16]}.npz")
+        tag = digest({"p": params, "z": np.asarray(z), "ref": np.asarray(repr(reference))})
+        cache = os.path.join(cache_dir, f"solver_study_ref_{tag}.npz")
     if cache and os.path.isfile(cache):
         with np.load(cache) as f:
             ref, ref_evals, ref_s = f["ref"], f["evals"], float(f["seconds"])

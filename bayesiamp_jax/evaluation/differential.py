@@ -17,7 +17,12 @@ import jax
 import numpy as np
 
 from bayesiamp_jax import _checks, data, observables
-from bayesiamp_jax.evaluation.generate import DEFAULT_SOLVER, generate_samples, stack_runs
+from bayesiamp_jax.evaluation.generate import (
+    DEFAULT_SOLVER,
+    generate_samples,
+    resolve_observable,
+    stack_runs,
+)
 from bayesiamp_jax.evaluation.regions import KSAmplification, ks_amplification, ks_null_median
 from bayesiamp_jax.integrate import Solver
 
@@ -36,9 +41,7 @@ def differential_amplification(key: jax.Array, field, posterior, truth_sampler: 
     """
     n = _checks.positive_int("num_generated", num_generated)
     m = _checks.positive_int("num_reference", num_reference)
-    if observable is None:
-        observable = observables.Polar()
-    observables.check(observable, getattr(field, "data_dim", 2))
+    observable = resolve_observable(field, observable, ())
     params = stack_runs(posterior, has_run_axis)
     num_runs, num_draws = jax.tree_util.tree_leaves(params)[0].shape[:2]
     k_gen, k_ref, k_null = jax.random.split(key, 3)

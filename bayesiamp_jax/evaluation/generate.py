@@ -27,8 +27,6 @@ With several devices, the flattened (run, draw) axis is sharded over them with `
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from functools import lru_cache, partial
 from pathlib import Path
@@ -49,7 +47,7 @@ from bayesiamp_jax.evaluation.binning import (
 )
 from bayesiamp_jax.integrate import Solver, steps_exhausted_as_error
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
-from bayesiamp_jax.resumable import run_chunks
+from bayesiamp_jax.resumable import run_chunks, signature
 
 DEFAULT_SOLVER = Solver("rk4", num_steps=20)
 DEFAULT_CHUNK = 2**15
@@ -250,22 +248,23 @@ def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, ch
     mine = [s for s in range(0, num_models, block) if (s // block) % num_processes == me]
     computed = 0
 
-    def step(counts, i, n):  # blocks mine[i : i + n] of this process
+    def step(counts, i, n):  # blocks mine[i : i + n] of this process, written into counts
         nonlocal computed
-        counts = counts.copy()
+        counts = np.require(counts, requirements="W")  # a resumed state is read-only: copy once
         for start in mine[i:i + n]:
             stop = min(start + block, num_models)
             ids = np.minimum(np.arange(start, start + block), num_models - 1)  # pad: the last
             params = jax.tree_util.tree_map(partial(_take, ids=ids), flat_params)
-            out = np.asarray(_call(fn, solver, start, key, np.int32(num_samples), params,
-                                   jnp.asarray(ids, jnp.int32), c, edges))
+            with steps_exhausted_as_error(solver, f"generation (from global draw {start})"):
+                out = np.asarray(fn(key, np.int32(num_samples), params,
+                                    jnp.asarray(ids, jnp.int32), c, edges))
             counts[start:stop] = out[: stop - start]
             computed += stop - start
             progress_bar.update(stop - start)
         return counts, {}
 
-    sig = {"histograms": json.dumps(ckpt.signature, sort_keys=True), "group": str(group),
-           "process": f"{me} of {num_processes}", "block": str(block)}
+    sig = signature(**ckpt.settings, group=group, process=f"{me} of {num_processes}",
+                    block=block)
     counts = run_chunks(step, np.zeros((num_models, total_cells), np.int64), len(mine),
                         chunk=1, checkpoint_path=ckpt.group_path(group), signature=sig,
                         progress=False, on_mismatch="restart").state
@@ -275,13 +274,6 @@ def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, ch
         counts = _gather_blocks(counts, block)
         progress_bar.update(num_models - mine_draws)
     return split_counts(counts[:, :-1], binnings), counts[:, -1]
-
-
-def _call(fn, solver, start, *args):
-    """``fn(*args)``; an adaptive solver running out of steps inside the compiled loop is a
-    one-line error naming the solver (not the runtime error of the callback)."""
-    with steps_exhausted_as_error(solver, f"generation (from global draw {start})"):
-        return fn(*args)
 
 
 def _gather_blocks(counts, block):
@@ -320,11 +312,11 @@ def _take(leaf, ids):
 class _Checkpoint(NamedTuple):
     """What the blocks of a histogram call share: the checkpoint prefix (group g resumes from
     ``<path>.g<g>.msgpack`` through ``resumable.run_chunks``, restarting on another
-    signature), the signature of everything that determines the counts, condition and
-    observable."""
+    signature), the settings that determine the counts (for ``resumable.signature``), condition
+    and observable."""
 
     path: Path | None
-    signature: dict
+    settings: dict
     condition: object
     observable: object
 
@@ -339,20 +331,10 @@ class _Checkpoint(NamedTuple):
                 p.unlink(missing_ok=True)
 
 
-def fingerprint(tree) -> str:
-    """SHA-256 of a pytree's structure, shapes, dtypes and bytes (identifies a posterior)."""
-    h = hashlib.sha256(str(jax.tree_util.tree_structure(tree)).encode())
-    for leaf in jax.tree_util.tree_leaves(tree):
-        arr = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{arr.shape}{arr.dtype}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
 def _histogram(key, field, posterior, binnings, num_samples_per_group, groups, fresh, mode, *,
                c, solver, chunk_size, devices, draws_per_device, has_run_axis, progress,
                checkpoint_path, keep_checkpoint=False, observable=None):
-    observable = _observable(field, observable, binnings)
+    observable = resolve_observable(field, observable, binnings)
     if not isinstance(solver, Solver):
         raise TypeError(f"solver must be a bayesiamp_jax.Solver, got {solver!r}")
     if solver.backend == "pallas" and not isinstance(observable, observables.Polar):
@@ -367,14 +349,12 @@ def _histogram(key, field, posterior, binnings, num_samples_per_group, groups, f
     params = stack_runs(posterior, has_run_axis)
     num_runs, num_draws = jax.tree_util.tree_leaves(params)[0].shape[:2]
     flat = jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[2:]), params)
-    signature = {"mode": mode, "num_samples": list(num_samples_per_group),
-                 "labels": [[b.label for b in g] for g in groups],
-                 "shape": [int(num_runs), int(num_draws)],
-                 "key": np.asarray(jax.random.key_data(key)).tolist(),
-                 "c": None if cond is None else fingerprint(cond),
-                 "posterior": fingerprint(flat), "solver": repr(solver), "field": repr(field),
-                 "observable": repr(observable)}
-    ckpt = _Checkpoint(None if checkpoint_path is None else Path(checkpoint_path), signature,
+    settings = {"mode": mode, "num_samples": list(num_samples_per_group),
+                "labels": [[b.label for b in g] for g in groups],
+                "shape": [int(num_runs), int(num_draws)], "key": key, "c": cond,
+                "posterior": flat, "solver": repr(solver), "field": repr(field),
+                "observable": repr(observable)}
+    ckpt = _Checkpoint(None if checkpoint_path is None else Path(checkpoint_path), settings,
                        cond, observable)
     counts = []
     total = num_runs * num_draws * len(groups)
@@ -477,7 +457,7 @@ def _binnings(binnings, c):
     return as_binnings(binnings, r_mean)
 
 
-def _observable(field, observable, binnings):
+def resolve_observable(field, observable, binnings):
     """The observable (default ``Polar()`` for 2-D fields), checked against the binnings."""
     dim = getattr(field, "data_dim", 2)
     if observable is None:
