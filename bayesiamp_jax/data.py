@@ -30,11 +30,13 @@ class RingSample(NamedTuple):
     c: jax.Array
 
 
-@jax.jit
-def _ring_given_r_mean(key: jax.Array, r_mean: jax.Array) -> jax.Array:
-    """Cartesian points (n, 2) for per-point radii offsets ``r_mean`` of shape (n,)."""
+@partial(jax.jit, static_argnums=2)
+def radial_points(key: jax.Array, r_mean: jax.Array, dim: int = 2) -> jax.Array:
+    """Cartesian points (n, dim) at radius r_mean + Gamma(2, rate 2), uniform direction, for
+    per-point radii offsets ``r_mean`` (n,): the ring (dim = 2) and the shell of
+    ``datasets`` (any dim)."""
     key_dir, key_r = jax.random.split(key)
-    u = jax.random.normal(key_dir, r_mean.shape + (2,))
+    u = jax.random.normal(key_dir, r_mean.shape + (dim,))
     direction = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
     # Gamma(shape 2, rate λ) is exactly the sum of two Exp(rate λ) variables; this is far
     # cheaper to compile and run than jax.random.gamma's rejection sampler.
@@ -48,7 +50,7 @@ def sample_ring(key: jax.Array, num_samples: int, r_mean: float = DEFAULT_R_MEAN
     if _checks.is_concrete(r_mean):
         _checks.non_negative("r_mean", r_mean)
     c = jnp.full((n,), r_mean, dtype=jnp.float32)
-    return RingSample(_ring_given_r_mean(key, c), c[:, None])
+    return RingSample(radial_points(key, c), c[:, None])
 
 
 def sample_triangular(
@@ -83,7 +85,7 @@ def sample_ring_varying(
     n = _checks.positive_int("num_samples", num_samples)
     key_c, key_x = jax.random.split(key)
     r_mean = sample_triangular(key_c, (n,), low, mode, high)
-    return RingSample(_ring_given_r_mean(key_x, r_mean), r_mean[:, None])
+    return RingSample(radial_points(key_x, r_mean), r_mean[:, None])
 
 
 def to_polar(x: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -97,16 +97,7 @@ def sample_shell(key: jax.Array, num_samples: int, dim: int = 2,
     d = _dim(dim)
     _checks.non_negative("r_mean", r_mean)
     c = jnp.full((n,), r_mean, dtype=jnp.float32)
-    return Sample(_shell(key, c, d), c[:, None])
-
-
-@partial(jax.jit, static_argnums=2)
-def _shell(key, r_mean, dim):
-    key_dir, key_r = jax.random.split(key)
-    u = jax.random.normal(key_dir, r_mean.shape + (dim,))
-    direction = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
-    g = jnp.sum(jax.random.exponential(key_r, (2,) + r_mean.shape), axis=0) / data.GAMMA_RATE
-    return (r_mean + g)[:, None] * direction
+    return Sample(data.radial_points(key, c, d), c[:, None])
 
 
 def shell_log_prob(x, r_mean: float = data.DEFAULT_R_MEAN) -> jax.Array:
