@@ -197,6 +197,8 @@ class Problem(NamedTuple):
         conditions (those of the reference sample), or None for unconditional data.
     ring: True for the paper's ring (binnings are ``quantile_binning``, exactly as before).
     sampler: ``sampler(key, size) -> Sample`` of exact truth events, or None (file data).
+    values: the observable of every reference event (N_ref, k), computed once by
+        ``reference_problem`` (None: computed from ``reference`` when needed).
     """
 
     observable: object
@@ -205,6 +207,7 @@ class Problem(NamedTuple):
     condition: object = None
     ring: bool = False
     sampler: object = None
+    values: np.ndarray | None = None
 
     def truth_sampler(self, key, size: int) -> np.ndarray:
         """The observable of ``size`` exact truth events, (size, k) (for the KS estimator)."""
@@ -223,6 +226,8 @@ class Problem(NamedTuple):
 
     def reference_values(self) -> np.ndarray:
         """The observable of every reference event, (N_ref, k) float64."""
+        if self.values is not None:
+            return self.values
         if self.reference is None:
             raise ValueError("this problem has neither exact marginals nor a reference sample")
         return np.asarray(observables.values(self.observable, self.reference.x), np.float64)
@@ -251,4 +256,5 @@ def reference_problem(observable, reference: Sample) -> Problem:
     per-point conditions of generation."""
     observables.check(observable, int(reference.x.shape[-1]))
     cond = None if reference.c is None else np.asarray(reference.c, np.float32)
-    return Problem(observable, None, reference, cond)
+    values = np.asarray(observables.values(observable, reference.x), np.float64)
+    return Problem(observable, None, reference, cond, values=values)
