@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from bayesiamp_jax import _checks, data
-from bayesiamp_jax.checkpoint import atomic_write_bytes, atomic_write_json
+from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_bytes, atomic_write_json
 from bayesiamp_jax.evaluation.amplification import (
     Amplification,
     Closure,
@@ -341,8 +341,6 @@ def save_histograms(path: str | os.PathLike, histograms: PosteriorHistograms) ->
 def load_histograms(path: str | os.PathLike) -> PosteriorHistograms:
     """Load histograms saved by ``save_histograms``; a file that cannot be read back as one
     raises ``bayesiamp_jax.checkpoint.DamagedFileError`` (a ValueError) naming it."""
-    from bayesiamp_jax.checkpoint import DamagedFileError
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path {str(path)!r} does not exist")
