@@ -135,23 +135,18 @@ def problem_from_config(cfg) -> bj.datasets.Problem:
     file study's reference sample."""
     d = cfg.data
     obs = observable_from_config(cfg)
-    if d.name == "ring" and isinstance(obs, bj.observables.Polar):
-        return bj.datasets.ring_problem(d.r_mean)
-    if d.name == "shell" and isinstance(obs, bj.observables.RadiusCosine):
-        return bj.datasets.shell_problem(d.dim, d.r_mean)
     if d.name == "file":
-        ref = bj.datasets.load_npz(d.reference, dim=data_dims(cfg)[0],
-                                   cond_dim=data_dims(cfg)[1])
-    else:  # a user observable of built-in data: a large truth sample is the reference
-        key = purpose_key(cfg.seed, 0, "reference")
-        sampler = (bj.sample_ring(key, REFERENCE_SIZE, d.r_mean) if d.name == "ring" else
-                   bj.datasets.sample_shell(key, REFERENCE_SIZE, d.dim, d.r_mean))
-        ref = bj.datasets.Sample(sampler.x, None)
-        exact = (bj.datasets.ring_problem(d.r_mean) if d.name == "ring" else
-                 bj.datasets.shell_problem(d.dim, d.r_mean)).sampler
-        return bj.datasets.reference_problem(obs, ref)._replace(condition=float(d.r_mean),
-                                                                sampler=exact)
-    return bj.datasets.reference_problem(obs, ref)
+        dim, cond_dim = data_dims(cfg)
+        return bj.datasets.reference_problem(
+            obs, bj.datasets.load_npz(d.reference, dim=dim, cond_dim=cond_dim))
+    exact = (bj.datasets.ring_problem(d.r_mean) if d.name == "ring" else
+             bj.datasets.shell_problem(d.dim, d.r_mean))
+    if isinstance(obs, type(exact.observable)):
+        return exact
+    # a user observable of built-in data: a large exact truth sample is the reference
+    ref = exact.sampler(purpose_key(cfg.seed, 0, "reference"), REFERENCE_SIZE)
+    return bj.datasets.reference_problem(obs, bj.datasets.Sample(ref.x, None))._replace(
+        condition=float(d.r_mean), sampler=exact.sampler)
 
 
 REFERENCE_SIZE = 1_000_000
