@@ -101,11 +101,15 @@ class Solution(NamedTuple):
     num_evals: jax.Array
 
 
+class StepsExhaustedError(ValueError):
+    """An adaptive solve ran out of ``max_steps`` (the one-line message names the solver)."""
+
+
 def check_successful(solver: Solver, successful, what: str = "the ODE solve") -> None:
-    """Host-side: raise a one-line ValueError naming the solver and ``max_steps`` if a solve
-    of ``integrate_status`` stopped before t1 (``successful`` False)."""
+    """Host-side: raise a one-line ``StepsExhaustedError`` (a ValueError) naming the solver and
+    ``max_steps`` if a solve of ``integrate_status`` stopped before t1 (``successful`` False)."""
     if not bool(successful):
-        raise ValueError(
+        raise StepsExhaustedError(
             f"{what} with Solver(name={solver.name!r}) ran out of steps: max_steps="
             f"{solver.max_steps} were not enough to reach the end time (rtol={solver.rtol:g}, "
             f"atol={solver.atol:g}); raise max_steps, loosen the tolerances or use a "

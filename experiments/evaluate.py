@@ -26,8 +26,8 @@ import shutil
 from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_json
 from bayesiamp_jax.evaluation.calibration import mad_floor
-from bayesiamp_jax.evaluation.summary import binning_key, key_cells
-from bayesiamp_jax.integrate import Solver
+from bayesiamp_jax.evaluation.summary import binning_key, key_cells, key_panel
+from bayesiamp_jax.integrate import Solver, StepsExhaustedError
 from bayesiamp_jax.posteriors.diagnostics import draws_diagnostics
 from experiments import config as cfgmod
 from experiments import distributed
@@ -90,10 +90,8 @@ def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
         study.log.warning("evaluate: %s; deleting %s and evaluating %s again",
                           str(e).split(";")[0], folder, label)
         shutil.rmtree(folder, ignore_errors=True)
-    except (FloatingPointError, ValueError) as e:  # the generation diverged or ran out of
-        if isinstance(e, ValueError) and not str(e).startswith("generation"):  # solver steps
-            raise
-        raise StudyError(f"stage evaluate: {label}: {e}") from None
+    except (FloatingPointError, StepsExhaustedError) as e:  # the generation diverged or its
+        raise StudyError(f"stage evaluate: {label}: {e}") from None  # solver ran out of steps
     return _evaluate_label(study, method, label, hyper, fingerprint, progress)
 
 
@@ -129,11 +127,9 @@ def _evaluate_label(study, method, label, hyper, fingerprint, progress):
     same = ev.load_histograms(histograms_path(study, label, "same_noise"))
     fractions = {binning_key(b): f for b, f in zip(same.binnings, same.fractions, strict=True)
                  if b.shape[0] in e.calib_bins}
-    num_values = len(problem.observable.names)
     summary["diagnostics"] = draws_diagnostics(runs, fractions)
     # the MAD a perfectly calibrated ensemble reaches with this S, R and number of cells
-    summary["mad_floor"] = {n: mad_floor(runs[0].num_draws, cfg.num_runs,
-                                         int(n) ** num_values).mean
+    summary["mad_floor"] = {n: mad_floor(runs[0].num_draws, cfg.num_runs, key_cells(n)).mean
                             for n in summary["mad"] if n.isdigit() and int(n) in e.calib_bins}
     summary["fingerprint"] = fingerprint
     atomic_write_json(results_path(study, label), summary)
@@ -181,6 +177,6 @@ def evaluate_all(study, units, progress: bool = True) -> None:
         largest = max(s["amplification"], key=key_cells)
         study.log.info("evaluate: %s MAD %s, amplification at %s: %s, fit b = %.3g ± %.2g",
                        label, {k: round(v, 4) for k, v in s["mad"].items()},
-                       largest if "x" in largest else f"{largest}×{largest}",
+                       key_panel(largest),
                        [round(v, 3) for v in s["amplification"][largest]], s["fit"]["b"],
                        s["fit"]["b_err"])
