@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bayesiamp_jax import _checks, _units, resumable
+from bayesiamp_jax import _checks, _units, resumable, shuffle
 from bayesiamp_jax.flow import SIGMA_MIN, cfm_loss
 
 __all__ = ["BETAS", "LEARNING_RATE", "EpochInfo", "TrainResult", "TrainState", "adam",
@@ -59,7 +59,7 @@ def minibatch_indices(key: jax.Array, num_points: int, batch_size: int) -> jax.A
     The remainder (num_points mod batch_size points) is dropped for this epoch.
     """
     num_batches = num_points // batch_size
-    perm = jax.random.permutation(key, num_points)
+    perm = shuffle.permutation(key, num_points)  # = jax.random.permutation, faster on CPUs
     return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
 
 

@@ -19,10 +19,10 @@ __all__ = ["format_record", "main", "ratios", "registry", "run", "sized"]
 
 def registry() -> dict:
     """Benchmark name -> function(ctx) -> list of records, in running order."""
-    from benchmarks import generation, histogram, likelihood, quick_preset, training
+    from benchmarks import anatomy, generation, histogram, likelihood, quick_preset, training
 
     table = {}
-    for module in (training, likelihood, generation, histogram, quick_preset):
+    for module in (training, likelihood, generation, histogram, anatomy, quick_preset):
         table.update(module.BENCHMARKS)
     return table
 

@@ -6,6 +6,7 @@
     bayesiamp figures OUTDIR                                   # redraw figures from files
     bayesiamp report OUTDIR                                    # rewrite report.md / report.json
     bayesiamp config [--preset ...] [--set ...] [--show-config json]  # print the configuration
+    bayesiamp budget [--preset ...] [--set ...] [--json FILE]  # predicted work and time per stage
     bayesiamp demo                                             # short single-network demo
 
 ``paper``, ``train`` and ``evaluate`` also run as one of N processes of one study
@@ -79,6 +80,35 @@ def _redraw(argv, command: str) -> int:
     return 0
 
 
+def _budget(argv) -> int:
+    """``bayesiamp budget [--preset P] [--set K=V ...] [--json FILE]``: the budget of a study
+    (costs probed on this device in a few seconds; on a CPU also one GPU's, from documented
+    costs) as the run would log it, without running anything else."""
+    from experiments import runtime
+
+    p = argparse.ArgumentParser(prog="bayesiamp budget", description=_budget.__doc__)
+    settings.add_config_arguments(p, cfgmod.PRESETS, default_preset="quick")
+    p.add_argument("--json", metavar="FILE", default=None,
+                   help="also write the plans as JSON (the study's budget.json format)")
+    args = p.parse_args(argv)
+    try:
+        cfg = settings.config_from_args(args, cfgmod.Config, cfgmod.PRESETS,
+                                        default_preset="quick")
+    except settings.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.show_config:
+        settings.print_config(cfg, args.show_config)
+        return 0
+    runtime.setup_logging(None)
+    plans = runtime.log_budget(cfg, threshold_s=float("inf"))
+    if args.json:
+        from bayesiamp_jax.checkpoint import atomic_write_json
+
+        atomic_write_json(Path(args.json), plans)
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -95,6 +125,8 @@ def main(argv=None) -> int:
 
         show = [] if any(a.startswith("--show-config") for a in rest) else ["--show-config"]
         return run(rest + show, prog="bayesiamp config", description=DESCRIPTIONS["config"])
+    if cmd == "budget":
+        return _budget(rest)
     if cmd in ("figures", "report"):
         return _redraw(rest, cmd)
     if cmd == "demo":

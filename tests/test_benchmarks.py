@@ -150,7 +150,7 @@ def tiny_context(params):
 
 
 @pytest.mark.parametrize("name", ["fm_epoch", "nuts_grad", "generation", "histogram",
-                                  "gen_hist", "quick_preset"])
+                                  "gen_hist", "field_anatomy", "epoch_anatomy", "quick_preset"])
 def test_benchmark_runs_tiny(tiny_context, name):
     from benchmarks.run import registry
 

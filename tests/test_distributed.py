@@ -253,26 +253,50 @@ SMALL = ["--preset", "tiny", "--method", "vi", "--set", "deterministic.enabled=f
 
 def test_study_over_two_processes_equals_one_process(tmp_path):
     """``bayesiamp paper`` on 2 processes (the runs' VI units split, the evaluation's draws
-    split) against 1 process, all three at once: same draws, histograms and report.json."""
-    one, two = tmp_path / "one", tmp_path / "two"
+    split) against 1 process, both at once; then the 1-process draws evaluated by 2 processes.
+
+    Training: each process trains its unit in a program of another unit count than the
+    1-process run's, which XLA may round differently in the last bits (seen on a Zen 3 CPU:
+    weights equal to ~1e-7 relative; on a Zen 2 CPU bit for bit), so the draws are compared to
+    float32 rounding. The evaluation of the same draws is the same bit for bit.
+    """
+    import shutil
+
+    import chex
+
+    from bayesiamp_jax.posteriors.draws import load_draws
+
+    one, two, three = tmp_path / "one", tmp_path / "two", tmp_path / "three"
     _launch(_study("paper", one, SMALL) + _study("paper", two, SMALL, 2), tmp_path)
     for run in range(2):
         rel = f"draws/vi_k10/run{run}.msgpack"
-        assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
-    for mode in ("same_noise", "scaled"):
-        with np.load(one / f"histograms/vi_k10/{mode}.npz") as a, \
-                np.load(two / f"histograms/vi_k10/{mode}.npz") as b:
-            assert sorted(a.files) == sorted(b.files)
-            for k in a.files:
-                np.testing.assert_array_equal(a[k], b[k], err_msg=f"{mode} {k}")
+        a, b = load_draws(one / rel), load_draws(two / rel)
+        chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-7)
     a, b = (json.loads((d / "report.json").read_text()) for d in (one, two))
     assert a["config"] == b["config"] and list(a["methods"]) == ["vi_k10"]
     assert "num_processes" not in a["device"] and b["device"]["num_processes"] == 2
-    assert _max_difference(a["methods"], b["methods"]) == 0.0
     # process 0 owns the shared files; process 1 leaves only its log and no lock is left
     assert sorted(p.name for p in (two / "process1").iterdir()) == ["histograms", "log.txt"]
     assert not any((two / "process1" / "histograms").iterdir())
     assert not (two / "study.lock").exists() and (two / "stages/report.json").is_file()
+
+    three.mkdir()  # the 1-process study up to its posteriors, evaluated by 2 processes
+    shutil.copy(one / "config.json", three / "config.json")
+    for folder in ("data", "draws"):
+        shutil.copytree(one / folder, three / folder)
+    (three / "stages").mkdir()
+    for stage in ("data", "train_vi"):
+        for suffix in (".json", ".started"):
+            shutil.copy(one / "stages" / f"{stage}{suffix}", three / "stages" / f"{stage}{suffix}")
+    _launch(_study("paper", three, SMALL, 2), tmp_path)
+    for mode in ("same_noise", "scaled"):
+        with np.load(one / f"histograms/vi_k10/{mode}.npz") as x, \
+                np.load(three / f"histograms/vi_k10/{mode}.npz") as y:
+            assert sorted(x.files) == sorted(y.files)
+            for k in x.files:
+                np.testing.assert_array_equal(x[k], y[k], err_msg=f"{mode} {k}")
+    c = json.loads((three / "report.json").read_text())
+    assert _max_difference(a["methods"], c["methods"]) == 0.0
 
 
 def test_a_refused_folder_stops_every_process(tmp_path):

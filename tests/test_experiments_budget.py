@@ -50,3 +50,20 @@ def test_measured_beside_predicted():
     out = budget.with_measured(plan, {"train_vi": 2 * plan["stages"]["vi"]["predicted_s"]})
     assert out["stages"]["vi"]["measured_over_predicted"] == pytest.approx(2.0)
     assert out["stages"]["evaluate"]["measured_s"] is None
+
+
+def test_budget_command_writes_the_plans(tmp_path, capsys):
+    import json
+
+    from experiments import cli
+
+    out = tmp_path / "plans.json"
+    assert cli.main(["budget", "--preset", "tiny", "--json", str(out)]) == 0
+    plans = json.loads(out.read_text())
+    work = budget.work(config.resolve("tiny", []))
+    for plan in plans.values():  # this device's probe, and one GPU's documented costs
+        assert set(plan["stages"]) == set(work)
+        assert plan["stages"]["evaluate"]["samples"] == work["evaluate"]["samples"]
+        assert plan["total_s"] == pytest.approx(
+            sum(s["predicted_s"] for s in plan["stages"].values()))
+    assert cli.main(["budget", "--preset", "tiny", "--set", "seed=x"]) == 2  # one-line error
