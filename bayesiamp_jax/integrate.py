@@ -6,6 +6,9 @@
   the 5th-order Dormand–Prince weights without error control, first-same-as-last), a
   hand-written ``lax.scan``; ``checkpoint=True`` rematerialises each step in reverse mode, so
   gradients through the solve cost O(steps) memory of one state only.
+  ``"ab2"`` … ``"ab5"``: k-step Adams–Bashforth on uniform steps, one field evaluation per step
+  (the past k evaluations are combined); the first k − 1 steps are RK4 steps, whose first
+  stages start the history, so N steps cost N + 3 (k − 1) evaluations.
   ``power=p`` (p > 0, default 1 = uniform) uses the non-uniform nodes
   t_k = t_d + (t_o − t_d) (k / N)^p, t_d the endpoint nearer to t = 0 (the data end of the CNF)
   and t_o the other one: p > 1 concentrates the steps near t = 0 with the order of the method
@@ -15,9 +18,9 @@
   worst coordinate; ``norm="rms"`` is diffrax's default (much looser per sample for a batch:
   on 1,001 states with one hard coordinate, rtol 1e-3, its error was ~85× the max norm's).
 
-``Solution.num_evals`` counts vector-field evaluations exactly: steps × stages for the fixed
-solvers (6 per step + 1 for the FSAL ``"dp5"``); 6 per attempted (accepted or rejected) step + 1
-for the FSAL adaptive ones.
+``Solution.num_evals`` counts vector-field evaluations exactly: ``Solver.num_evals`` for the
+fixed solvers (steps × stages, + 1 for the FSAL ``"dp5"``, N + 3 (k − 1) for ``"abk"``); 6 per
+attempted (accepted or rejected) step + 1 for the FSAL adaptive ones.
 """
 
 from __future__ import annotations
@@ -35,7 +38,16 @@ import optimistix as optx  # a dependency of diffrax; its norms have safe deriva
 
 from bayesiamp_jax import _checks
 
-FIXED_STEP = {"euler": 1, "midpoint": 2, "rk4": 4, "dp5": 6}  # name -> evaluations per step
+# Adams–Bashforth k-step weights β_j, newest first: y_{n+1} = y_n + h Σ_j β_j f_{n−j}
+# (Hairer, Nørsett & Wanner, Solving ODEs I, III.1, Table 1.1).
+ADAMS_BASHFORTH = {
+    "ab2": (3 / 2, -1 / 2),
+    "ab3": (23 / 12, -16 / 12, 5 / 12),
+    "ab4": (55 / 24, -59 / 24, 37 / 24, -9 / 24),
+    "ab5": (1901 / 720, -2774 / 720, 2616 / 720, -1274 / 720, 251 / 720),
+}
+# name -> field evaluations per step (Adams–Bashforth: after its k − 1 starting RK4 steps)
+FIXED_STEP = {"euler": 1, "midpoint": 2, "rk4": 4, "dp5": 6} | dict.fromkeys(ADAMS_BASHFORTH, 1)
 ADAPTIVE = {"dopri5": diffrax.Dopri5, "tsit5": diffrax.Tsit5}
 NORMS = ("max", "rms")
 BACKENDS = ("xla", "pallas")
@@ -47,9 +59,11 @@ class Solver:
     """Static ODE-solver configuration.
 
     Attributes:
-        name: "euler", "midpoint", "rk4", "dp5" (fixed step) or "dopri5", "tsit5" (adaptive).
-        num_steps: number of steps of a fixed-step solver.
-        power: step schedule of a fixed-step solver, (k / N)^power from the end nearer t = 0.
+        name: "euler", "midpoint", "rk4", "dp5", "ab2" … "ab5" (fixed step) or "dopri5",
+            "tsit5" (adaptive).
+        num_steps: number of steps of a fixed-step solver (Adams–Bashforth "abk": ≥ k).
+        power: step schedule of a fixed-step solver, (k / N)^power from the end nearer t = 0
+            (Adams–Bashforth: 1 only).
         backend: "xla" (default) or "pallas": ``evaluation.generate``'s histograms then use the
             fused generation + binning kernel (``bayesiamp_jax.kernels``; fixed-step solvers
             only, interpret mode off GPUs). ``integrate`` itself always runs the XLA path.
@@ -78,6 +92,15 @@ class Solver:
         _checks.positive_int("max_steps", self.max_steps)
         _checks.positive("power", self.power)
         _checks.one_of("backend", self.backend, BACKENDS)
+        if self.name in ADAMS_BASHFORTH:
+            k = len(ADAMS_BASHFORTH[self.name])
+            if self.num_steps < k:
+                raise ValueError(f"num_steps must be >= {k} for name={self.name!r} ({k - 1} "
+                                 f"starting RK4 steps, then Adams–Bashforth), got "
+                                 f"{self.num_steps!r}")
+            if self.power != 1.0:
+                raise ValueError(f"power must be 1 (uniform steps) for name={self.name!r}, got "
+                                 f"{self.power!r}")
         if self.backend == "pallas" and self.adaptive:
             raise ValueError(f"backend='pallas' needs a fixed-step solver, got name={self.name!r}")
 
@@ -92,6 +115,16 @@ class Solver:
     @property
     def adaptive(self) -> bool:
         return self.name in ADAPTIVE
+
+    @property
+    def num_evals(self) -> int:
+        """Field evaluations per solve of a fixed-step solver (``Solution.num_evals``)."""
+        if self.adaptive:
+            raise ValueError(f"an adaptive solver ({self.name!r}) has no fixed number of "
+                             "evaluations")
+        if self.name in ADAMS_BASHFORTH:
+            return self.num_steps + 3 * (len(ADAMS_BASHFORTH[self.name]) - 1)
+        return self.num_steps * FIXED_STEP[self.name] + (self.name == "dp5")
 
 
 class Solution(NamedTuple):
@@ -143,16 +176,56 @@ def _fixed_step(name: str) -> Callable:
         return _axpy(h, f(t + 0.5 * h, _axpy(0.5 * h, k1, y), args), y)
 
     def rk4(f, t, y, h, args):
-        k1 = f(t, y, args)
-        k2 = f(t + 0.5 * h, _axpy(0.5 * h, k1, y), args)
-        k3 = f(t + 0.5 * h, _axpy(0.5 * h, k2, y), args)
-        k4 = f(t + h, _axpy(h, k3, y), args)
-        incr = jax.tree_util.tree_map(
-            lambda a, b, c, d: (a + 2 * b + 2 * c + d) / 6, k1, k2, k3, k4
-        )
-        return _axpy(h, incr, y)
+        return _rk4_from(f, t, y, f(t, y, args), h, args)
 
     return {"euler": euler, "midpoint": midpoint, "rk4": rk4}[name]
+
+
+def _rk4_from(f, t, y, k1, h, args):
+    """One classic RK4 step from (t, y) with its first stage k1 = f(t, y) given."""
+    k2 = f(t + 0.5 * h, _axpy(0.5 * h, k1, y), args)
+    k3 = f(t + 0.5 * h, _axpy(0.5 * h, k2, y), args)
+    k4 = f(t + h, _axpy(h, k3, y), args)
+    incr = jax.tree_util.tree_map(
+        lambda a, b, c, d: (a + 2 * b + 2 * c + d) / 6, k1, k2, k3, k4
+    )
+    return _axpy(h, incr, y)
+
+
+def adams_bashforth(f, y0, t0, t1, name: str, num_steps: int, args=None,
+                    checkpoint: bool = False):
+    """y(t1) of a uniform-step k-step Adams–Bashforth solve (``ADAMS_BASHFORTH[name]``).
+
+    Steps 0 … k − 2 are RK4 steps whose first stages f(t_j, y_j) start the history; each later
+    step is y_{n+1} = y_n + h Σ_j β_j f_{n−j} and costs one evaluation, f(t_{n+1}, y_{n+1})
+    (not made after the last step). ``y0`` any pytree of float arrays; the loop is a
+    ``fori_loop`` over pytrees, so the fused kernel runs the same code on its coordinate rows.
+    """
+    beta = ADAMS_BASHFORTH[name]
+    k = len(beta)
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0))
+    t0 = jnp.asarray(t0, dtype)
+    h = (jnp.asarray(t1, dtype) - t0) / num_steps
+    history = []  # newest first
+    y = y0
+    for j in range(k - 1):
+        t = t0 + j * h
+        history.insert(0, f(t, y, args))
+        y = _rk4_from(f, t, y, history[0], h, args)
+    history.insert(0, f(t0 + (k - 1) * h, y, args))
+
+    def update(y, hist):
+        return _axpy(h, _combine(beta, hist), y)
+
+    def body(i, carry):
+        y, hist = carry
+        y = update(y, hist)
+        return y, (f(t0 + (i + 1).astype(dtype) * h, y, args),) + hist[:-1]
+
+    if checkpoint:
+        body = jax.checkpoint(body)
+    y, hist = jax.lax.fori_loop(k - 1, num_steps - 1, body, (y, tuple(history)))
+    return update(y, hist)
 
 
 # Dormand–Prince 5(4) tableau (Dormand & Prince 1980): nodes, stage coefficients, 5th-order
@@ -224,7 +297,10 @@ def _integrate(f, y0, t0, t1, solver, args, *, throw: bool) -> tuple[Solution, j
 def _integrate_fixed(f, y0, t0, t1, solver: Solver, args) -> Solution:
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0))
     n = solver.num_steps
-    evals = jnp.asarray(n * FIXED_STEP[solver.name] + (solver.name == "dp5"), jnp.int32)
+    evals = jnp.asarray(solver.num_evals, jnp.int32)
+    if solver.name in ADAMS_BASHFORTH:
+        return Solution(adams_bashforth(f, y0, t0, t1, solver.name, n, args, solver.checkpoint),
+                        evals)
     if solver.name == "dp5":
         return Solution(_integrate_dp5(f, y0, t0, t1, solver, args, dtype), evals)
     step = _fixed_step(solver.name)

@@ -1,15 +1,17 @@
 """Project vs baseline, interleaved call by call: ratios that a shared, loaded CPU cannot skew.
 
-    python -m benchmarks.interleaved [--rounds 7] [--output results.json]
+    python -m benchmarks.interleaved [--rounds 7] [--torch-threads 1] [--output results.json]
 
 ``benchmarks.run`` times all JAX repeats, then all PyTorch repeats; when other processes
 come and go, the two see different machines. Here every round times one call of each
 implementation back to back, and the figure is the median over rounds of the per-round
 ratio baseline / project (the speed-up), with its min–max. Units (size ``cpu``): the
 flow-matching epoch, RK4-8 and RK4-20 generation of 50,000 samples (``flow.decode`` vs
-``torch_ref.decode_rk4``), and histogramming 2·10⁶ points into 50 × 50 cells (the project's
-``binning.accumulate`` vs numpy). PyTorch runs with one intra-op thread (the faster setting
-in every ``benchmarks.run`` probe on this machine).
+``torch_ref.decode_rk4``), the evaluation's default Adams–Bashforth 4 with 60 steps against the
+baseline's RK4-20 (equal histogram accuracy, ``benchmarks.solver_study``), and histogramming
+2·10⁶ points into 50 × 50 cells (the project's ``binning.accumulate`` vs numpy). PyTorch runs
+with ``--torch-threads`` intra-op threads (default 1, the faster setting in the
+``benchmarks.run`` probes on the Zen 2 machine; it took 2 on the Zen 3 one).
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ def units(ctx):
         out[f"generation rk4-{steps}"] = (
             lambda s=solver: flow.decode(ctx.field, params, z, c, s),
             lambda k=steps: torch_ref.decode_rk4(tf, zt, ctt, k), 1)
+    # the evaluation's default against the baseline's RK4-20: equal histogram accuracy
+    # (benchmarks.solver_study), 69 vs 80 field evaluations per sample
+    out["generation ab4-60 (default) vs torch rk4-20"] = (
+        lambda: flow.decode(ctx.field, params, z, c, Solver("ab4", 60)),
+        lambda: torch_ref.decode_rk4(tf, zt, ctt, 20), 1)
     x = data.sample_ring(ctx.key(40), 2_000_000).x
     b = binning.quantile_binning(50)
     (e,) = binning.device_edges([b])
@@ -85,11 +92,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="PyTorch intra-op threads (benchmarks.run probes 1 and 2)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.torch_threads)
     ctx = Context(sized("cpu"), device={"peak_gflops": float("nan"), "bandwidth_gbs": 1.0})
-    report = {"environment": environment(), "rounds": args.rounds, "units": {}}
+    report = {"environment": environment(), "rounds": args.rounds,
+              "torch_threads": args.torch_threads, "units": {}}
     for name, (proj, base, per) in units(ctx).items():
         _timed(proj), _timed(base)  # compile / warm up
         rows = []

@@ -1,6 +1,8 @@
 """Which ODE solver and step schedule generation needs: histogram error against a tight solve.
 
     python -m benchmarks.solver_study [--epochs 300,2501] [--samples 262144] [--params FILE]
+                                      [--candidates multistep | 'rk4-20,ab4-60,...']
+                                      [--stiffness]
                                       [--output benchmarks/results/cpu_solver_study.json]
 
 For a trained field (flow matching on the ring, ``--epochs`` epochs with the benchmarks' seed,
@@ -63,6 +65,24 @@ def candidates(powers=POWERS, fine: bool = False) -> list[Solver]:
         out += [Solver("dp5", n, power=p) for n in (4, 6, 8)]
     out += [Solver("midpoint", n, power=p) for n in (16, 32) for p in (1.0, 0.65)]
     return out
+
+
+MULTISTEP = ("rk4-18", "rk4-20", "ab3-60", "ab3-70", "ab4-44", "ab4-48", "ab4-52", "ab4-56",
+             "ab4-60", "ab4-64", "ab5-52", "ab5-60", "ab5-68")
+
+
+def parse(text: str) -> Solver:
+    """A candidate from its label: "rk4-20", "rk4-16 p=0.8", "ab4-60", "dopri5 rtol=1e-4"."""
+    head, *opts = text.split()
+    kw = dict(o.split("=") for o in opts)
+    if head in ("dopri5", "tsit5"):
+        r = float(kw.get("rtol", 1e-5))
+        return Solver(head, rtol=r, atol=r / 10)
+    name, _, steps = head.partition("-")
+    if not steps.isdigit():
+        raise ValueError(f"--candidates: expected a label like 'rk4-20' or 'dopri5 rtol=1e-4', "
+                         f"got {text!r}")
+    return Solver(name, int(steps), power=float(kw.get("p", 1.0)))
 
 
 def label(s: Solver) -> str:
@@ -133,7 +153,7 @@ def histogram_error(x, ref_cells: dict, n_target: int = N_TARGET) -> dict:
 
 def study(field, params, num_samples: int, seed: int = 0, max_bins: int = 100,
           progress: bool = True, powers=POWERS, cache_dir=None, fine: bool = False,
-          reference: Solver = REFERENCE) -> dict:
+          reference: Solver = REFERENCE, solvers=None) -> dict:
     num_chunks = -(-num_samples // CHUNK)
     n = num_chunks * CHUNK
     z = jax.random.normal(jax.random.PRNGKey(seed + 100), (num_chunks, CHUNK, 2))
@@ -165,7 +185,7 @@ def study(field, params, num_samples: int, seed: int = 0, max_bins: int = 100,
     bins = [b for b in BINS if b <= max_bins]
     ref_cells = {b: cells(ref, b) for b in bins}
     rows = []
-    for s in candidates(powers, fine):
+    for s in solvers or candidates(powers, fine):
         t0 = time.perf_counter()
         x, evals = _decode_chunks(field, s, params, z, c)
         x = np.asarray(x, np.float64).reshape(n, 2)
@@ -193,6 +213,36 @@ def study(field, params, num_samples: int, seed: int = 0, max_bins: int = 100,
             "cheapest_below_noise_evals": best and best["evals"]}
 
 
+def stiffness(field, params, num_points: int = 8192, num_steps: int = 240, seed: int = 7) -> dict:
+    """Eigenvalues λ of ∂v/∂x along decode paths (RK4, ``num_steps`` steps, t: 1 → 0).
+
+    Decoding steps with h < 0, so an eigenvalue with Re λ > 0 contracts the paths and is what
+    bounds an explicit solver's step (stability of h λ); Adams–Bashforth 4 needs |h| λ < 0.3 on
+    the real axis, RK4 |h| λ < 2.79.
+    """
+    c = jnp.full((1,), data.DEFAULT_R_MEAN)
+    z = jax.random.normal(jax.random.PRNGKey(seed), (num_points, field.data_dim))
+    h = -1.0 / num_steps
+
+    @jax.jit
+    def run(z):
+        def body(y, i):
+            t = 1.0 + i * h
+            jac = jax.vmap(jax.jacfwd(lambda x: field(params, t, x, c)))(y)
+            ev = jnp.linalg.eigvals(jac)
+            y1 = integrate(lambda tt, yy, _: field(params, tt, yy, c), y, t, t + h,
+                           Solver("rk4", 1)).y1
+            return y1, (jnp.max(ev.real, axis=-1), jnp.max(jnp.abs(ev), axis=-1))
+        return jax.lax.scan(body, z, jnp.arange(num_steps, dtype=jnp.float32))[1]
+
+    contraction, modulus = (np.asarray(a) for a in run(z))
+    per_t = contraction.max(axis=1)
+    return {"points": num_points, "steps": num_steps,
+            "max_contraction_rate": float(per_t.max()),
+            "t_of_max_contraction": float(1.0 - np.argmax(per_t) / num_steps),
+            "max_abs_eigenvalue": float(modulus.max())}
+
+
 def main(argv=None):
     from benchmarks.common import environment
 
@@ -205,9 +255,14 @@ def main(argv=None):
     parser.add_argument("--powers", default=",".join(str(p) for p in POWERS))
     parser.add_argument("--fine", action="store_true",
                         help="only uniform schedules between 48 and 80 evaluations")
+    parser.add_argument("--candidates", default=None,
+                        help="comma-separated labels ('rk4-20,ab4-60,dopri5 rtol=1e-4') instead "
+                             "of the default list; 'multistep': Adams–Bashforth against RK4")
     parser.add_argument("--reference", default="dopri5",
                         help="dopri5 (rtol 1e-8, float64) or rk4-N (float64, N steps)")
     parser.add_argument("--cache", default=None, help="folder to cache the reference solve in")
+    parser.add_argument("--stiffness", action="store_true",
+                        help="only the eigenvalues of the field's Jacobian along decode paths")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     from bayesiamp_jax.checkpoint import atomic_write_json
@@ -217,6 +272,10 @@ def main(argv=None):
     sources = [("params", args.params)] if args.params else [
         ("epochs", int(e)) for e in args.epochs.split(",")]
     reference = REFERENCE
+    solvers = None
+    if args.candidates:
+        names = MULTISTEP if args.candidates == "multistep" else args.candidates.split(",")
+        solvers = [parse(n) for n in names]
     if args.reference != "dopri5":
         reference = Solver("rk4", int(args.reference.split("-")[1]))
     for kind, value in sources:
@@ -224,9 +283,16 @@ def main(argv=None):
         field, params = (trained_field(0, params_path=value) if kind == "params"
                          else trained_field(value))
         print(f"# field: {kind}={value} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        if args.stiffness:
+            res = {"field": {kind: value}, "stiffness": stiffness(field, params)}
+            print(res, flush=True)
+            report["fields"].append(res)
+            if args.output:
+                atomic_write_json(args.output, report)
+            continue
         res = study(field, params, args.samples, max_bins=args.max_bins,
                     powers=tuple(float(p) for p in args.powers.split(",")),
-                    cache_dir=args.cache, fine=args.fine, reference=reference)
+                    cache_dir=args.cache, fine=args.fine, reference=reference, solvers=solvers)
         res["field"] = {kind: value}
         report["fields"].append(res)
         report["environment"]["load_average_at_end"] = list(os.getloadavg())

@@ -11,7 +11,8 @@ Work per stage (``work``), in units whose cost is measured or documented:
 - nuts: draws × 2^(tree depth) likelihood gradients of num_points points (as adammcmc).
 - evaluate: *generated points* (same-noise calib_samples, scaled scaled_factor · n² per
   binning, or scaled_factor · max n² with ``scaled_shared``) per run and draw, each
-  solver_steps × stages field evaluations.
+  ``Solver.num_evals`` field evaluations (RK4: solver_steps × 4; Adams–Bashforth "abk":
+  solver_steps + 3 (k − 1)).
 
 FLOPs = field evaluations × the field's FLOPs per point (XLA's cost analysis of the compiled
 field). Time = work × cost per unit. ``probe`` measures the costs on this device in a few
@@ -63,7 +64,7 @@ CPU_COSTS = {
 VI_FACTOR = 2.0  # VI point-step / flow-matching point-step (runtime._COST: 0.04 s vs 0.02 s)
 LIKELIHOOD_EVALS = 4 * (1 + 2) * 3  # field evaluations per likelihood-gradient RK4 point-step
 NUTS_DRAW_CPU = 0.35  # s per NUTS draw at depth 6, 10k points (MEASURED.md)
-STAGES_PER_STEP = {"euler": 1, "midpoint": 2, "rk4": 4}
+ADAPTIVE_EVALS_PER_STEP = 10  # an adaptive solver: a guess of evaluations per "solver_steps"
 TIMING_KEYS = {"deterministic": "deterministic", "vi": "train_vi", "adammcmc": "train_adammcmc",
                "nuts": "train_nuts", "repulsive": "train_repulsive", "evaluate": "evaluate"}
 
@@ -159,7 +160,8 @@ def work(cfg) -> dict:
         draws += {"vi": cfg.vi.num_draws, "adammcmc": cfg.adammcmc.num_samples,
                   "nuts": cfg.nuts.num_samples, "repulsive": cfg.repulsive.num_members}[method]
     e = cfg.evaluation
-    per_sample = e.solver_steps * STAGES_PER_STEP.get(e.solver, 10)
+    per_sample = (e.solver_steps * ADAPTIVE_EVALS_PER_STEP if e.solver in bj.integrate.ADAPTIVE
+                  else bj.Solver(e.solver, e.solver_steps).num_evals)
     points = float(runs * draws * (e.calib_samples + scaled_points(e)))
     out["evaluate"] = {"unit": "field_eval", "units": points * per_sample, "parallel_units": 1,
                        "field_evals": points * per_sample, "samples": points,

@@ -25,6 +25,9 @@ def test_work_and_predicted_seconds_by_hand():
     assert st["evaluate"]["field_evals"] == points * e.solver_steps * 4
     assert st["evaluate"]["flops"] == points * e.solver_steps * 4 * 1000.0
     assert plan["total_s"] == pytest.approx(sum(s["predicted_s"] for s in st.values()))
+    ab4 = budget.work(config.resolve("tiny", ["evaluation.solver=ab4",
+                                              "evaluation.solver_steps=30"]))
+    assert ab4["evaluate"]["field_evals"] == points * (30 + 3 * 3)  # 3 RK4 starting steps
     shared = budget.work(config.resolve("tiny", ["evaluation.scaled_shared=true"]))
     assert shared["evaluate"]["samples_scaled"] == runs * 10 * e.scaled_factor * 5 * 5
 
@@ -67,3 +70,9 @@ def test_budget_command_writes_the_plans(tmp_path, capsys):
         assert plan["total_s"] == pytest.approx(
             sum(s["predicted_s"] for s in plan["stages"].values()))
     assert cli.main(["budget", "--preset", "tiny", "--set", "seed=x"]) == 2  # one-line error
+
+
+def test_adams_bashforth_needs_its_starting_steps():
+    with pytest.raises(ValueError, match="evaluation.solver_steps must be >= 4 for "
+                                         "evaluation.solver='ab4', got 3"):
+        config.resolve("tiny", ["evaluation.solver=ab4", "evaluation.solver_steps=3"])

@@ -47,8 +47,8 @@ def test_kernel_velocity_is_the_field(params):
                                    rtol=1e-5)
 
 
-@pytest.mark.parametrize("solver", [Solver("rk4", 4), Solver("dp5", 2, power=0.7)],
-                         ids=["rk4-4", "dp5-2-p0.7"])
+@pytest.mark.parametrize("solver", [Solver("rk4", 4), Solver("dp5", 2, power=0.7),
+                                    Solver("ab4", 6)], ids=["rk4-4", "dp5-2-p0.7", "ab4-6"])
 def test_fused_counts_equal_plain_path(params, solver):
     """600 points (not a multiple of the 256-point block), a quantile grid and a finite grid
     that drops points outside it: equal counts in every cell."""

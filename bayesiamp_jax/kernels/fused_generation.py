@@ -3,11 +3,11 @@ solver step and adds them to the polar histograms, so no sample (and no activati
 to memory.
 
 Per program (a block of ``block`` points): the noise (d, block) is read once; the fixed-step
-solver (``integrate``'s own RK steps, on a tuple of d coordinate rows) runs all its steps with
-the MLP's activations in registers / shared memory; the points are mapped to (r, φ) and binned
-with one-hot rows per axis, and the block's counts are the product onehot_rᵀ · onehot_φ
-(n_r × n_φ, exact in float32: 0/1 products, integer sums < 2²⁴). Outputs: one partial
-histogram per block, summed outside.
+solver (``integrate``'s own RK steps or Adams–Bashforth loop, on a tuple of d coordinate rows)
+runs all its steps with the MLP's activations in registers / shared memory; the points are
+mapped to (r, φ) and binned with one-hot rows per axis, and the block's counts are the product
+onehot_rᵀ · onehot_φ (n_r × n_φ, exact in float32: 0/1 products, integer sums < 2²⁴). Outputs:
+one partial histogram per block, summed outside.
 
 Written for Pallas's GPU (Triton) lowering: no value slicing (MEASURED.md: index the Ref), the
 first layer split into x rows and a per-stage time bias (the 2K embedding features are the same
@@ -25,9 +25,15 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from bayesiamp_jax.integrate import Solver, _dp5_step, _fixed_step
+from bayesiamp_jax.integrate import (
+    ADAMS_BASHFORTH,
+    Solver,
+    _dp5_step,
+    _fixed_step,
+    adams_bashforth,
+)
 
-KERNEL_SOLVERS = ("euler", "midpoint", "rk4", "dp5")
+KERNEL_SOLVERS = ("euler", "midpoint", "rk4", "dp5", *ADAMS_BASHFORTH)
 
 
 def _pow2(n: int) -> int:
@@ -84,10 +90,13 @@ def kernel_velocity(field, t, y, w):
 
 
 def _solve_block(field, solver: Solver, y, w):
-    """All fixed steps of ``solver`` from t = 1 to t = 0 on the coordinate rows y."""
+    """All fixed steps of ``solver`` from t = 1 to t = 0 on the coordinate rows y (Adams–Bashforth:
+    ``integrate.adams_bashforth`` itself, its history a tuple of row tuples)."""
     f = lambda t, yy, _: kernel_velocity(field, t, yy, w)  # noqa: E731
     n = solver.num_steps
     t0, t1 = 1.0, 0.0
+    if solver.name in ADAMS_BASHFORTH:
+        return adams_bashforth(f, y, t0, t1, solver.name, n)
 
     def node(i):
         if solver.power == 1.0:  # integrate's uniform path: t0 + i h
