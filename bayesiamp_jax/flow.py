@@ -108,10 +108,27 @@ def encode(field, params, x, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
     return _host_checked(run, solver, "encode", params, x, c)
 
 
-def sample(key: jax.Array, field, params, c, solver: Solver = DEFAULT_SOLVER) -> jax.Array:
-    """One sample per row of ``c`` (n, cond_dim): z ~ N(0, I), then ``decode``. -> (n, d)."""
-    c = jnp.asarray(c)
-    z = jax.random.normal(key, c.shape[:-1] + (field.data_dim,))
+def sample(key: jax.Array, field, params, c=None, solver: Solver = DEFAULT_SOLVER,
+           num_samples: int | None = None) -> jax.Array:
+    """z ~ N(0, I), then ``decode``: (n, d) samples.
+
+    n is ``num_samples``, or the rows of ``c`` (n, cond_dim) when it is not given. An
+    unconditional field (cond_dim = 0) takes c = None and ``num_samples``; a conditional one
+    may take one condition (cond_dim,) for all ``num_samples`` points.
+    """
+    if num_samples is not None:
+        _checks.positive_int("num_samples", num_samples)
+        shape = (num_samples,)
+    elif c is None:
+        raise ValueError("num_samples is required when c is None (an unconditional field), "
+                         "got None")
+    else:
+        c = jnp.asarray(c)
+        if c.ndim < 2:
+            raise ValueError(f"c must have shape (n, cond_dim) to give the number of samples, "
+                             f"or pass num_samples; got shape {tuple(c.shape)}")
+        shape = c.shape[:-1]
+    z = jax.random.normal(key, shape + (field.data_dim,))
     return decode(field, params, z, c, solver)
 
 

@@ -2,7 +2,9 @@
 
 Errors are measured on the first ``ERR_POINTS`` samples against fixed-step RK4 with
 ``TIGHT_STEPS`` steps (row-independent, so a subset gives the same answer as the full batch).
-Also: the chunked fast path (``benchmarks.fast.decode_chunked``) for the fixed-step solvers,
+Also: the evaluation's default solver (no PyTorch counterpart: compare it with the baseline's
+RK4 at equal histogram accuracy, ``benchmarks.interleaved``), the chunked fast path
+(``benchmarks.fast.decode_chunked``) for the fixed-step solvers,
 the smallest RK4 step count as accurate as Dormand–Prince, and the PyTorch/zuko baseline.
 Run ``python -m benchmarks.generation --size tiny``.
 """
@@ -28,10 +30,13 @@ REFERENCE_TOL = {"rtol": 1e-5, "atol": 1e-6}  # the reference's Dormand–Prince
 
 
 def solvers(size) -> list[Solver]:
-    """Fixed-step solvers at the size's step counts, then the adaptive ones."""
+    """Fixed-step solvers at the size's step counts and the evaluation's default
+    (``generate.DEFAULT_SOLVER``, Adams–Bashforth 4), then the adaptive ones."""
+    from bayesiamp_jax.evaluation.generate import DEFAULT_SOLVER
+
     most = max(size.fixed_steps)
     fixed = [Solver("euler", most), Solver("midpoint", most)] if size.all_solvers else []
-    fixed += [Solver("rk4", n) for n in size.fixed_steps]
+    fixed += [Solver("rk4", n) for n in size.fixed_steps] + [DEFAULT_SOLVER]
     adaptive = [Solver("dopri5", **REFERENCE_TOL)]
     if size.all_solvers:
         adaptive.append(Solver("tsit5", **REFERENCE_TOL))

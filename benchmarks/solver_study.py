@@ -1,6 +1,7 @@
 """Which ODE solver and step schedule generation needs: histogram error against a tight solve.
 
     python -m benchmarks.solver_study [--epochs 300,2501] [--samples 262144] [--params FILE]
+                                      [--study DIR]  (a shell study: its field and grids)
                                       [--candidates multistep | 'rk4-20,ab4-60,...']
                                       [--stiffness]
                                       [--output benchmarks/results/cpu_solver_study.json]
@@ -108,6 +109,24 @@ def trained_field(epochs: int, seed: int = 0, params_path=None):
     return field, res.state.params
 
 
+def study_field(folder):
+    """(field, run 0's deterministic params, problem) of a study folder with exact marginals."""
+    from pathlib import Path
+
+    from bayesiamp_jax.checkpoint import load_pytree
+    from experiments import config
+    from experiments.data import field_from_config, problem_from_config
+
+    cfg = config.load(Path(folder) / "config.json")
+    problem = problem_from_config(cfg)
+    if problem.marginals is None or problem.ring:
+        raise ValueError(f"--study {folder!r}: needs a study with exact marginals other than "
+                         "the ring (the shell); use --params for the ring")
+    state = load_pytree(Path(folder) / "models" / "deterministic.msgpack")
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), state["params"])
+    return field_from_config(cfg), params, problem
+
+
 @partial(jax.jit, static_argnames=("field", "solver"))
 def _decode_chunks(field, solver, params, z, c):
     """Decode z (k, CHUNK, 2) chunk by chunk: (points (k, CHUNK, 2), evals (k,))."""
@@ -128,12 +147,28 @@ def cells(x: np.ndarray, num_bins: int) -> np.ndarray:
     return i_r * num_bins + i_p
 
 
-def histogram_error(x, ref_cells: dict, n_target: int = N_TARGET) -> dict:
+def problem_cells(problem):
+    """``cells`` for a ``datasets.Problem`` with exact marginals (the shell's (r, cos θ)): the
+    flat n × n truth-quantile cell of each point, the observable computed in float64."""
+    from bayesiamp_jax import observables
+
+    def cell(x: np.ndarray, num_bins: int) -> np.ndarray:
+        with jax.enable_x64(True):
+            v = np.asarray(observables.values(problem.observable, jnp.asarray(x, jnp.float64)))
+        edges = problem.binning(num_bins).edges
+        idx = [np.clip(np.searchsorted(e, v[:, j], side="right") - 1, 0, len(e) - 2)
+               for j, e in enumerate(edges)]
+        return np.ravel_multi_index(idx, [len(e) - 1 for e in edges])
+
+    return cell
+
+
+def histogram_error(x, ref_cells: dict, n_target: int = N_TARGET, cell_fn=cells) -> dict:
     """Migration fraction and error in MC-noise units at ``n_target`` per grid (see module)."""
     n = x.shape[0]
     out = {}
     for k, rc in ref_cells.items():
-        cc = cells(x, k)
+        cc = cell_fn(x, k)
         moved = cc != rc
         cells_total = k * k
         out_c = np.bincount(rc[moved], minlength=cells_total)
@@ -153,11 +188,15 @@ def histogram_error(x, ref_cells: dict, n_target: int = N_TARGET) -> dict:
 
 def study(field, params, num_samples: int, seed: int = 0, max_bins: int = 100,
           progress: bool = True, powers=POWERS, cache_dir=None, fine: bool = False,
-          reference: Solver = REFERENCE, solvers=None) -> dict:
+          reference: Solver = REFERENCE, solvers=None, problem=None) -> dict:
+    """Every candidate against ``reference`` (see the module). ``problem``: a
+    ``datasets.Problem`` with exact marginals whose grids and condition to use (default: the
+    ring's)."""
     num_chunks = -(-num_samples // CHUNK)
     n = num_chunks * CHUNK
-    z = jax.random.normal(jax.random.PRNGKey(seed + 100), (num_chunks, CHUNK, 2))
-    c = jnp.full((1,), data.DEFAULT_R_MEAN)
+    z = jax.random.normal(jax.random.PRNGKey(seed + 100), (num_chunks, CHUNK, field.data_dim))
+    c = jnp.full((1,), data.DEFAULT_R_MEAN if problem is None else problem.condition)
+    cell_fn = cells if problem is None else problem_cells(problem)
     t0 = time.perf_counter()
     cache = None
     if cache_dir:
@@ -173,7 +212,7 @@ def study(field, params, num_samples: int, seed: int = 0, max_bins: int = 100,
             p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
             ref, ref_evals = _decode_chunks(field, reference, p64, jnp.asarray(z, jnp.float64),
                                             jnp.asarray(c, jnp.float64))
-            ref = np.asarray(ref, np.float64).reshape(n, 2)
+            ref = np.asarray(ref, np.float64).reshape(n, field.data_dim)
             ref_evals = np.asarray(ref_evals)
         ref_s = time.perf_counter() - t0
         if cache:
@@ -183,19 +222,19 @@ def study(field, params, num_samples: int, seed: int = 0, max_bins: int = 100,
         print(f"reference {label(reference)} float64: {ref_s:.1f} s, evals/chunk "
               f"{ref_evals.min()}..{ref_evals.max()}", flush=True)
     bins = [b for b in BINS if b <= max_bins]
-    ref_cells = {b: cells(ref, b) for b in bins}
+    ref_cells = {b: cell_fn(ref, b) for b in bins}
     rows = []
     for s in solvers or candidates(powers, fine):
         t0 = time.perf_counter()
         x, evals = _decode_chunks(field, s, params, z, c)
-        x = np.asarray(x, np.float64).reshape(n, 2)
+        x = np.asarray(x, np.float64).reshape(n, field.data_dim)
         secs = time.perf_counter() - t0
         d = np.linalg.norm(x - ref, axis=-1)
         row = {"solver": label(s), "name": s.name, "num_steps": s.num_steps, "power": s.power,
                "rtol": s.rtol if s.adaptive else None,
                "evals": float(np.mean(np.asarray(evals))), "max_err": float(d.max()),
                "rms_err": float(np.sqrt(np.mean(d**2))), "seconds_incl_compile": secs,
-               "hist": histogram_error(x, ref_cells)}
+               "hist": histogram_error(x, ref_cells, cell_fn=cell_fn)}
         row["worst_sigma_ratio_1e7"] = max(h["sigma_ratio_1e7"] for h in row["hist"].values())
         row["below_noise"] = row["worst_sigma_ratio_1e7"] <= THRESHOLD
         rows.append(row)
@@ -250,6 +289,9 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", default="300,2501")
     parser.add_argument("--params", default=None, help="models/deterministic.msgpack to use")
+    parser.add_argument("--study", default=None,
+                        help="a study folder (e.g. the shell's): its field, run 0's deterministic "
+                             "params and its problem's exact truth-quantile grids")
     parser.add_argument("--samples", type=int, default=2**18)
     parser.add_argument("--max-bins", type=int, default=100)
     parser.add_argument("--powers", default=",".join(str(p) for p in POWERS))
@@ -269,8 +311,8 @@ def main(argv=None):
 
     report = {"environment": environment(), "command": "python -m benchmarks.solver_study "
               + " ".join(argv if argv is not None else os.sys.argv[1:]), "fields": []}
-    sources = [("params", args.params)] if args.params else [
-        ("epochs", int(e)) for e in args.epochs.split(",")]
+    sources = ([("study", args.study)] if args.study else [("params", args.params)]
+               if args.params else [("epochs", int(e)) for e in args.epochs.split(",")])
     reference = REFERENCE
     solvers = None
     if args.candidates:
@@ -280,8 +322,12 @@ def main(argv=None):
         reference = Solver("rk4", int(args.reference.split("-")[1]))
     for kind, value in sources:
         t0 = time.perf_counter()
-        field, params = (trained_field(0, params_path=value) if kind == "params"
-                         else trained_field(value))
+        problem = None
+        if kind == "study":
+            field, params, problem = study_field(value)
+        else:
+            field, params = (trained_field(0, params_path=value) if kind == "params"
+                             else trained_field(value))
         print(f"# field: {kind}={value} ({time.perf_counter() - t0:.1f} s)", flush=True)
         if args.stiffness:
             res = {"field": {kind: value}, "stiffness": stiffness(field, params)}
@@ -292,7 +338,8 @@ def main(argv=None):
             continue
         res = study(field, params, args.samples, max_bins=args.max_bins,
                     powers=tuple(float(p) for p in args.powers.split(",")),
-                    cache_dir=args.cache, fine=args.fine, reference=reference, solvers=solvers)
+                    cache_dir=args.cache, fine=args.fine, reference=reference, solvers=solvers,
+                    problem=problem)
         res["field"] = {kind: value}
         report["fields"].append(res)
         report["environment"]["load_average_at_end"] = list(os.getloadavg())

@@ -169,6 +169,9 @@ def test_benchmark_runs_tiny(tiny_context, name):
         assert by[("jax_chunked", "rk4-4")]["max_err"] == pytest.approx(
             by[("jax", "rk4-4")]["max_err"], rel=1e-3, abs=1e-5)
         assert by[("jax", "dopri5")]["max_err"] < by[("jax", "rk4-4")]["max_err"]
+        # the evaluation's default: 60 Adams–Bashforth steps, 3 of them RK4 starting steps
+        assert by[("jax", "ab4-60")]["evals"] == 60 + 3 * 3
+        assert by[("jax", "ab4-60")]["max_err"] < by[("jax", "rk4-4")]["max_err"]
     if name == "histogram":
         assert all(r["moved_vs_numpy"] <= 4 for r in records if r["impl"].startswith("jax")
                    and "moved_vs_numpy" in r)

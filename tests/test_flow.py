@@ -39,6 +39,27 @@ def test_gaussian_morph_samples_and_log_prob_are_exact(gaussian_morph, points, s
     np.testing.assert_allclose(lp, GaussianMorphField.log_prob(x, mu, s), atol=2e-5, rtol=1e-6)
 
 
+def test_sample_by_number_unconditional_and_one_condition(gaussian_morph):
+    """num_samples: an unconditional field (c None) and one condition for all points both give
+    μ + s z for the key's noise z (the exact flow), n rows."""
+    import dataclasses
+
+    field, params, mu, s = gaussian_morph
+    key = jax.random.PRNGKey(13)
+    z = np.asarray(jax.random.normal(key, (500, 2)))
+    free = dataclasses.replace(field, cond_dim=0)
+    np.testing.assert_allclose(flow.sample(key, free, params, num_samples=500, solver=RK4),
+                               mu + s * z, atol=5e-5)
+    np.testing.assert_allclose(flow.sample(key, field, params, jnp.ones(1), RK4, num_samples=500),
+                               mu + s * z, atol=5e-5)
+    with pytest.raises(ValueError, match="num_samples is required when c is None"):
+        flow.sample(key, free, params)
+    with pytest.raises(ValueError, match=r"c must have shape \(n, cond_dim\) .* got shape \(1,\)"):
+        flow.sample(key, field, params, jnp.ones(1))
+    with pytest.raises(ValueError, match="num_samples must be a positive integer, got 0"):
+        flow.sample(key, free, params, num_samples=0)
+
+
 def test_gaussian_morph_encode(gaussian_morph, points):
     field, params, mu, s = gaussian_morph
     x, c = points
