@@ -24,5 +24,6 @@ def test_shell_cells_are_numpy_histogram_cells():
     cells = solver_study.problem_cells(problem)(x, 6)
     r = np.linalg.norm(x, axis=-1)
     edges = problem.binning(6).edges
-    expected, _ = np.histogramdd(np.stack([r, x[:, 0] / r], -1), bins=[np.asarray(e) for e in edges])
+    expected, _ = np.histogramdd(np.stack([r, x[:, 0] / r], -1),
+                                 bins=[np.asarray(e) for e in edges])
     np.testing.assert_array_equal(np.bincount(cells, minlength=36).reshape(6, 6), expected)
