@@ -1,12 +1,13 @@
 """Fused Pallas generation + binning against the plain XLA path, for a lent GPU.
 
-    python -m benchmarks.gpu_fused [--samples 10000000] [--steps 20] [--chunk 2097152]
-                                   [--block 256] [--output fused_gpu.json]
+    python -m benchmarks.gpu_fused [--samples 10000000] [--solver rk4] [--steps 20]
+                                   [--chunk 2097152] [--block 256] [--output fused_gpu.json]
 
-Two draws (a trained field and a perturbed copy) × ``--samples`` points, RK4 with ``--steps``
+Two draws (a trained field and a perturbed copy) × ``--samples`` points, ``--solver`` (a
+fixed-step one; ``--solver ab4 --steps 60`` is the evaluation's default) with ``--steps``
 steps, the same noise, one 50 × 50 quantile grid, through ``evaluation.generate``:
-``Solver("rk4", steps)`` (plain: decode, polar map, scatter-add) and
-``Solver("rk4", steps, backend="pallas")`` (fused kernel). Prints the medians (3 timed calls
+``Solver(solver, steps)`` (plain: decode, polar map, scatter-add) and
+``Solver(solver, steps, backend="pallas")`` (fused kernel). Prints the medians (3 timed calls
 after a warm-up), samples per second, the fraction of the FP32 FLOP floor (5,000 FLOPs per
 point and evaluation against ``--peak-tflops``, default the datasheet's 67 for an H200/H100),
 and the number of points that changed cell between the two (float rounding only). On a CPU
@@ -42,6 +43,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=10_000_000)
+    parser.add_argument("--solver", default="rk4", help="a fixed-step solver name")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--chunk", type=int, default=2**21)
     parser.add_argument("--block", type=int, default=256)
@@ -59,8 +61,8 @@ def main(argv=None):
     results = {"device": str(jax.devices()[0]), "backend": jax.default_backend(),
                "args": vars(args)}
     counts = {}
-    for name, solver in (("plain", Solver("rk4", args.steps)),
-                         ("pallas", Solver("rk4", args.steps, backend="pallas"))):
+    for name, solver in (("plain", Solver(args.solver, args.steps)),
+                         ("pallas", Solver(args.solver, args.steps, backend="pallas"))):
         def run(solver=solver):
             return histogram_same_noise(jax.random.fold_in(key, 3), field, draws, [50],
                                         args.samples, solver=solver, chunk_size=args.chunk,
@@ -69,7 +71,7 @@ def main(argv=None):
         out, times = _time(run)
         counts[name] = np.asarray(out)
         med = statistics.median(times)
-        flops = 2 * args.samples * 4 * args.steps * FLOPS_PER_EVAL
+        flops = 2 * args.samples * solver.num_evals * FLOPS_PER_EVAL
         results[name] = {"median_s": med, "times_s": times,
                          "samples_per_s": 2 * args.samples / med,
                          "fraction_of_fp32_peak": flops / med / (args.peak_tflops * 1e12)}
