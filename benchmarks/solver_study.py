@@ -129,7 +129,7 @@ def study_field(folder):
 
 @partial(jax.jit, static_argnames=("field", "solver"))
 def _decode_chunks(field, solver, params, z, c):
-    """Decode z (k, CHUNK, 2) chunk by chunk: (points (k, CHUNK, 2), evals (k,))."""
+    """Decode z (k, CHUNK, d) chunk by chunk: (points (k, CHUNK, d), evals (k,))."""
     def one(zc):
         sol = integrate(lambda t, y, _: field(params, t, y, c), zc, 1.0, 0.0, solver)
         return sol.y1, sol.num_evals
@@ -195,7 +195,7 @@ def study(field, params, num_samples: int, seed: int = 0, max_bins: int = 100,
     num_chunks = -(-num_samples // CHUNK)
     n = num_chunks * CHUNK
     z = jax.random.normal(jax.random.PRNGKey(seed + 100), (num_chunks, CHUNK, field.data_dim))
-    c = jnp.full((1,), data.DEFAULT_R_MEAN if problem is None else problem.condition)
+    c = condition(problem)
     cell_fn = cells if problem is None else problem_cells(problem)
     t0 = time.perf_counter()
     cache = None
@@ -252,14 +252,20 @@ def study(field, params, num_samples: int, seed: int = 0, max_bins: int = 100,
             "cheapest_below_noise_evals": best and best["evals"]}
 
 
-def stiffness(field, params, num_points: int = 8192, num_steps: int = 240, seed: int = 7) -> dict:
+def condition(problem=None) -> jax.Array:
+    """The condition every candidate decodes with: the problem's, or the ring's r_mean."""
+    return jnp.full((1,), data.DEFAULT_R_MEAN if problem is None else problem.condition)
+
+
+def stiffness(field, params, num_points: int = 8192, num_steps: int = 240, seed: int = 7,
+              problem=None) -> dict:
     """Eigenvalues λ of ∂v/∂x along decode paths (RK4, ``num_steps`` steps, t: 1 → 0).
 
     Decoding steps with h < 0, so an eigenvalue with Re λ > 0 contracts the paths and is what
     bounds an explicit solver's step (stability of h λ); Adams–Bashforth 4 needs |h| λ < 0.3 on
-    the real axis, RK4 |h| λ < 2.79.
+    the real axis, RK4 |h| λ < 2.79. ``problem``: whose condition to use (default the ring's).
     """
-    c = jnp.full((1,), data.DEFAULT_R_MEAN)
+    c = condition(problem)
     z = jax.random.normal(jax.random.PRNGKey(seed), (num_points, field.data_dim))
     h = -1.0 / num_steps
 
@@ -330,7 +336,7 @@ def main(argv=None):
                              else trained_field(value))
         print(f"# field: {kind}={value} ({time.perf_counter() - t0:.1f} s)", flush=True)
         if args.stiffness:
-            res = {"field": {kind: value}, "stiffness": stiffness(field, params)}
+            res = {"field": {kind: value}, "stiffness": stiffness(field, params, problem=problem)}
             print(res, flush=True)
             report["fields"].append(res)
             if args.output:
