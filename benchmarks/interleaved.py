@@ -39,6 +39,7 @@ def units(ctx):
 
     from bayesiamp_jax import Solver, data, flow
     from bayesiamp_jax.evaluation import binning
+    from bayesiamp_jax.evaluation.generate import DEFAULT_SOLVER
     from bayesiamp_jax.training import adam, build_epochs, flow_matching_loss_fn, init_train_state
     from benchmarks import torch_ref
     from benchmarks.numpy_ref import histogram_numpy
@@ -68,8 +69,9 @@ def units(ctx):
             lambda k=steps: torch_ref.decode_rk4(tf, zt, ctt, k), 1)
     # the evaluation's default against the baseline's RK4-20: equal histogram accuracy
     # (benchmarks.solver_study), 69 vs 80 field evaluations per sample
-    out["generation ab4-60 (default) vs torch rk4-20"] = (
-        lambda: flow.decode(ctx.field, params, z, c, Solver("ab4", 60)),
+    default = DEFAULT_SOLVER
+    out[f"generation {default.name}-{default.num_steps} (default) vs torch rk4-20"] = (
+        lambda: flow.decode(ctx.field, params, z, c, default),
         lambda: torch_ref.decode_rk4(tf, zt, ctt, 20), 1)
     x = data.sample_ring(ctx.key(40), 2_000_000).x
     b = binning.quantile_binning(50)
