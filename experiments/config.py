@@ -57,6 +57,12 @@ class DataConfig:
                                  "stand-in) for data.name=file")
     observable: str = setting("", "what is binned: polar, radius_cosine, coordinates (x0, x1) or "
                                   "module:attribute of an Observable; empty: the data's default")
+    num_holdout: int = setting(-1,
+        "held-out events, never trained on (calibration check without a truth, convergence): "
+        "-1: as many as data.num_train (ring, shell: a fresh sample) or every event of data.path "
+        "not used for training (file); 0: none (the study is then unchecked)")
+    holdout_path: str = setting("", "a second .npz of held-out events for data.name=file "
+                                    "(instead of the events of data.path not used for training)")
 
     def validate(self):
         _checks.positive_int("data.num_train", self.num_train)
@@ -76,6 +82,12 @@ class DataConfig:
                              f"{self.name!r}")
         if self.observable and ":" not in self.observable:
             _checks.one_of("data.observable", self.observable, OBSERVABLES)
+        if not isinstance(self.num_holdout, int) or self.num_holdout < -1:
+            raise ValueError(f"data.num_holdout must be -1 (default size), 0 (none) or a "
+                             f"positive integer, got {self.num_holdout!r}")
+        if self.holdout_path and self.name != "file":
+            raise ValueError(f"data.holdout_path needs data.name=file, got data.name="
+                             f"{self.name!r}")
 
 
 @dataclass(frozen=True)

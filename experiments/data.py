@@ -54,17 +54,78 @@ def make_data(study) -> None:
         arrays = {"x": np.asarray(s.x)} | ({} if s.c is None else {"c": np.asarray(s.c)})
         _save_npz(path, **arrays)
     study.log.info("training data (%s): %d runs x %d points", d.name, cfg.num_runs, d.num_train)
+    make_holdout(study)
+
+
+def holdout_path(study):
+    return study.path("data", "holdout.npz")
+
+
+def make_holdout(study) -> None:
+    """Sample (ring, shell) or split off (file) the held-out events, never trained on, and save
+    them atomically: a fresh sample of ``data.num_holdout`` events (-1: ``num_train``) with its
+    own key for a toy; for a file the events after the R training sets (or ``data.holdout_path``).
+    With none (``num_holdout=0`` or no event left) a warning says the study is unchecked."""
+    cfg, d = study.cfg, study.cfg.data
+    path = holdout_path(study)
+    if path.is_file():
+        return
+    want = d.num_train if d.num_holdout == -1 and d.name != "file" else d.num_holdout
+    if want == 0:
+        study.log.warning("data: no held-out events (data.num_holdout=0): calibration cannot be "
+                          "checked without a truth; the study is unchecked")
+        return
+    key = purpose_key(cfg.seed, 0, "holdout")
+    if d.name == "ring":
+        s = bj.sample_ring(key, want, d.r_mean)
+    elif d.name == "shell":
+        s = bj.datasets.sample_shell(key, want, d.dim, d.r_mean)
+    else:
+        dim, cond_dim = data_dims(cfg)
+        if d.holdout_path:
+            s = bj.datasets.load_npz(d.holdout_path, dim=dim, cond_dim=cond_dim)
+            first = 0
+        else:
+            s = bj.datasets.load_npz(d.path, dim=dim, cond_dim=cond_dim)
+            first = cfg.num_runs * d.num_train
+        left = int(s.x.shape[0]) - first
+        if left <= 0:
+            study.log.warning("data: no held-out events: all %d events of data.path=%s are used "
+                              "for training (data.num_train x num_runs); the study is unchecked "
+                              "(lower data.num_train or give data.holdout_path)",
+                              int(s.x.shape[0]), d.path)
+            return
+        if want > left:
+            raise ValueError(f"data.num_holdout={want} but only {left} events are left for the "
+                             f"held-out set in {d.holdout_path or d.path!r}; lower "
+                             "data.num_holdout (-1: all that are left)")
+        rows = slice(first, first + (left if want == -1 else want))
+        s = bj.datasets.Sample(s.x[rows], None if s.c is None else s.c[rows])
+    arrays = {"x": np.asarray(s.x)} | ({} if s.c is None else {"c": np.asarray(s.c)})
+    _save_npz(path, **arrays)
+    study.log.info("held-out data (%s): %d events, never trained on", d.name, s.x.shape[0])
+
+
+def load_holdout(study) -> bj.data.RingSample | None:
+    """The held-out events: x (n, d), c (n, k) (k = 0: unconditional); None without any."""
+    path = holdout_path(study)
+    if not path.is_file():
+        return None
+    return _load_sample(path, "held-out data")
 
 
 def load_data(study, run: int) -> bj.data.RingSample:
     """Training set of one run: x (n, d), c (n, k) (k = 0: unconditional file data)."""
-    path = data_path(study, run)
+    return _load_sample(data_path(study, run), "training data")
+
+
+def _load_sample(path, what: str) -> bj.data.RingSample:
     try:
         with np.load(path) as f:
             x = jnp.asarray(f["x"])
             c = jnp.asarray(f["c"]) if "c" in f.files else jnp.zeros((x.shape[0], 0), x.dtype)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        raise DamagedFileError(f"training data file {str(path)!r} is damaged; delete it (or the "
+        raise DamagedFileError(f"{what} file {str(path)!r} is damaged; delete it (or the "
                                "study's data/ folder) to make it again") from None
     return bj.data.RingSample(x, c)
 
