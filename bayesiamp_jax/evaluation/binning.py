@@ -303,19 +303,44 @@ def split_counts(flat: np.ndarray, binnings: Sequence[Binning]) -> list[np.ndarr
 
 
 def histogram(values, binning: Binning) -> np.ndarray:
-    """Counts (n_1, …, n_k) of observable values (n, k) in a binning (host convenience)."""
+    """Counts (n_1, …, n_k) of observable values (n, k) in a binning (host convenience).
+
+    Compiled once per shape and dtype of ``values`` and shape of the edges (``_counts``); the
+    edges are traced arrays, so another binning of the same shape does not recompile.
+    """
     v = jnp.asarray(values)
     if v.ndim != 2 or v.shape[1] != len(binning.edges):
         raise ValueError(f"values must have shape (n, {len(binning.edges)}) for binning "
                          f"{binning.label!r}, got {tuple(v.shape)}")
-    (edges,) = device_edges([binning], v.dtype)
-    counts = accumulate(jnp.zeros(binning.num_cells, jnp.int32), v, jnp.ones(v.shape[0], bool),
-                        (edges,))
-    return np.asarray(counts).reshape(binning.shape)
+    return np.asarray(_counts(v, _host_edges(binning, v.dtype))).reshape(binning.shape)
 
 
 def histogram_polar(x, binning: Binning) -> np.ndarray:
-    """Counts (n_r, n_φ) of Cartesian points x (n, 2) in a ring binning (host convenience)."""
+    """Counts (n_r, n_φ) of Cartesian points x (n, 2) in a ring binning (host convenience;
+    ``data.to_polar`` and the counting compiled together once per shape, as ``histogram``)."""
     _checks.last_dim("x", x, 2, min_ndim=2)
-    r, phi = data.to_polar(jnp.asarray(x))
-    return histogram(jnp.stack([r, phi], axis=-1), binning)
+    x = jnp.asarray(x)
+    if x.ndim != 2 or len(binning.edges) != 2:
+        raise ValueError(f"x must have shape (n, 2) and binning {binning.label!r} bin 2 values "
+                         f"(r, phi), got x of shape {tuple(x.shape)} and "
+                         f"{len(binning.edges)} edge arrays")
+    return np.asarray(_polar_counts(x, _host_edges(binning, x.dtype))).reshape(binning.shape)
+
+
+def _host_edges(binning: Binning, dtype) -> tuple:
+    """The edges rounded to the values' dtype, as numpy arrays (``device_edges``' values)."""
+    return tuple(np.asarray(e, dtype) for e in binning.edges)
+
+
+@jax.jit
+def _counts(values, edges):
+    """Flat counts (n_1 · … · n_k,) of values (n, k) on edges (one (n_j + 1,) array each)."""
+    num_cells = math.prod(e.shape[0] - 1 for e in edges)
+    return accumulate(jnp.zeros(num_cells, jnp.int32), values,
+                      jnp.ones(values.shape[0], bool), (edges,))
+
+
+@jax.jit
+def _polar_counts(x, edges):
+    r, phi = data.to_polar(x)
+    return _counts(jnp.stack([r, phi], axis=-1), edges)
