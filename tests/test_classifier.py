@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from bayesiamp_jax import observables
 from bayesiamp_jax.evaluation.classifier import (
     ClassifierConfig,
     auc_test,
     classifier_aucs,
     classifier_test,
+    log_ratio_observable,
     lr_ks_amplification,
     marginal_ks_amplification,
 )
@@ -67,9 +69,23 @@ def test_truth_against_truth_stays_in_the_null_band(reference):
     assert res.auc < res.critical_auc
     assert res.p_value_retrained > ALPHA
     # 32 independent truth-vs-truth pseudo-experiments, 4 calls of one compiled program
-    rows = [classifier_aucs(jax.random.key(10 + i), sample(jax.random.key(20 + i), (B, N), RHO),
-                            sample(jax.random.key(30 + i), (B, N), RHO), config=CONFIG)
-            for i in range(4)]
+    def pseudo(i):
+        return classifier_aucs(jax.random.key(10 + i), sample(jax.random.key(20 + i), (B, N), RHO),
+                               sample(jax.random.key(30 + i), (B, N), RHO), config=CONFIG)
+
+    rows = [pseudo(0)]
+    compiled = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name", "?"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        rows += [pseudo(i) for i in range(1, 4)]
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiled == []  # the loop over pseudo-experiments does not recompile
     p = np.concatenate([r.p_value for r in rows])
     z = np.concatenate([r.z for r in rows])
     # false alarms: Binomial(32, α) (0.1 % upper tail: 6); p-values uniform; z ~ N(0, 1)
@@ -112,6 +128,11 @@ def test_learned_log_ratio_is_the_closed_form_density_ratio(distorted):
     slope, offset = np.polyfit(exact, learned, 1)
     assert slope == pytest.approx(1.0, abs=0.3)
     assert abs(offset) < 0.2
+    # the same function as a one-value observable for the study's generation paths
+    obs = log_ratio_observable(distorted.log_ratio)
+    assert obs.names == ("log_r",)
+    np.testing.assert_allclose(np.asarray(observables.values(obs, x[:100]))[:, 0], learned[:100],
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_ks_amplification_on_the_likelihood_ratio_is_less_optimistic(distorted, reference):

@@ -54,13 +54,13 @@ import numpy as np
 import optax
 import scipy.stats
 
-from bayesiamp_jax import _checks, training
+from bayesiamp_jax import _checks, observables, training
 from bayesiamp_jax.evaluation.regions import KSAmplification, ks_amplification, ks_null_median
 from bayesiamp_jax.network import _MLP, ACTIVATIONS
 
 __all__ = ["ClassifierAUCs", "ClassifierConfig", "ClassifierTest", "LogRatio", "auc_test",
-           "classifier_aucs", "classifier_test", "lr_ks_amplification",
-           "marginal_ks_amplification"]
+           "classifier_aucs", "classifier_test", "log_ratio_observable",
+           "lr_ks_amplification", "marginal_ks_amplification"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,6 +308,21 @@ def _row_permutations(rng: np.random.Generator, rows: int, size: int) -> np.ndar
     return np.argsort(rng.random((rows, size)), axis=1, kind="stable")
 
 
+def _permuted_aucs(rng: np.random.Generator, ranks: np.ndarray, n1: int,
+                   num: int) -> np.ndarray:
+    """AUCs of ``num`` random relabellings: the first n1 of each random order of the pooled
+    mid-ranks ``ranks`` (n1 + n2,) are "reference"; chunked to bound memory."""
+    size = ranks.size
+    n2 = size - n1
+    chunk = max(1, 4_000_000 // size)
+    out = []
+    for start in range(0, num, chunk):
+        u = rng.random((min(chunk, num - start), size))
+        chosen = np.argpartition(u, n1 - 1, axis=1)[:, :n1]
+        out.append((ranks[chosen].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n2))
+    return np.concatenate(out)
+
+
 def classifier_aucs(key: jax.Array, generated, reference, *,
                     config: ClassifierConfig = ClassifierConfig()) -> ClassifierAUCs:
     """The classifier test of B pseudo-experiments in one vmapped program (p-values from the
@@ -372,8 +387,7 @@ def classifier_test(key: jax.Array, generated, reference, *,
     # label-permutation null of the test-split AUC: mid-ranks once, random reference subsets
     s_ref, s_gen = np.asarray(fits.score_ref[0]), np.asarray(fits.score_gen[0])
     ranks = scipy.stats.rankdata(np.concatenate([s_ref, s_gen]))
-    chosen = _row_permutations(rng, num_permutations, m_test + n_test)[:, :m_test]
-    null_perm = (ranks[chosen].sum(axis=1) - m_test * (m_test + 1) / 2) / (m_test * n_test)
+    null_perm = _permuted_aucs(rng, ranks, m_test, num_permutations)
 
     fit = jax.tree_util.tree_map(lambda a: a[0], fits)
     log_ratio = LogRatio(fit.params, fit.mean, fit.scale, config)
@@ -437,6 +451,15 @@ def lr_ks_amplification(key: jax.Array, log_ratio: Callable, generated, referenc
         raise ValueError(f"log_ratio must map events (..., d) to (...,), got shape "
                          f"{summary_g.shape} for generated of shape {g.shape}")
     return _summary_ks(key, summary_g, summary_r, num_train, num_pseudo)
+
+
+def log_ratio_observable(log_ratio: Callable, name: str = "log_r") -> observables.Function:
+    """log r as a one-value observable (``observables.Function``; a closure, so it hashes by
+    identity), for the study's per-draw generation, e.g. ``differential.differential_amplification
+    (..., observable=log_ratio_observable(res.log_ratio))`` with an exact truth sampler."""
+    if not callable(log_ratio):
+        raise ValueError(f"log_ratio must be a callable x (..., d) -> (...,), got {log_ratio!r}")
+    return observables.Function(lambda x: log_ratio(x)[..., None], (name,))
 
 
 def marginal_ks_amplification(key: jax.Array, generated, reference, *,
