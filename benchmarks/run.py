@@ -42,5 +42,7 @@ def main(argv=None, only=None):
     return runner.main(registry(), argv, only, description=__doc__)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the same parser as `bayesiamp benchmark run`
+    from experiments.cli import module_main
+
+    module_main("benchmark", ("run",))

@@ -248,3 +248,9 @@ def format_duration(seconds: float) -> str:
     if seconds < 3 * 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+if __name__ == "__main__":  # the same parser as `bayesiamp budget`
+    from experiments.cli import module_main
+
+    module_main("budget")

@@ -49,5 +49,7 @@ def main(argv=None, prog: str = "python -m experiments.demo") -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # the same parser as `bayesiamp demo`
+    from experiments.cli import module_main
+
+    module_main("demo")

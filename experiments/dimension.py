@@ -33,7 +33,7 @@ LOG_PANELS = ("amplification (dashed: corrected)", "averaging ampl. claimed (das
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.dimension", description=__doc__,
+    p = argparse.ArgumentParser(prog="bayesiamp dimension", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     settings.add_config_arguments(p, cfgmod.PRESETS, default_preset="quick")
     p.add_argument("--dims", default="2,4,6,8",
@@ -109,5 +109,7 @@ def main(argv=None) -> int:
                                           overwrite=args.overwrite))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the same parser as `bayesiamp dimension`
+    from experiments.cli import module_main
+
+    module_main("dimension")

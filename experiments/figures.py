@@ -104,3 +104,9 @@ def figure_paths(study) -> list[str]:
     """The figures to embed in the report (as listed by the last ``draw_all``)."""
     index = read_json(study.outdir / "figures" / "index.json")
     return index if isinstance(index, list) else []
+
+
+if __name__ == "__main__":  # the same parser as `bayesiamp figures`
+    from experiments.cli import module_main
+
+    module_main("figures")

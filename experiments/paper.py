@@ -215,5 +215,7 @@ def run_reported(run) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the same parser as `bayesiamp paper`
+    from experiments.cli import module_main
+
+    module_main("paper")

@@ -80,7 +80,7 @@ from experiments.settings import (
     to_dict,
 )
 
-PROG = "python -m experiments.regression"
+PROG = "bayesiamp regression"
 CACHE_VERSION = 2
 
 
@@ -475,5 +475,7 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the same parser as `bayesiamp regression`
+    from experiments.cli import module_main
+
+    module_main("regression")
