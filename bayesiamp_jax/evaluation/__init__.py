@@ -86,6 +86,7 @@ from bayesiamp_jax.evaluation.generate import (
     histogram_scaled,
     stack_runs,
 )
+from bayesiamp_jax.evaluation.holdout import HoldoutCheck, holdout_check, select_knob
 from bayesiamp_jax.evaluation.pipeline import (
     CALIBRATION_BINS,
     FIT_BINS,
@@ -125,6 +126,7 @@ __all__ = [
     "Closure",
     "CorrectedCells",
     "EvaluationResult",
+    "HoldoutCheck",
     "KSAmplification",
     "PosteriorHistograms",
     "PowerLawFit",
@@ -148,6 +150,7 @@ __all__ = [
     "histogram_polar",
     "histogram_same_noise",
     "histogram_scaled",
+    "holdout_check",
     "interval_coverage",
     "jackknife_equivalent_events",
     "jackknife_error",
@@ -178,6 +181,7 @@ __all__ = [
     "save_figure",
     "save_histograms",
     "save_results",
+    "select_knob",
     "stack_runs",
     "summarise",
     "trend_markdown",
