@@ -150,6 +150,7 @@ def run_chunks(
     postfix: Callable | None = None,
     prepare: Callable | None = None,
     on_mismatch: str = "error",
+    until: Callable | None = None,
 ) -> Chunked:
     """Run ``step(state, start, n) -> (state, record)`` over ``total`` items in chunks of ``chunk``.
 
@@ -164,6 +165,8 @@ def run_chunks(
             that does not resume (e.g. a warm-up); a resumed state has had it already.
         on_mismatch: "error" (trainers: a checkpoint of another computation is a mistake) or
             "restart" (a cache keyed by its signature, e.g. partial histograms: start over).
+        until: ``until(records) -> bool`` checked before every chunk after the first one (a
+            resumed computation included): True ends it early (e.g. an early stop on a plateau).
     Returns:
         ``Chunked(state, records, resumed)``. A checkpoint past ``total`` is discarded with a
         warning (its state cannot be wound back), and the computation starts over.
@@ -203,7 +206,7 @@ def run_chunks(
 
     with tqdm(total=total, initial=done, disable=not progress, desc=desc, unit=unit,
               dynamic_ncols=True) as bar:
-        while done < total:
+        while done < total and not (until is not None and parts and until(joined())):
             n = min(chunk, total - done)
             state, record = step(state, done, n)
             for k, v in (record or {}).items():

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from bayesiamp_jax import _checks, _units, resumable, shuffle
+from bayesiamp_jax import convergence as conv
 from bayesiamp_jax.flow import SIGMA_MIN, cfm_loss
 
 __all__ = ["BETAS", "LEARNING_RATE", "EpochInfo", "TrainResult", "TrainState", "adam",
@@ -130,12 +131,31 @@ def _fm_chunk(key, state, x, c, num_active, *, field, sigma_min, optimizer, batc
     return (jax.vmap(one) if vmapped else one)(key, state, x, c)
 
 
+@partial(jax.jit, static_argnames=("field", "sigma_min", "vmapped"))
+def _fm_holdout(params, x, c, key, *, field, sigma_min, vmapped):
+    """Flow-matching loss on the held-out events with the fixed key (common random numbers
+    along the curve): () or (U,)."""
+    one = lambda p: cfm_loss(key, field, p, x, c, sigma_min)
+    return (jax.vmap(one) if vmapped else one)(params)
+
+
+def holdout_every_or(holdout_every, chunk_epochs: int) -> int:
+    """Epochs between held-out records: ``holdout_every`` (None: one chunk), at most a chunk."""
+    if holdout_every is None:
+        return chunk_epochs
+    return min(_checks.positive_int("holdout_every", holdout_every), chunk_epochs)
+
+
 class TrainResult(NamedTuple):
     """Final state and the mean loss per epoch, (num_epochs,) or (U, num_epochs) for U units
-    (epochs of a resumed run included from its checkpoint)."""
+    (epochs of a resumed run included from its checkpoint). With a held-out set: the epochs of
+    the held-out records (C,) (0 = before training) and the held-out flow-matching loss
+    (C,) or (U, C); None without one."""
 
     state: TrainState
     losses: np.ndarray
+    holdout_epochs: np.ndarray | None = None
+    holdout_losses: np.ndarray | None = None
 
 
 def fit(
@@ -152,6 +172,9 @@ def fit(
     chunk_epochs: int = 100,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
+    holdout=None,
+    holdout_every: int | None = None,
+    early_stop: conv.Plateau | None = None,
 ) -> TrainResult:
     """Train ``field`` by flow matching on x (n, d), c (n, cond_dim) for ``num_epochs``.
 
@@ -163,6 +186,14 @@ def fit(
     existing checkpoint is resumed from; its signature (key, data, params, batch size, σ_min)
     must match. A resumed run gives, bit for bit, an uninterrupted one. Calls with the same
     field, optimizer object, batch size and chunk length share one compiled program.
+
+    **Held-out curve** (``bayesiamp_jax.convergence``): with ``holdout`` ((x, c) or a
+    ``Holdout``; no unit axis: shared by all units) the flow-matching loss on the held-out
+    events (fixed subset, fixed (t, z)) is recorded before training and every ``holdout_every``
+    epochs (default and at most ``chunk_epochs``; the compiled program stays the same, so the
+    trained numbers do not change). ``early_stop=Plateau(patience, min_delta)`` (needs
+    ``holdout``) ends training between chunks when every unit's held-out loss has not improved
+    by ``min_delta`` for ``patience`` records.
     """
     num_epochs = _checks.positive_int("num_epochs", num_epochs)
     chunk_epochs = _checks.positive_int("chunk_epochs", chunk_epochs)
@@ -186,8 +217,23 @@ def fit(
     sig = resumable.signature(method="flow matching", key=key, x=x, c=c, params=params,
                               batch_size=batch_size, sigma_min=float(sigma_min), units=units)
     chunk_epochs = min(chunk_epochs, num_epochs)
+    holdout = conv.as_holdout(holdout)
+    early_stop = conv.check_plateau(early_stop)
+    if early_stop is not None and holdout is None:
+        raise ValueError("early_stop needs a held-out set: pass holdout=(x, c)")
+    every = holdout_every_or(holdout_every, chunk_epochs)
+    if holdout is not None:
+        sig |= resumable.signature(**conv.holdout_signature(holdout))
+        held = lambda st: np.asarray(_fm_holdout(
+            st.params, holdout.x, holdout.c, holdout.key, field=field,
+            sigma_min=float(sigma_min), vmapped=units is not None))
+        first = held(state)
     desc = "flow matching" if units is None else f"flow matching x{units}"
     axes = ("epoch",) if units is None else ("unit", "epoch")
+    rec_axis = 0 if units is None else 1
+
+    def curve(records):
+        return np.concatenate([first[..., None], records["holdout"]], axis=-1)
 
     def step(state, start, n):
         state, info = _fm_chunk(key_train, state, x, c, jnp.asarray(n, jnp.int32),
@@ -197,11 +243,23 @@ def fit(
         loss = np.asarray(info.loss)[..., :n]
         resumable.check_finite(desc, loss, axes, offsets={"epoch": start},
                                order=axes[::-1], what="the mean epoch loss")
-        return state, {"loss": loss}
+        if holdout is None:
+            return state, {"loss": loss}
+        return state, {"loss": loss, "holdout": held(state)[..., None],
+                       "holdout_epoch": np.full(np.shape(loss)[:-1] + (1,), start + n)}
 
     out = resumable.run_chunks(
-        step, state, num_epochs, chunk=chunk_epochs, axis=0 if units is None else 1,
-        checkpoint_path=checkpoint_path, signature=sig, progress=progress, desc=desc, unit="epoch",
-        postfix=lambda r: {"loss": f"{np.mean(r['loss'][..., -1]):.4f}"})
+        step, state, num_epochs, chunk=chunk_epochs if holdout is None else every,
+        axis=rec_axis, checkpoint_path=checkpoint_path, signature=sig, progress=progress,
+        desc=desc, unit="epoch",
+        postfix=lambda r: {"loss": f"{np.mean(r['loss'][..., -1]):.4f}"}
+        | ({} if holdout is None else {"held-out": f"{np.mean(r['holdout'][..., -1]):.4f}"}),
+        until=None if early_stop is None else
+        lambda r: conv.plateau_reached(curve(r), early_stop))
     losses = out.records.get("loss", np.zeros((0,) if units is None else (units, 0)))
-    return TrainResult(out.state, np.asarray(losses))
+    if holdout is None:
+        return TrainResult(out.state, np.asarray(losses))
+    done = np.asarray(out.records["holdout_epoch"])
+    epochs = np.concatenate([[0], done if units is None else done[0]])
+    return TrainResult(out.state, np.asarray(losses), epochs.astype(np.int64),
+                       curve(out.records))

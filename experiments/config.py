@@ -123,8 +123,14 @@ class DeterministicConfig:
     batch_size: int = setting(1_000, "mini-batch size")
     chunk_epochs: int = setting(100,
         "epochs per compiled call (progress and checkpoint between chunks)")
+    early_stop: int = setting(0,
+        "early stop: patience in held-out records (~1 % of the epochs each) without an "
+        "improvement of early_stop_min_delta; 0: off")
+    early_stop_min_delta: float = setting(0.0, "early stop: the held-out loss improvement "
+                                               "that counts (loss units)")
 
     def validate(self):
+        _early_stop("deterministic", self)
         _checks.positive_int("deterministic.num_epochs", self.num_epochs)
         _checks.positive_int("deterministic.batch_size", self.batch_size)
         _checks.positive_int("deterministic.chunk_epochs", self.chunk_epochs)
@@ -144,8 +150,14 @@ class VIConfig:
     num_draws: int = setting(50, "weight draws per posterior (S)")
     chunk_epochs: int = setting(500,
         "epochs per compiled call (progress and checkpoint between chunks)")
+    early_stop: int = setting(0,
+        "early stop: patience in held-out records (~1 % of the epochs each) without an "
+        "improvement of early_stop_min_delta; 0: off")
+    early_stop_min_delta: float = setting(0.0, "early stop: the held-out loss improvement "
+                                               "that counts (loss units)")
 
     def validate(self):
+        _early_stop("vi", self)
         _nonempty("vi.kl_weights", self.kl_weights)
         for i, k in enumerate(self.kl_weights):
             _checks.non_negative(f"vi.kl_weights[{i}]", k)
@@ -210,8 +222,14 @@ class RepulsiveConfig:
     num_members: int = setting(50, "ensemble members (the draws, S)")
     num_epochs: int = setting(2_501, "training epochs")
     batch_size: int = setting(1_000, "mini-batch size")
+    early_stop: int = setting(0,
+        "early stop: patience in held-out records (~1 % of the epochs each) without an "
+        "improvement of early_stop_min_delta; 0: off")
+    early_stop_min_delta: float = setting(0.0, "early stop: the held-out loss improvement "
+                                               "that counts (loss units)")
 
     def validate(self):
+        _early_stop("repulsive", self)
         _at_least_two("repulsive.num_members", self.num_members)
         _checks.positive_int("repulsive.num_epochs", self.num_epochs)
         _checks.positive_int("repulsive.batch_size", self.batch_size)
@@ -353,6 +371,13 @@ class Config:
             raise ValueError("no weight-posterior method is enabled "
                              "(vi, adammcmc, nuts, repulsive)")
         return self
+
+
+def _early_stop(section, cfg):
+    if not isinstance(cfg.early_stop, int) or cfg.early_stop < 0:
+        raise ValueError(f"{section}.early_stop must be 0 (off) or a positive number of "
+                         f"held-out records, got {cfg.early_stop!r}")
+    _checks.non_negative(f"{section}.early_stop_min_delta", cfg.early_stop_min_delta)
 
 
 def _nonempty(name, seq):

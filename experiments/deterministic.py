@@ -2,8 +2,10 @@
 ``bayesiamp_jax.training.fit``: one vmapped program over runs).
 
 Outputs ``models/deterministic.msgpack`` with the stacked params (R, ...) and per-epoch losses
-(R, epochs). The library checkpoints the stacked state after every chunk of epochs, so an
-interrupted run continues where it stopped with the same numbers. Run r uses the key
+(R, epochs), and with held-out events (``experiments.convergence``) the held-out flow-matching
+loss along training: "holdout_epochs" (R, C) and "holdout_curve" (R, C). The library
+checkpoints the stacked state after every chunk of epochs, so an interrupted run continues
+where it stopped with the same numbers. Run r uses the key
 ``purpose_key(seed, r, "deterministic")`` of the one-unit ``fit``. With several processes each
 trains its share of the runs (run r on process r mod N) into
 ``models/deterministic.part<I>of<N>.msgpack``; process 0 stacks them into the one file.
@@ -15,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesiamp_jax import convergence as bjconv
 from bayesiamp_jax import training
 from bayesiamp_jax.checkpoint import load_pytree, restore, save_pytree
 from experiments import config as cfgmod
-from experiments import distributed
+from experiments import convergence, distributed
 from experiments.data import field_from_config, load_all_data, purpose_key
 from experiments.stages import naming_units
 
@@ -48,10 +51,48 @@ def train_deterministic(study, progress: bool = True) -> None:
     with _named(range(cfg.num_runs)):
         result = training.fit(keys, field_from_config(cfg), data.x, data.c, d.num_epochs,
                               batch_size=d.batch_size, chunk_epochs=d.chunk_epochs,
-                              checkpoint_path=checkpoint_path(study), progress=progress)
-    save_pytree(model_path(study), {"params": result.state.params, "losses": result.losses})
-    study.log.info("deterministic: %d epochs, final loss per run %s", d.num_epochs,
+                              checkpoint_path=checkpoint_path(study), progress=progress,
+                              **_holdout_kwargs(study))
+    save_pytree(model_path(study), _saved(result))
+    study.log.info("deterministic: %d epochs, final loss per run %s", result.losses.shape[-1],
                    np.array2string(result.losses[:, -1], precision=4))
+    _log_convergence(study, result)
+
+
+def _log_convergence(study, result) -> None:
+    """One log line: the held-out loss and its verdict per run (none without a curve)."""
+    if result.holdout_losses is None:
+        return
+    c = bjconv.check_convergence(result.holdout_epochs, result.holdout_losses)
+    study.log.info("deterministic: held-out loss per run %s: %s",
+                   np.array2string(c.final_loss, precision=4), ", ".join(c.verdict))
+
+
+def _holdout_kwargs(study, early_stop: bool = True) -> dict:
+    """The held-out curve and early-stop arguments of ``training.fit`` (none without
+    held-out events)."""
+    d = study.cfg.deterministic
+    held = convergence.holdout(study)
+    if held is None:
+        return {}
+    stop = convergence.plateau(d) if early_stop else None
+    if d.early_stop and not early_stop:
+        study.log.warning("deterministic.early_stop is ignored with several processes (their "
+                          "runs would stop at different epochs); every run trains to the end")
+    return {"holdout": held, "holdout_every": convergence.holdout_every(d.num_epochs),
+            "early_stop": stop}
+
+
+def _saved(result) -> dict:
+    """The model file's contents: params (R, ...), losses (R, E) and the held-out curves
+    (epochs tiled per run, so the parts of several processes stack)."""
+    out = {"params": result.state.params, "losses": result.losses}
+    if result.holdout_losses is not None:
+        r = result.holdout_losses.shape[0]
+        out |= {"holdout_epochs": np.broadcast_to(result.holdout_epochs,
+                                                  (r,) + result.holdout_epochs.shape).copy(),
+                "holdout_curve": result.holdout_losses}
+    return out
 
 
 def _part_path(study, process: int):
@@ -74,8 +115,9 @@ def _train_shared(study, progress: bool) -> None:
                                   data.c[np.array(runs)], d.num_epochs, batch_size=d.batch_size,
                                   chunk_epochs=d.chunk_epochs, progress=progress,
                                   checkpoint_path=study.path("checkpoints",
-                                                             f"deterministic_r1_{fp}.msgpack"))
-        save_pytree(part, {"params": result.state.params, "losses": result.losses})
+                                                             f"deterministic_r1_{fp}.msgpack"),
+                                  **_holdout_kwargs(study, early_stop=False))
+        save_pytree(part, _saved(result))
         study.log.info("deterministic: runs %s, %d epochs, final loss %s", runs, d.num_epochs,
                        np.array2string(result.losses[:, -1], precision=4))
     distributed.barrier("deterministic:parts")

@@ -48,6 +48,49 @@ def _loss_curves(study, labels) -> dict:
     return curves
 
 
+def plot_convergence(study):
+    """Held-out loss along training (``experiments.convergence``), one panel per method on
+    its own y scale (a chain's potential and a flow-matching loss differ by orders of
+    magnitude), one line per label and run; the fitted tail window is shaded and a run whose
+    held-out loss still falls (or rises) is marked with a red cross and named in the legend.
+    The first records (the untrained network) are left off the y range. None without curves."""
+    from matplotlib.figure import Figure
+
+    from experiments import convergence
+
+    found = convergence.curves(study)
+    if not found:
+        return None
+    judged = convergence.load(study)
+    methods = list(dict.fromkeys(method for method, _ in found.values()))
+    fig = Figure(figsize=(4.2 * len(methods), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(methods), squeeze=False)[0]
+    for ax, method in zip(axes, methods, strict=True):
+        lows, highs = [], []
+        for name, (m, runs) in found.items():
+            if m != method:
+                continue
+            for r, (e, y) in runs.items():
+                d = judged[name][r]
+                flag = (" — train longer" if d["not_converged"] else
+                        " — rising" if d["rising"] else "")
+                ax.plot(e, y, lw=1, label=f"{name} run {r}{flag}")
+                ax.axvspan(d["tail_start"], e[-1], color="0.92", zorder=0)
+                if flag:
+                    ax.plot(e[-1], y[-1], "x", color="red", ms=9, mew=2)
+                late = y[e >= e[0] + 0.05 * (e[-1] - e[0])]
+                lows.append(np.min(late))
+                highs.append(np.max(late))
+        if lows and max(highs) > min(lows):
+            pad = 0.05 * (max(highs) - min(lows))
+            ax.set_ylim(min(lows) - pad, max(highs) + pad)
+        ax.set(xlabel="chain step" if method == "adammcmc" else "epoch",
+               ylabel="held-out potential" if method == "adammcmc" else "held-out loss",
+               title=method)
+        ax.legend(fontsize=7)
+    return fig
+
+
 def draw_all(study, labels=None) -> list[str]:
     """Draw every figure of ``study`` (of ``labels``, default all) from its saved files;
     returns the paths (relative to the study folder) the report embeds."""
@@ -77,6 +120,9 @@ def draw_all(study, labels=None) -> list[str]:
         if name in comparison:
             written.append(save(comparison[name], name))
     written.append(save(ev.plot_losses(_loss_curves(study, results)), "losses"))
+    convergence_fig = plot_convergence(study)
+    if convergence_fig is not None:
+        written.append(save(convergence_fig, "convergence"))
     for method in ("vi", "adammcmc", "nuts", "repulsive"):  # paper Fig. 2/3 per method
         family = {label: r for label, r in results.items() if r["method"] == method}
         if family:

@@ -30,12 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesiamp_jax import convergence as bjconv
 from bayesiamp_jax import posteriors
 from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_json
 from bayesiamp_jax.integrate import Solver
 from bayesiamp_jax.posteriors.draws import PosteriorDraws, load_draws, save_draws, split_units
 from experiments import config as cfgmod
-from experiments import distributed
+from experiments import convergence, distributed
 from experiments.data import field_from_config, load_all_data, load_data, purpose_key
 from experiments.deterministic import load_deterministic
 from experiments.stages import naming_units
@@ -133,7 +134,28 @@ def _pending(study, method) -> _Pending | None:
 def _save_units(study, units, draws: PosteriorDraws, describe) -> None:
     for (label, _, r), unit in zip(units, split_units(draws), strict=True):
         save_draws(draws_path(study, label, r), unit)
-        study.log.info("%s: %s run %d %s", unit.method, label, r, describe(unit))
+        study.log.info("%s: %s run %d %s%s", unit.method, label, r, describe(unit),
+                       _verdict(unit))
+
+
+def _verdict(draws: PosteriorDraws) -> str:
+    """", held-out loss: <verdict>" of a unit's held-out curve ("" without one)."""
+    if "holdout_curve" not in draws.info:
+        return ""
+    c = bjconv.check_convergence(draws.info["holdout_epochs"], draws.info["holdout_curve"])
+    return f", held-out loss {float(c.final_loss):.4g}: {c.verdict}"
+
+
+def _holdout_kwargs(study, section, epochs: bool = True) -> dict:
+    """The held-out curve (and, for epoch-based trainers, early-stop) arguments of a
+    library trainer; none without held-out events."""
+    held = convergence.holdout(study)
+    if held is None:
+        return {}
+    if not epochs:
+        return {"holdout": held}
+    return {"holdout": held, "holdout_every": convergence.holdout_every(section.num_epochs),
+            "early_stop": convergence.plateau(section)}
 
 
 def train_vi(study, progress: bool = True) -> None:
@@ -149,7 +171,8 @@ def train_vi(study, progress: bool = True) -> None:
             kl_weight=np.array([k for _, k, _ in units]),
             num_epochs=v.num_epochs, batch_size=v.batch_size,
             kl_normalisation=v.kl_normalisation, chunk_epochs=v.chunk_epochs, progress=progress,
-            checkpoint_path=_checkpoint(study, "vi", units, v.kl_normalisation, v.batch_size))
+            checkpoint_path=_checkpoint(study, "vi", units, v.kl_normalisation, v.batch_size),
+            **_holdout_kwargs(study, v))
     draw_keys = jnp.stack([purpose_key(cfg.seed, r, label + "/draws") for label, _, r in units])
     draws = posteriors.sample_vi(draw_keys, result, v.num_draws)
     _save_units(study, units, draws, lambda d: f"final loss {float(d.info['final_loss']):.4f}")
@@ -175,7 +198,8 @@ def train_adammcmc(study, progress: bool = True) -> None:
             solver=Solver("rk4", a.solver_steps, checkpoint=True), progress=progress,
             checkpoint_path=_checkpoint(study, "adammcmc", units, cfg.deterministic,
                                         a.num_adam_steps, a.thinning, a.batch_size,
-                                        a.solver_steps, a.sigma_dir))
+                                        a.solver_steps, a.sigma_dir),
+            **_holdout_kwargs(study, a, epochs=False))
     _save_units(study, units, draws,
                 lambda d: f"mean acceptance {float(np.mean(d.info['acceptance_rate'])):.3f}")
 
@@ -214,7 +238,8 @@ def train_repulsive(study, progress: bool = True) -> None:
         draws = posteriors.fit_repulsive_cnf(
             todo.keys, field_from_config(cfg), todo.x, todo.c, num_members=rc.num_members,
             num_epochs=rc.num_epochs, batch_size=rc.batch_size, progress=progress,
-            checkpoint_path=_checkpoint(study, "repulsive", units, rc))
+            checkpoint_path=_checkpoint(study, "repulsive", units, rc),
+            **_holdout_kwargs(study, rc))
     _save_units(study, units, draws, lambda d: f"final loss {float(d.info['losses'][-1]):.4f}")
 
 

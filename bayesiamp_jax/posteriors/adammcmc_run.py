@@ -21,6 +21,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from bayesiamp_jax import _checks, _units, resumable
+from bayesiamp_jax import convergence as conv
 from bayesiamp_jax.integrate import steps_exhausted_as_error
 from bayesiamp_jax.posteriors.adammcmc import build_chain_step, chain_init
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
@@ -47,6 +48,13 @@ def _advance(states, data, sigma, sigma_dir, *, loss_fn, num_steps, batch_size, 
                             inverse_temperature=inverse_temperature, adam_only=adam_only)
     chains = jax.vmap(_scan_chain(step, num_steps), in_axes=(0, None, None, None))
     return (jax.vmap(chains) if vmapped else chains)(states, data, sigma, sigma_dir)
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "vmapped"))
+def _chain_holdout(positions, batch, *, loss_fn, vmapped):
+    """The potential ``loss_fn(θ, held-out batch)`` of every chain: (chains,) or (U, chains)."""
+    chains = jax.vmap(lambda p: loss_fn(p, batch))
+    return (jax.vmap(chains) if vmapped else chains)(positions)
 
 
 def _check_finite_losses(losses, step0, what, sample=None):
@@ -83,6 +91,7 @@ def sample_adammcmc(
     inverse_temperature: float = 1.0,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
+    holdout=None,
 ) -> PosteriorDraws:
     """Run ``num_chains`` AdamMCMC chains on ``loss_fn(params, batch)`` and keep every
     ``thinning``-th state.
@@ -104,6 +113,12 @@ def sample_adammcmc(
     units — with info "chain", "acceptance_rate" (mean acceptance probability over the
     thinning interval before each sample), "accepted_fraction", "loss" (L at the sample),
     "sigma", "sigma_dir", "thinning" (each with a leading U for units).
+
+    With ``holdout`` ((x, c) or a ``convergence.Holdout``, no unit axis) the held-out
+    potential ``loss_fn(θ, (x, c))`` of every kept state is info "holdout_loss" (one per draw)
+    and the chains' mean along the run is the curve "holdout_epochs" (chain steps, 0 = the
+    start) and "holdout_curve" (C,); the chains are not changed by it (no early stop: a
+    sampler keeps its ``num_samples``).
     """
     num_samples = _checks.positive_int("num_samples", num_samples)
     thinning = _checks.positive_int("thinning", thinning)
@@ -164,6 +179,11 @@ def sample_adammcmc(
         return states
 
     step0 = num_adam_steps + num_burnin
+    holdout = conv.as_holdout(holdout)
+    if holdout is not None:
+        held = lambda st: np.asarray(_chain_holdout(
+            st.position, (holdout.x, holdout.c), loss_fn=loss_fn, vmapped=units is not None))
+        first = held(states)
 
     def step(states, start, n):
         states, info = _advance(states, data, sigma_arr, sigma_dir_arr, num_steps=thinning,
@@ -172,13 +192,16 @@ def sample_adammcmc(
         pos = _units.vmap_if(flat, units)(states.position)
         rec = {"position": pos, "acc": info.acceptance_probability.mean(-1),
                "frac": info.is_accepted.mean(-1), "loss": info.loss[..., -1]}
+        if holdout is not None:
+            rec["holdout"] = held(states)
         return states, {k: np.expand_dims(np.asarray(v), lead) for k, v in rec.items()}
 
     sig = resumable.signature(
         method="adammcmc", key=key, data=data, params_init=params_init, sigma=sigma_arr,
         sigma_dir=sigma_dir_arr, thinning=thinning, num_burnin=num_burnin,
         num_adam_steps=num_adam_steps, batch_size=batch_size, num_chains=num_chains,
-        inverse_temperature=float(inverse_temperature), units=units)
+        inverse_temperature=float(inverse_temperature), units=units,
+        **conv.holdout_signature(holdout))
     out = resumable.run_chunks(
         step, states, num_samples, chunk=1, axis=lead, checkpoint_path=checkpoint_path,
         signature=sig, progress=progress, prepare=warm_up, unit="sample", desc=desc,
@@ -201,6 +224,12 @@ def sample_adammcmc(
         "sigma": as_info(sigma), "sigma_dir": as_info(sigma_dir),
         "thinning": tile(np.asarray(thinning)),
     }
+    if holdout is not None:
+        info["holdout_loss"] = finish(rec["holdout"])
+        steps = step0 + thinning * np.arange(num_samples + 1)
+        steps[0] = 0
+        curve = np.concatenate([first.mean(-1)[..., None], rec["holdout"].mean(lead - 1)], -1)
+        info |= conv.holdout_info(steps, curve, units)
     return PosteriorDraws(jax.device_get(params), "adammcmc", info)
 
 
@@ -249,6 +278,7 @@ def sample_adammcmc_cnf(
     params_init=None,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
+    holdout=None,
 ) -> PosteriorDraws:
     """The reference AdamMCMC schedule for a CNF on (x (N, d), c (N, cond_dim)).
 
@@ -257,6 +287,9 @@ def sample_adammcmc_cnf(
     2. ``num_adam_steps`` plain Adam steps on L, then sampling with
        L(θ) = −(N/|B|) Σ_B log p_θ(x | c) (exact likelihood through the ODE, λ = 1, flat prior),
        one sample every ``thinning`` steps, no burn-in. σ_dir defaults to P/50.
+
+    ``holdout`` ((x, c)): the held-out potential N · mean(−log p_θ(x | c)) (N training
+    events) of every kept state and its curve (see ``sample_adammcmc``).
 
     ``key`` splits into (pretraining/init, sampling). Keys (U,) with x (U, N, d), c (U, N, ·),
     ``params_init`` (U, ...) and σ scalar or (U,) run U units (runs × σ) in one program.
@@ -285,5 +318,5 @@ def sample_adammcmc_cnf(
         key_mcmc, params, loss_fn, (x, c), sigma=sigma, sigma_dir=sigma_dir,
         num_samples=num_samples, thinning=thinning, num_adam_steps=num_adam_steps,
         batch_size=batch_size, num_chains=num_chains, checkpoint_path=checkpoint_path,
-        progress=progress,
+        progress=progress, holdout=holdout,
     )

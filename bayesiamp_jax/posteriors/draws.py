@@ -50,7 +50,8 @@ def split_units(draws: PosteriorDraws) -> list[PosteriorDraws]:
             for u in range(units)]
 
 
-_HISTORIES = ("losses", "member_loss", "bandwidth")  # info entries indexed by epoch
+_HISTORIES = ("losses", "member_loss", "bandwidth",  # info entries indexed by epoch
+              "holdout_epochs", "holdout_curve")
 
 
 def to_inference_data(draws):

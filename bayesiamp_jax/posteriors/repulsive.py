@@ -43,6 +43,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from bayesiamp_jax import _checks, _units, resumable
+from bayesiamp_jax import convergence as conv
 from bayesiamp_jax.flow import SIGMA_MIN
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.posteriors.model import cfm_loss_fn
@@ -201,6 +202,14 @@ def _rep_chunk(key, state, data, num_active, *, loss_fn, optimizer, batch_size, 
     return (jax.vmap(one) if vmapped else one)(key, state, data)
 
 
+@partial(jax.jit, static_argnames=("loss_fn", "vmapped"))
+def _rep_holdout(params, batch, key, *, loss_fn, vmapped):
+    """Mean over members of the data loss on the held-out batch with the fixed key (common
+    random numbers along the curve): () or (U,)."""
+    one = lambda ps: jnp.mean(jax.vmap(lambda p: loss_fn(key, p, batch))(ps))
+    return (jax.vmap(one) if vmapped else one)(params)
+
+
 def fit_repulsive(
     key: jax.Array,
     init_fn: Callable,
@@ -219,6 +228,9 @@ def fit_repulsive(
     chunk_epochs: int = 100,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
+    holdout=None,
+    holdout_every: int | None = None,
+    early_stop: conv.Plateau | None = None,
 ) -> PosteriorDraws:
     """Train a repulsive ensemble; its M members are the weight draws (method "repulsive").
 
@@ -238,6 +250,13 @@ def fit_repulsive(
         optimizer: per-member optax optimiser (default: the reference Adam).
         checkpoint_path: save the state atomically after each chunk and resume from it (same
             signature required: key, data, M, batch size, prior, repulsion, bandwidth).
+        holdout: (x, c) or a ``convergence.Holdout`` (no unit axis): the members' mean data
+            loss on those events, ``loss_fn(key_h, θ_m, (x, c))`` with a fixed key, recorded
+            before training and every ``holdout_every`` epochs (default and at most
+            ``chunk_epochs``) as info "holdout_epochs", "holdout_curve" (C,); training is not
+            changed by it.
+        early_stop: ``convergence.Plateau(patience, min_delta)`` (needs ``holdout``): stop
+            between chunks when every unit's held-out loss has stopped improving.
 
     Returns:
         PosteriorDraws with params (M, ...), method "repulsive" and info {"member_loss" (E, M),
@@ -290,6 +309,17 @@ def fit_repulsive(
         num_data=num_data, prior_scale=prior_scale, repulsion=float(repulsion),
         bandwidth=bandwidth, units=units)
     chunk_epochs = min(chunk_epochs, num_epochs)
+    holdout = conv.as_holdout(holdout)
+    early_stop = conv.check_plateau(early_stop)
+    if early_stop is not None and holdout is None:
+        raise ValueError("early_stop needs a held-out set: pass holdout=(x, c)")
+    every = chunk_epochs if holdout_every is None else min(
+        _checks.positive_int("holdout_every", holdout_every), chunk_epochs)
+    if holdout is not None:
+        sig |= resumable.signature(**conv.holdout_signature(holdout))
+        held = lambda st: np.asarray(_rep_holdout(st.params, (holdout.x, holdout.c), holdout.key,
+                                                  loss_fn=loss_fn, vmapped=units is not None))
+        first = held(state)
     desc = "repulsive ensemble" if units is None else f"repulsive ensemble x{units}"
     axes = ("epoch", "member") if units is None else ("unit", "epoch", "member")
     order = ("epoch", "member") if units is None else ("epoch", "member", "unit")
@@ -300,16 +330,29 @@ def fit_repulsive(
         member_loss = np.asarray(info.member_loss)[..., :k, :]
         resumable.check_finite(desc, member_loss, axes, offsets={"epoch": start}, order=order,
                                what="a member's mean epoch loss")
-        return state, {"member_loss": member_loss,
-                       "bandwidth": np.asarray(info.bandwidth)[..., :k]}
+        rec = {"member_loss": member_loss, "bandwidth": np.asarray(info.bandwidth)[..., :k]}
+        if holdout is not None:
+            rec |= {"holdout": held(state)[..., None],
+                    "holdout_epoch": np.full(np.shape(rec["bandwidth"])[:-1] + (1,), start + k)}
+        return state, rec
+
+    def curve(records):
+        return np.concatenate([first[..., None], records["holdout"]], axis=-1)
 
     out = resumable.run_chunks(
-        step, state, num_epochs, chunk=chunk_epochs, axis=axis, checkpoint_path=checkpoint_path,
-        signature=sig, progress=progress, unit="epoch", desc=desc,
-        postfix=lambda r: {"loss": f"{float(np.mean(r['member_loss'][..., -1, :])):.4f}"})
+        step, state, num_epochs, chunk=chunk_epochs if holdout is None else every, axis=axis,
+        checkpoint_path=checkpoint_path, signature=sig, progress=progress, unit="epoch",
+        desc=desc,
+        postfix=lambda r: {"loss": f"{float(np.mean(r['member_loss'][..., -1, :])):.4f}"},
+        until=None if early_stop is None else
+        lambda r: conv.plateau_reached(curve(r), early_stop))
     member_loss = out.records["member_loss"]
     info = {"member_loss": member_loss, "losses": member_loss.mean(axis=-1),
             "loss": member_loss[..., -1, :], "bandwidth": out.records["bandwidth"]}
+    if holdout is not None:
+        done = np.asarray(out.records["holdout_epoch"])
+        epochs = np.concatenate([[0], done if units is None else done[0]]).astype(np.int64)
+        info |= conv.holdout_info(epochs, curve(out.records), units)
     return PosteriorDraws(jax.device_get(out.state.params), METHOD, info)
 
 
@@ -330,12 +373,17 @@ def fit_repulsive_cnf(
     chunk_epochs: int = 100,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
+    holdout=None,
+    holdout_every: int | None = None,
+    early_stop: conv.Plateau | None = None,
 ) -> PosteriorDraws:
     """Repulsive ensemble of CNF vector fields trained with the flow-matching loss.
 
     Target: the Gibbs posterior exp(−N L_CFM(θ)) N(θ; 0, s² I) over x (n, d), c (n, cond_dim);
     reference Adam by default. Returns PosteriorDraws (method "repulsive") with M members.
     Keys (U,) with x (U, n, d), c (U, n, ·) train U ensembles at once (see ``fit_repulsive``).
+    ``holdout``, ``holdout_every``, ``early_stop``: the held-out flow-matching curve and early
+    stop of ``fit_repulsive``.
     """
     units = _units.num_units(key)
     x, c = _units.check_xc(field, x, c, units)
@@ -344,5 +392,5 @@ def fit_repulsive_cnf(
         num_epochs=num_epochs,
         batch_size=batch_size, num_data=num_data, prior_scale=prior_scale, repulsion=repulsion,
         optimizer=optimizer, chunk_epochs=chunk_epochs, checkpoint_path=checkpoint_path,
-        progress=progress,
+        progress=progress, holdout=holdout, holdout_every=holdout_every, early_stop=early_stop,
     )

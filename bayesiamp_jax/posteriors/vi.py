@@ -34,6 +34,7 @@ from numpyro.infer import SVI, TraceMeanField_ELBO
 from numpyro.optim import optax_to_numpyro
 
 from bayesiamp_jax import _checks, _units, resumable
+from bayesiamp_jax import convergence as conv
 from bayesiamp_jax.flow import SIGMA_MIN
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.posteriors.model import SITE, build_weight_model, cfm_loss_fn, weight_space
@@ -64,6 +65,8 @@ class VIResult(NamedTuple):
     state: VIState
     kl_weight: float
     kl_normalisation: str
+    holdout_epochs: np.ndarray | None = None
+    holdout_losses: np.ndarray | None = None
 
 
 def kl_site_scale(params_template, kl_weight, batch_size: int, kl_normalisation: str):
@@ -234,6 +237,27 @@ def _vi_loc_scale(state, template, *, loss_fn, prior_scale, vmapped):
     return (jax.vmap(one) if vmapped else one)(state)
 
 
+HOLDOUT_DRAWS = 4  # weight draws of the held-out expected loss
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "prior_scale", "num_draws", "vmapped"))
+def _vi_holdout(state, template, batch, key, *, loss_fn, prior_scale, num_draws, vmapped):
+    """E_q[loss(θ; held-out batch)] by ``num_draws`` draws θ = μ + σ ε with ε and the loss key
+    fixed by ``key`` (common random numbers along the curve): () or (U,)."""
+    svi = build_svi(template, loss_fn, prior_scale=prior_scale)
+    space = weight_space(template)
+    k_eps, k_loss = jax.random.split(key)
+    eps = jax.random.normal(k_eps, (num_draws, space.num_params))
+
+    def one(st):
+        params = svi.optim.get_params(st.svi_state.optim_state)
+        loc, scale = params[LOC], jax.nn.softplus(params[RHO])
+        return jnp.mean(jax.vmap(lambda e: loss_fn(k_loss, space.unravel(loc + scale * e),
+                                                   batch))(eps))
+
+    return (jax.vmap(one) if vmapped else one)(state)
+
+
 def fit_vi(
     key: jax.Array,
     params_init,
@@ -252,6 +276,9 @@ def fit_vi(
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
     init_loc_from_params: bool = False,
+    holdout=None,
+    holdout_every: int | None = None,
+    early_stop: conv.Plateau | None = None,
 ) -> VIResult:
     """Fit the mean-field Gaussian posterior of the weights by SVI.
 
@@ -278,9 +305,18 @@ def fit_vi(
             match; see ``bayesiamp_jax.resumable``).
         init_loc_from_params: start μ at ``params_init`` (e.g. pretrained weights) instead of
             the reference's μ ~ N(0, init_loc_scale²).
+        holdout: (x, c) or a ``convergence.Holdout`` (no unit axis): the held-out loss — the
+            expected data loss under the guide, E_q[loss_fn(key_h, θ, (x, c))] over
+            ``HOLDOUT_DRAWS`` weight draws, with ε and the loss key fixed (common random
+            numbers) — is recorded before training and every ``holdout_every`` epochs (default
+            and at most ``chunk_epochs``); the KL term, the same for any data, is left out.
+            Training is not changed by it.
+        early_stop: ``convergence.Plateau(patience, min_delta)`` (needs ``holdout``): stop
+            between chunks when every unit's held-out loss has stopped improving.
     Returns:
         ``VIResult``; with units, loc/scale carry a leading axis U, losses are (U, epochs) and
-        ``kl_weight`` is a (U,) array.
+        ``kl_weight`` is a (U,) array; ``holdout_epochs`` (C,) and ``holdout_losses`` (C,) or
+        (U, C) with a held-out set.
     """
     num_epochs = _checks.positive_int("num_epochs", num_epochs)
     batch_size = _checks.positive_int("batch_size", batch_size)
@@ -320,6 +356,18 @@ def fit_vi(
         init_loc_scale=float(init_loc_scale), init_rho=float(init_rho),
         init_loc_from_params=bool(init_loc_from_params), units=units)
     chunk_epochs = min(chunk_epochs, num_epochs)
+    holdout = conv.as_holdout(holdout)
+    early_stop = conv.check_plateau(early_stop)
+    if early_stop is not None and holdout is None:
+        raise ValueError("early_stop needs a held-out set: pass holdout=(x, c)")
+    every = chunk_epochs if holdout_every is None else min(
+        _checks.positive_int("holdout_every", holdout_every), chunk_epochs)
+    if holdout is not None:
+        sig |= resumable.signature(**conv.holdout_signature(holdout))
+        held = lambda st: np.asarray(_vi_holdout(
+            st, template, (holdout.x, holdout.c), holdout.key, loss_fn=loss_fn,
+            prior_scale=float(prior_scale), num_draws=HOLDOUT_DRAWS, vmapped=vmapped))
+        first = held(state)
     desc = f"VI k={float(kl):g}" if kl.ndim == 0 else "VI"
     desc = desc if units is None else f"{desc} x{units} units"
     axes = ("epoch",) if units is None else ("unit", "epoch")
@@ -331,17 +379,32 @@ def fit_vi(
         losses = np.asarray(losses)[..., :n]
         resumable.check_finite(desc, losses, axes, offsets={"epoch": start}, order=axes[::-1],
                                what="the mean epoch loss")
-        return state, {"loss": losses}
+        if holdout is None:
+            return state, {"loss": losses}
+        return state, {"loss": losses, "holdout": held(state)[..., None],
+                       "holdout_epoch": np.full(np.shape(losses)[:-1] + (1,), start + n)}
+
+    def curve(records):
+        return np.concatenate([first[..., None], records["holdout"]], axis=-1)
 
     out = resumable.run_chunks(
-        step, state, num_epochs, chunk=chunk_epochs, axis=0 if units is None else 1,
-        checkpoint_path=checkpoint_path, signature=sig, progress=progress, desc=desc, unit="epoch",
-        postfix=lambda r: {"loss": f"{np.mean(r['loss'][..., -1]):.4f}"})
+        step, state, num_epochs, chunk=chunk_epochs if holdout is None else every,
+        axis=0 if units is None else 1, checkpoint_path=checkpoint_path, signature=sig,
+        progress=progress, desc=desc, unit="epoch",
+        postfix=lambda r: {"loss": f"{np.mean(r['loss'][..., -1]):.4f}"}
+        | ({} if holdout is None else {"held-out": f"{np.mean(r['holdout'][..., -1]):.4f}"}),
+        until=None if early_stop is None else
+        lambda r: conv.plateau_reached(curve(r), early_stop))
     loc, scale = _vi_loc_scale(out.state, template, loss_fn=loss_fn,
                                prior_scale=float(prior_scale), vmapped=vmapped)
     kl_out = float(kl) if units is None else np.asarray(kl_arr)
+    curve_epochs = curve_losses = None
+    if holdout is not None:
+        done = np.asarray(out.records["holdout_epoch"])
+        curve_epochs = np.concatenate([[0], done if units is None else done[0]]).astype(np.int64)
+        curve_losses = curve(out.records)
     return VIResult(loc, scale, np.asarray(out.records["loss"]), out.state, kl_out,
-                    kl_normalisation)
+                    kl_normalisation, curve_epochs, curve_losses)
 
 
 @partial(jax.jit, static_argnames=("num_draws", "vmapped"))
@@ -357,7 +420,8 @@ def _draw(key, loc, scale, *, num_draws, vmapped):
 
 def sample_vi(key: jax.Array, result: VIResult, num_draws: int) -> PosteriorDraws:
     """``num_draws`` independent weight draws θ = μ + σ ⊙ ε, ε ~ N(0, I) (S, P) drawn with
-    ``key`` over the flat weights (method "vi"); info: kl_weight, losses, final_loss.
+    ``key`` over the flat weights (method "vi"); info: kl_weight, losses, final_loss (and
+    holdout_epochs, holdout_curve when ``fit_vi`` recorded a held-out curve).
 
     With keys (U,) and a U-unit ``result`` (``fit_vi`` with U keys), params are (U, S, ...)
     and every info entry has a leading U (``split_units`` gives one ``PosteriorDraws`` each).
@@ -371,6 +435,7 @@ def sample_vi(key: jax.Array, result: VIResult, num_draws: int) -> PosteriorDraw
     final = losses[..., -1] if losses.shape[-1] else np.full(losses.shape[:-1], np.nan)
     info = {"kl_weight": np.asarray(result.kl_weight), "losses": losses,
             "final_loss": np.asarray(final)}
+    info |= conv.holdout_info(result.holdout_epochs, result.holdout_losses, units)
     return PosteriorDraws(jax.device_get(params), "vi", info)
 
 
