@@ -64,6 +64,11 @@ from bayesiamp_jax.evaluation.calibration import (
     interval_coverage,
     pulls,
 )
+from bayesiamp_jax.evaluation.classifier import (
+    ClassifierConfig,
+    classifier_test,
+    lr_ks_amplification,
+)
 from bayesiamp_jax.evaluation.figures import (
     plot_all,
     plot_amplification,
@@ -123,6 +128,7 @@ __all__ = [
     "Binning",
     "BinningResult",
     "Calibration",
+    "ClassifierConfig",
     "Closure",
     "CorrectedCells",
     "EvaluationResult",
@@ -137,6 +143,7 @@ __all__ = [
     "as_binnings",
     "averaging_amplification",
     "calibrate",
+    "classifier_test",
     "cell_equivalent_events",
     "closure",
     "corrected_cells",
@@ -156,6 +163,7 @@ __all__ = [
     "jackknife_error",
     "jensen_shannon",
     "ks_amplification",
+    "lr_ks_amplification",
     "ks_null_median",
     "load_histograms",
     "load_results",
