@@ -27,11 +27,13 @@ from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_json
 from bayesiamp_jax.evaluation.calibration import mad_floor
 from bayesiamp_jax.evaluation.summary import binning_key, key_cells, key_panel
+from bayesiamp_jax.evaluation.trust import assess
 from bayesiamp_jax.integrate import Solver, StepsExhaustedError
 from bayesiamp_jax.posteriors.diagnostics import draws_diagnostics
 from experiments import config as cfgmod
 from experiments import distributed
-from experiments.data import field_from_config, problem_from_config, purpose_key
+from experiments.data import field_from_config, load_holdout, problem_from_config, purpose_key
+from experiments.holdout import holdout_summary
 from experiments.stages import StudyError, read_json
 from experiments.train import load_run_draws, repair_draws
 
@@ -111,7 +113,7 @@ def _evaluate_label(study, method, label, hyper, fingerprint, progress):
         scaled_bins=sorted(e.scaled_bins) if e.scaled else (), samples_per_cell=e.scaled_factor,
         shared_sample=e.scaled_shared,
         fit_bins=list(e.fit_bins), c=cfg.data.r_mean if problem.ring else problem.condition,
-        observable=None if problem.ring else problem.observable,
+        observable=None if problem.ring else problem.flow_observable,  # physical quantities
         binning=None if problem.ring else problem.binning,
         truth_sampler=(problem.truth_sampler if problem.sampler is not None
                        and e.differential_samples else None),
@@ -131,6 +133,12 @@ def _evaluate_label(study, method, label, hyper, fingerprint, progress):
     # the MAD a perfectly calibrated ensemble reaches with this S, R and number of cells
     summary["mad_floor"] = {n: mad_floor(runs[0].num_draws, cfg.num_runs, key_cells(n)).mean
                             for n in summary["mad"] if n.isdigit() and int(n) in e.calib_bins}
+    held_out = load_holdout(study)
+    if held_out is not None:  # the calibration checked on events never trained on
+        scaled_file = histograms_path(study, label, "scaled")
+        scaled = ev.load_histograms(scaled_file) if scaled_file.is_file() else None
+        summary["holdout"] = holdout_summary(same, scaled, problem, held_out, summary,
+                                             e.holdout_alpha)
     summary["fingerprint"] = fingerprint
     atomic_write_json(results_path(study, label), summary)
     return summary
@@ -175,8 +183,16 @@ def evaluate_all(study, units, progress: bool = True) -> None:
         if s is None:
             continue
         largest = max(s["amplification"], key=key_cells)
-        study.log.info("evaluate: %s MAD %s, amplification at %s: %s, fit b = %.3g ± %.2g",
-                       label, {k: round(v, 4) for k, v in s["mad"].items()},
-                       key_panel(largest),
-                       [round(v, 3) for v in s["amplification"][largest]], s["fit"]["b"],
-                       s["fit"]["b_err"])
+        amps = (s.get("amplification_corrected") or s["amplification"])[largest]
+        trust = assess(s, largest, num_train=study.cfg.data.num_train)
+        study.log.info("evaluate: %s MAD %s, %samplification at %s: %s (held-out: %s, model "
+                       "share %s), fit b = %.3g ± %.2g", label,
+                       {k: round(v, 4) for k, v in s["mad"].items()},
+                       "corrected " if s.get("amplification_corrected") else "",
+                       key_panel(largest), [round(v, 3) for v in amps],
+                       trust.verdict or "unchecked",
+                       "–" if trust.model_share is None else f"{trust.model_share:.2g}",
+                       s["fit"]["b"], s["fit"]["b_err"])
+        if not trust.trusted:
+            study.log.warning("evaluate: %s: the amplification at %s cannot be trusted: %s",
+                              label, key_panel(largest), "; ".join(trust.reasons))

@@ -483,17 +483,48 @@ def plot_scan(results: Mapping) -> dict:
 
 
 def plot_losses(curves: Mapping[str, np.ndarray], xlabel: str = "epoch") -> Figure:
-    """Training-loss curves (one per label, 1-D) against epoch on a log axis."""
+    """Training-loss curves (one panel per label, each on its own y scale: a chain's potential
+    and a flow-matching loss differ by orders of magnitude) against epoch on a log axis."""
     with _style():
-        fig, axes = _figure(width=4.4)
-        ax = axes[0][0]
+        n = max(len(curves), 1)
+        fig, axes = _figure(ncols=n, width=3.2)
         for i, (label, y) in enumerate(curves.items()):
+            ax = axes[0][i]
             y = np.asarray(y, float).reshape(-1)
-            ax.plot(np.arange(1, y.size + 1), y, color="k" if i == 0 else f"C{i - 1}", lw=1,
-                    label=label)
-        ax.set(xscale="log", xlabel=xlabel, ylabel="training loss")
-        if curves:
-            ax.legend(fontsize=7)
+            ax.plot(np.arange(1, y.size + 1), y, color="k" if i == 0 else f"C{i - 1}", lw=1)
+            ax.set(xscale="log", xlabel=xlabel, title=label)
+            if np.all(y[np.isfinite(y)] > 0) and np.ptp(y[np.isfinite(y)]) > 0 and \
+                    np.nanmax(y) / np.nanmin(y) > 20:
+                ax.set_yscale("log")
+        axes[0][0].set_ylabel("training loss")
+    return fig
+
+
+def plot_holdout(summaries: Mapping[str, Mapping]) -> Figure:
+    """Held-out pulls per label and binning (``summary["holdout"]``): the pull distribution of
+    each calibration binning against N(0, 1) (the calibrated band: unit width), with the
+    fitted width ± error and the verdict in the legend. Labels without a held-out check are
+    left out; an empty figure when none has one."""
+    items = [(label, s["holdout"]) for label, s in summaries.items() if s.get("holdout")]
+    with _style():
+        fig, axes = _figure(ncols=max(len(items), 1), width=3.6)
+        z = np.linspace(-6, 6, 241)
+        for ax, (label, ho) in zip(axes[0], items, strict=False):
+            kind = "same_noise" if ho.get("same_noise") else "scaled"
+            for i, key in enumerate(sorted(ho.get(kind) or {}, key=key_cells)):
+                c = ho[kind][key]
+                edges = np.asarray(c["pull_edges"], float)
+                counts = np.asarray(c["pull_counts"], float)
+                dens = counts / max(counts.sum(), 1.0) / np.diff(edges)
+                width = c.get("width")
+                tag = "–" if width is None else f"{width:.2f} ± {c.get('width_err') or 0:.2f}"
+                ax.stairs(dens, edges, color=f"C{i}",
+                          label=f"{key_panel(key)}: width {tag}, {c.get('verdict')}")
+            ax.fill_between(z, 0, np.exp(-z**2 / 2) / np.sqrt(2 * np.pi), color="0.85",
+                            label="calibrated: N(0, 1)", zorder=0)
+            ax.set(xlabel="held-out pull (μ − h)/σ", title=label, xlim=(-6, 6))
+            ax.legend(fontsize=6)
+        axes[0][0].set_ylabel("density")
     return fig
 
 

@@ -76,15 +76,20 @@ def assess(summary: dict, key: str, *, num_train: int | None = None,
     amps = (summary.get("amplification_corrected") or {}).get(key) or \
         (summary.get("amplification") or {}).get(key)
     amp = _mean(amps) if amps is not None else None
+    skipped = (summary.get("holdout") or {}).get("skipped")
     if entry is None:
-        reasons.append("unchecked: no held-out events (data.num_holdout=0 or none left)")
+        reasons.append(f"unchecked: {skipped}" if skipped else
+                       "unchecked: no held-out events (data.num_holdout=0 or none left)")
     else:
         width, scale = entry.get("width"), entry.get("scale")
         if verdict == "over-confident":
-            reasons.append(f"over-confident on held-out events (pull width {width:.2g}, "
-                           f"p = {entry.get('p_value', float('nan')):.2g}): N_eq overstated "
-                           f"≈ {scale**2:.2g}×" if width is not None and scale else
-                           "over-confident on held-out events")
+            p = entry.get("p_value")
+            what = (f"over-confident on held-out events (pull width {width:.2g}"
+                    + (f", p = {p:.2g}" if p is not None else "") + ")"
+                    if width is not None else "over-confident on held-out events")
+            reasons.append(what + (f": N_eq overstated ≈ {scale**2:.2g}×" if scale else
+                                   ": deviations where the model claims no spread "
+                                   "(mismodelled; no recalibration repairs it)"))
         elif verdict == "under-confident":
             reasons.append("under-confident on held-out events: N_eq understated"
                            + (f" ≈ {1 / scale**2:.2g}×" if scale else ""))
