@@ -174,3 +174,69 @@ def test_early_stop_at_the_plateau_of_a_real_run(ring, long_run):
     assert out.losses.shape == (e[k - 1],)
     with pytest.raises(ValueError, match="early_stop needs a held-out set"):
         training.fit(jax.random.key(2), FIELD, data.x, data.c, 10, early_stop=stop, **KW)
+
+
+# ----------------------------------------------------------------------------- posterior methods
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["vi", "repulsive", "adammcmc"])
+def test_posterior_trainers_record_curves_without_changing_draws(ring, method, tmp_path):
+    """Each posterior trainer with a held-out set: the same draws bit for bit as without one,
+    the last curve point recomputed from the final state by the documented formula, and (VI)
+    a resumed run's curve equal to the uninterrupted one's."""
+    from jax.flatten_util import ravel_pytree
+
+    from bayesiamp_jax import posteriors
+    from bayesiamp_jax.integrate import Solver
+    from bayesiamp_jax.posteriors.model import exact_nll_loss_fn
+
+    data, held = ring
+    key = jax.random.key(3)
+    fm = lambda p: float(flow.cfm_loss(held.key, FIELD, p, held.x, held.c))
+    if method == "vi":
+        kw = dict(num_epochs=30, batch_size=250, chunk_epochs=10, progress=False)
+        plain = posteriors.fit_vi_cnf(key, FIELD, data.x, data.c, **kw)
+        res = posteriors.fit_vi_cnf(key, FIELD, data.x, data.c, holdout=held, holdout_every=5,
+                                    **kw)
+        a, b = (plain.loc, plain.scale), (res.loc, res.scale)
+        epochs, curve = res.holdout_epochs, res.holdout_losses
+        loc, unravel = ravel_pytree(res.loc)
+        scale = ravel_pytree(res.scale)[0]
+        k_eps, k_loss = jax.random.split(held.key)
+        eps = jax.random.normal(k_eps, (posteriors.vi.HOLDOUT_DRAWS, loc.size))
+        want = np.mean([float(flow.cfm_loss(k_loss, FIELD, unravel(loc + scale * e), held.x,
+                                            held.c)) for e in eps])
+        path = tmp_path / "vi.msgpack"
+        posteriors.fit_vi_cnf(key, FIELD, data.x, data.c, holdout=held, holdout_every=5,
+                              checkpoint_path=path, **kw | {"num_epochs": 15})
+        resumed = posteriors.fit_vi_cnf(key, FIELD, data.x, data.c, holdout=held,
+                                        holdout_every=5, checkpoint_path=path, **kw)
+        np.testing.assert_array_equal(resumed.holdout_losses, curve)
+    elif method == "repulsive":
+        kw = dict(num_members=3, num_epochs=20, batch_size=250, chunk_epochs=10, progress=False)
+        plain = posteriors.fit_repulsive_cnf(key, FIELD, data.x, data.c, **kw)
+        res = posteriors.fit_repulsive_cnf(key, FIELD, data.x, data.c, holdout=held,
+                                           holdout_every=5, **kw)
+        a, b = plain.params, res.params
+        epochs, curve = res.info["holdout_epochs"], res.info["holdout_curve"]
+        want = np.mean([fm(res.draw(m)) for m in range(3)])
+    else:
+        solver = Solver("rk4", 4, checkpoint=True)
+        kw = dict(sigma=0.1, num_pretrain_epochs=0, num_samples=3, thinning=2, batch_size=250,
+                  num_adam_steps=1, solver=solver, progress=False,
+                  params_init=FIELD.init(jax.random.key(4)))
+        plain = posteriors.sample_adammcmc_cnf(key, FIELD, data.x, data.c, **kw)
+        res = posteriors.sample_adammcmc_cnf(key, FIELD, data.x, data.c, holdout=held, **kw)
+        a, b = plain.params, res.params
+        epochs, curve = res.info["holdout_epochs"], res.info["holdout_curve"]
+        nll = exact_nll_loss_fn(FIELD, solver)
+        per_draw = [data.x.shape[0] * float(nll(res.draw(s), (held.x, held.c)))
+                    for s in range(3)]
+        np.testing.assert_allclose(res.info["holdout_loss"], per_draw, rtol=1e-5)
+        want = per_draw[-1]
+        assert epochs.tolist() == [0, 3, 5, 7]
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert epochs[0] == 0 and np.all(np.diff(epochs) > 0)
+    assert curve[-1] == pytest.approx(want, rel=1e-5)
