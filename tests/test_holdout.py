@@ -6,7 +6,8 @@ N_train events, Σ_train = (diag p − p pᵀ)/N_train, and whose draws scatter 
 spread² · Σ_train: spread 1 is calibrated (the truth is distributed like one more draw), spread
 0.5 over-confident (true recalibration s = 2), spread 2 under-confident (s = 0.5). The held-out
 is a multinomial sample of N_ho events from p. Generation noise (multinomial-shaped, n points)
-is added once per repetition to every draw and run (same noise) or per draw (fresh).
+is added once per repetition to every draw and run (same noise) or per draw about the draw's
+own fractions (fresh).
 """
 
 import jax
@@ -40,8 +41,11 @@ def toy(seed, k, reps=REPS, runs=1, spread=1.0, n_ho=N_HO, generated=None, fresh
     p = _truth(k)
     centre = p + _multinomial_gauss(rng, p, N_TRAIN, (reps, runs, 1))
     f = centre + spread * _multinomial_gauss(rng, p, N_TRAIN, (reps, runs, S))
-    if generated is not None:
-        f = f + _multinomial_gauss(rng, p, generated, (reps, runs, S) if fresh else (reps, 1, 1))
+    if fresh:  # binomial noise about each draw's own fractions
+        x = np.sqrt(np.clip(f, 0, 1) / generated) * rng.standard_normal(f.shape)
+        f = f + x - np.clip(f, 0, 1) * x.sum(-1, keepdims=True)
+    elif generated is not None:  # one noise for every draw and run
+        f = f + _multinomial_gauss(rng, p, generated, (reps, 1, 1))
     return f, rng.multinomial(n_ho, p, size=reps)
 
 
@@ -255,6 +259,20 @@ def test_bootstrap_check_and_higher_dimensional_cells():
     assert chk.pulls.shape == (2, 3, 4, 5) and chk.null == "bootstrap"
     assert chk.coverage.coverage.shape[1:] == (3, 20)
     assert 0 < chk.p_value <= 1
+
+
+def test_a_certain_zero_contradicted_by_events():
+    # a cell every draw leaves empty (zero mean, zero spread, no generation noise) where the
+    # held-out has events: an infinite pull, "over-confident", no finite s can repair it
+    f, c = toy(41, 16, reps=1, runs=2)
+    f = f[0].copy()
+    f[:, :, 0] = 0.0
+    f /= f.sum(-1, keepdims=True)
+    assert c[0, 0] > 0
+    chk = ho.holdout_check(f.reshape(2, S, 4, 4), c[0].reshape(4, 4))
+    assert np.isinf(chk.pulls[:, 0, 0]).all() and np.isinf(chk.chi2)
+    assert chk.verdict == "over-confident" and chk.p_value == 0.0
+    assert chk.scale == np.inf and np.isnan(chk.scale_err)
 
 
 def test_select_knob(checks):

@@ -158,6 +158,8 @@ class HoldoutCheck(NamedTuple):
         held-out can check cell by cell (= N_ho for an infinite generated sample); the
         largest checkable amplification is reach / N_train.
     num_holdout: N_ho. null: "gamma" (closed form) or "bootstrap" (``key`` given).
+    model_share: fresh histograms: the model's share ρ of a draw's spread (mean over runs; 1
+        for same noise); below ~0.5 the finite-S null is approximate (docs/holdout.md).
     """
 
     pulls: np.ndarray
@@ -176,6 +178,7 @@ class HoldoutCheck(NamedTuple):
     reach: float
     num_holdout: int
     null: str = "gamma"
+    model_share: float = 1.0
 
 
 # ------------------------------------------------------------------------------- inputs
@@ -451,10 +454,10 @@ def _moments(st, t, ok):
 def fit_scale(st: HoldoutStatistics, iterations: int = 12) -> ScaleFit:
     """Recalibration s and its sandwich error (module docstring), batch axes (...).
 
-    t = s² is the root of F(t) = T(t) − E_t T in log t ∈ [−30, 30] (F falls with t; s =
-    e^-15 or e^15 when F keeps its sign), by regula falsi (Illinois) from a bracket.
+    t = s² is the root of F(t) = T(t) − E_t T in log t ∈ [−30, 30] (F falls with t; s = 0
+    or ∞ when F keeps its sign), by regula falsi (Illinois) from a bracket.
     Error: t_err = sqrt(Var_t T)/|F'(t)| (both at max(t, t_err), so that s ≈ 0 keeps a
-    finite error), s_err = (sqrt(t + t_err) − sqrt(max(t − t_err,
+    finite error; NaN for s = ∞), s_err = (sqrt(t + t_err) − sqrt(max(t − t_err,
     0)))/2 (= t_err/(2s) when t ≫ t_err; finite at s = 0). NaN without model spread.
     """
     ok = _valid(st)
@@ -492,23 +495,30 @@ def fit_scale(st: HoldoutStatistics, iterations: int = 12) -> ScaleFit:
         lo, f_lo = np.where(up, mid, lo), np.where(up, fm, f_lo)
         hi, f_hi = np.where(up, hi, mid), np.where(up, f_hi, fm)
         side = np.where(up, 1, -1)
-    log_t = np.where(f_lo <= 0, lo, np.where(f_hi >= 0, hi,
-                     (lo * f_hi - hi * f_lo) / np.where(f_hi != f_lo, f_hi - f_lo, 1.0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inner = (lo * f_hi - hi * f_lo) / np.where(f_hi != f_lo, f_hi - f_lo, 1.0)
+    log_t = np.where(f_lo <= 0, lo, np.where(f_hi >= 0, hi, inner))
     t = np.exp(log_t)
     eps = 1e-4
-    t_eval = np.maximum(t, 1e-3)                           # t is a dimensionless multiplier
-    for _ in range(3):  # at t ≈ 0, F is flat and Var F vanishes: take both at max(t, t_err)
+    # at t ≈ 0, F is flat and Var F vanishes: take both at max(t, 10⁻³), then once more at
+    # max(t, t_err) (no further: with little model share t_err grows with t)
+    t_eval = np.maximum(t, 1e-3)
+    for i in range(2):
         le = np.log(t_eval)
-        slope = (f(le + eps) - f(le - eps)) / (2 * eps * t_eval)
         _, _, var, norm = _moments(st, t_eval[..., None, None], ok)
         with np.errstate(divide="ignore", invalid="ignore"):
+            slope = (f(le + eps) - f(le - eps)) / (2 * eps * t_eval)
             t_err = np.sqrt(var) / np.abs(slope)
-        t_new = np.maximum(t, np.where(np.isfinite(t_err), t_err, t))
-        if np.allclose(t_new, t_eval, rtol=0.05):
-            break
-        t_eval = t_new
-    scale = np.sqrt(t)
-    err = 0.5 * (np.sqrt(t + t_err) - np.sqrt(np.maximum(t - t_err, 0.0)))
+        if i == 0:
+            t_eval = np.maximum(t, np.where(np.isfinite(t_err), t_err, t))
+    # log t at ±30: no root (a cell without model spread that the data contradict: s = ∞;
+    # pulls narrower than the noise alone allows: s = 0)
+    top, bottom = (log_t >= 30.0) & (f_hi >= 0), (log_t <= -30.0) & (f_lo <= 0)
+    t = np.where(bottom, 0.0, t)
+    scale = np.where(top, np.inf, np.sqrt(t))
+    with np.errstate(invalid="ignore"):
+        err = np.where(top, np.nan,
+                       0.5 * (np.sqrt(t + t_err) - np.sqrt(np.maximum(t - t_err, 0.0))))
     none = ~(norm > 0)
     return ScaleFit(np.where(none, np.nan, scale), np.where(none, np.nan, err))
 
@@ -571,6 +581,7 @@ def holdout_check(fractions, holdout_counts, *, num_generated: int | None = None
         recalibrated=coverage(scale if np.isfinite(scale) else 1.0),
         visible=float(seen.sum() / max(ok.sum(), 1)), reach=float(reach),
         num_holdout=int(n_ho), null="gamma" if key is None else "bootstrap",
+        model_share=float(np.mean(st.share)),
     )
 
 
