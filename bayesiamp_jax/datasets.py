@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from bayesiamp_jax import _checks, data, observables
+from bayesiamp_jax import _checks, data, observables, preprocessing
 from bayesiamp_jax.evaluation.binning import (
     Binning,
     exact_quantile_binning,
@@ -175,8 +175,9 @@ def _numeric(path, name, a) -> np.ndarray:
                          f"{a.dtype}")
     bad = a.size - int(np.count_nonzero(np.isfinite(a)))
     if bad:
+        row = int(np.argwhere(~np.isfinite(a))[0][0])
         raise ValueError(f"array {name!r} of {str(path)!r} holds {bad} non-finite value(s) "
-                         "(NaN or inf)")
+                         f"(NaN or inf; the first in row {row})")
     big = int(np.count_nonzero(np.abs(a.astype(np.float64)) > np.finfo(np.float32).max))
     if big:
         raise ValueError(f"array {name!r} of {str(path)!r} holds {big} value(s) beyond the "
@@ -199,6 +200,9 @@ class Problem(NamedTuple):
     sampler: ``sampler(key, size) -> Sample`` of exact truth events, or None (file data).
     values: the observable of every reference event (N_ref, k), computed once by
         ``reference_problem`` (None: computed from ``reference`` when needed).
+    transform: ``preprocessing.Preprocessing`` of the space the flow generates in (None: the
+        flow generates physical events); reference and sampler events stay physical, and
+        ``flow_observable`` is what generation bins.
     """
 
     observable: object
@@ -208,6 +212,15 @@ class Problem(NamedTuple):
     ring: bool = False
     sampler: object = None
     values: np.ndarray | None = None
+    transform: object = None
+
+    @property
+    def flow_observable(self):
+        """The observable of the flow's events: ``observable`` ∘ T⁻¹ (``preprocessing.Physical``)
+        with a ``transform``, else ``observable``."""
+        if self.transform is None:
+            return self.observable
+        return preprocessing.Physical(self.observable, self.transform)
 
     def truth_sampler(self, key, size: int) -> np.ndarray:
         """The observable of ``size`` exact truth events, (size, k) (for the KS estimator)."""

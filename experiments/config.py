@@ -24,7 +24,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from bayesiamp_jax import _checks
+from bayesiamp_jax import _checks, preprocessing
 from bayesiamp_jax.integrate import ADAMS_BASHFORTH, ADAPTIVE, FIXED_STEP
 from experiments import settings
 from experiments.settings import ConfigError, apply_override, setting, to_dict
@@ -63,6 +63,11 @@ class DataConfig:
         "not used for training (file); 0: none (the study is then unchecked)")
     holdout_path: str = setting("", "a second .npz of held-out events for data.name=file "
                                     "(instead of the events of data.path not used for training)")
+    preprocess: str = setting("", "per-column transforms of data.name=file events, fitted on the "
+        "training events of all runs and inverted before the observable (docs/preprocessing.md): "
+        "one kind for every column or a comma list, one per column: identity, standardise, log, "
+        "logcut:<cut>, periodic[:<lo>:<hi>], logit:<lo>:<hi>; none: no transform; empty: "
+        "standardise (file), none (ring, shell)")
 
     def validate(self):
         _checks.positive_int("data.num_train", self.num_train)
@@ -88,6 +93,15 @@ class DataConfig:
         if self.holdout_path and self.name != "file":
             raise ValueError(f"data.holdout_path needs data.name=file, got data.name="
                              f"{self.name!r}")
+        if self.preprocess not in ("", "none"):
+            if self.name != "file":
+                raise ValueError(f"data.preprocess={self.preprocess!r} needs data.name=file "
+                                 "(ring and shell are trained on their own coordinates)")
+            for kind in self.preprocess.split(","):
+                try:
+                    preprocessing.parse(kind)
+                except ValueError as e:
+                    raise ValueError(f"data.preprocess={self.preprocess!r}: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ points never changes the numbers of the others.
 from __future__ import annotations
 
 import importlib
+import json
 import zipfile
 import zlib
 from functools import lru_cache
@@ -17,7 +18,84 @@ import jax.numpy as jnp
 import numpy as np
 
 import bayesiamp_jax as bj
-from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_bytes
+from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_bytes, atomic_write_json
+from bayesiamp_jax.preprocessing import Preprocessing, refuse_discrete
+from experiments.settings import ConfigError
+
+
+class DataError(ConfigError):
+    """Bad data, or a setting that does not fit them: one line naming the file and the setting
+    that fixes it (a ``ConfigError``, so a ``ValueError``; the commands print it without a
+    traceback)."""
+
+
+def read_npz(setting: str, path: str, num: int | None = None, **kw) -> bj.datasets.Sample:
+    """``datasets.load_npz(path, num, **kw)`` of the file that ``setting`` names; its one-line
+    ValueError becomes a ``DataError`` that also says how to fix it."""
+    try:
+        return bj.datasets.load_npz(path, num, **kw)
+    except ValueError as e:
+        raise DataError(f"{e} ({setting}): fix the file or give another one with --set "
+                        f"{setting}=FILE") from None
+
+
+def training_events(cfg) -> bj.datasets.Sample:
+    """The training events of all runs of a file study: rows [0, R·N) of data.path (a
+    ``DataError`` naming data.num_train when the file holds fewer)."""
+    d = cfg.data
+    s = read_npz("data.path", d.path)
+    have, want = int(s.x.shape[0]), cfg.num_runs * d.num_train
+    if have < want:
+        fix = (f"lower data.num_train, e.g. --set data.num_train={have // cfg.num_runs}"
+               if have >= cfg.num_runs else "add events to the file")
+        raise DataError(f"data file {d.path!r} (data.path) has {have} events, fewer than "
+                        f"num_runs x data.num_train = {cfg.num_runs} x {d.num_train} = {want}; "
+                        f"{fix} (or num_runs)")
+    return bj.datasets.Sample(s.x[:want], None if s.c is None else s.c[:want])
+
+
+def preflight(cfg) -> None:
+    """Read and check a file study's data before anything runs: the files, the number of
+    events, discrete columns, the preprocessing, the reference and the observable (each a
+    one-line ``DataError`` naming the setting that fixes it). Nothing to do for ring/shell."""
+    if cfg.data.name == "file":
+        data_dims(cfg)
+        training_events(cfg)
+        problem_from_config(cfg)
+
+
+def preprocessing_path(study):
+    return study.path("data", "preprocessing.json")
+
+
+@lru_cache(maxsize=8)
+def preprocessing_from_config(cfg) -> Preprocessing | None:
+    """The per-column transform of a file study (``data.preprocess``; empty: standardise every
+    column), fitted on the training events of all runs (rows [0, R·N) of data.path, so every
+    run and the evaluation share one transform); None for ring/shell, ``none`` or identity."""
+    d = cfg.data
+    if d.name != "file" or d.preprocess == "none":
+        return None
+    spec = d.preprocess or "standardise"
+    x = np.asarray(training_events(cfg).x)
+    try:
+        pre = Preprocessing.fit(spec, x, name=f"data file {d.path!r}")
+    except ValueError as e:
+        raise DataError(f"data.preprocess={spec!r}: {e}; choose another kind for that column "
+                        "(--set data.preprocess=KIND,KIND,...; docs/preprocessing.md)") from None
+    return None if pre.is_identity else pre
+
+
+def load_preprocessing(study) -> Preprocessing | None:
+    """The transform saved with the study (data/preprocessing.json; None without one)."""
+    path = preprocessing_path(study)
+    if not path.is_file():
+        return None
+    try:
+        return Preprocessing.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as e:
+        raise DamagedFileError(f"preprocessing file {str(path)!r} is damaged ({e}); delete the "
+                               "study's data/ folder to make it again") from None
 
 
 def run_key(seed: int, run: int) -> jax.Array:
@@ -38,7 +116,16 @@ def make_data(study) -> None:
     d = cfg.data
     source = None
     if d.name == "file":  # run r: events [r·N, (r+1)·N) of the file
-        source = bj.datasets.load_npz(d.path, cfg.num_runs * d.num_train)
+        source = training_events(cfg)
+        pre = preprocessing_from_config(cfg)
+        if pre is not None:  # stored with the study; the data files stay physical
+            atomic_write_json(preprocessing_path(study), pre.to_dict() | {
+                "spec": d.preprocess or "standardise",
+                "fitted_on": f"rows [0, {cfg.num_runs * d.num_train}) of {d.path}"})
+            study.log.info("preprocessing (data.preprocess=%r) fitted on the %d training events: "
+                           "%s", d.preprocess or "standardise", cfg.num_runs * d.num_train,
+                           ", ".join(f"{c.kind} (shift {c.shift:.4g}, scale {c.scale:.4g})"
+                                     for c in pre.columns))
     for r in range(cfg.num_runs):
         path = data_path(study, r)
         if path.is_file():
@@ -83,10 +170,10 @@ def make_holdout(study) -> None:
     else:
         dim, cond_dim = data_dims(cfg)
         if d.holdout_path:
-            s = bj.datasets.load_npz(d.holdout_path, dim=dim, cond_dim=cond_dim)
+            s = read_npz("data.holdout_path", d.holdout_path, dim=dim, cond_dim=cond_dim)
             first = 0
         else:
-            s = bj.datasets.load_npz(d.path, dim=dim, cond_dim=cond_dim)
+            s = read_npz("data.path", d.path, dim=dim, cond_dim=cond_dim)
             first = cfg.num_runs * d.num_train
         left = int(s.x.shape[0]) - first
         if left <= 0:
@@ -115,8 +202,11 @@ def load_holdout(study) -> bj.data.RingSample | None:
 
 
 def load_data(study, run: int) -> bj.data.RingSample:
-    """Training set of one run: x (n, d), c (n, k) (k = 0: unconditional file data)."""
-    return _load_sample(data_path(study, run), "training data")
+    """Training set of one run as the flow learns it: x (n, d) (preprocessed, T(x), for a file
+    study with ``data.preprocess``), c (n, k) (k = 0: unconditional file data)."""
+    s = _load_sample(data_path(study, run), "training data")
+    pre = preprocessing_from_config(study.cfg)
+    return s if pre is None else s._replace(x=pre.forward(s.x))
 
 
 def _load_sample(path, what: str) -> bj.data.RingSample:
@@ -156,7 +246,11 @@ def data_dims(cfg) -> tuple[int, int]:
 
 @lru_cache(maxsize=8)
 def _file_dims(path: str) -> tuple[int, int]:
-    s = bj.datasets.load_npz(path)
+    s = read_npz("data.path", path)
+    try:
+        refuse_discrete(s.x, f"data file {path!r} (data.path)")
+    except ValueError as e:
+        raise DataError(str(e)) from None
     return int(s.x.shape[1]), 0 if s.c is None else int(s.c.shape[1])
 
 
@@ -168,7 +262,7 @@ def _resolve(spec: str, what: str):
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"{what}={spec!r} cannot be imported: {type(e).__name__}: "
+        raise ConfigError(f"{what}={spec!r} cannot be imported: {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
     return obj
 
@@ -186,7 +280,10 @@ def observable_from_config(cfg):
         obs = bj.observables.Coordinates(tuple(range(min(2, data_dims(cfg)[0]))))
     else:
         obs = bj.observables.BUILT_IN[name]()
-    return bj.observables.check(obs, data_dims(cfg)[0])
+    try:
+        return bj.observables.check(obs, data_dims(cfg)[0])
+    except (TypeError, ValueError) as e:
+        raise DataError(f"data.observable={name!r}: {e}") from None
 
 
 @lru_cache(maxsize=8)
@@ -198,8 +295,10 @@ def problem_from_config(cfg) -> bj.datasets.Problem:
     obs = observable_from_config(cfg)
     if d.name == "file":
         dim, cond_dim = data_dims(cfg)
-        return bj.datasets.reference_problem(
-            obs, bj.datasets.load_npz(d.reference, dim=dim, cond_dim=cond_dim))
+        ref = read_npz("data.reference", d.reference, dim=dim, cond_dim=cond_dim)
+        # the reference stays physical; the flow's events are mapped back before the observable
+        return bj.datasets.reference_problem(obs, ref)._replace(
+            transform=preprocessing_from_config(cfg))
     exact = (bj.datasets.ring_problem(d.r_mean) if d.name == "ring" else
              bj.datasets.shell_problem(d.dim, d.r_mean))
     if isinstance(obs, type(exact.observable)):

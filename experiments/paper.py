@@ -20,6 +20,7 @@ With ``--coordinator`` the study spreads over processes (``experiments.distribut
 from __future__ import annotations
 
 import argparse
+import errno
 import shutil
 import sys
 import time
@@ -42,6 +43,7 @@ from experiments import (
 from experiments.stages import FolderLock, Study, StudyError, check_no_clobber, prepare_folder
 
 METHODS = ("vi", "adammcmc", "nuts", "repulsive")
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 STAGE_ORDER = ("data", "deterministic", "train_vi", "train_adammcmc", "train_nuts",
                "train_repulsive", "evaluate", "figures", "report")
 
@@ -195,6 +197,7 @@ def main(argv=None, only: str | None = None, prog: str = "python -m experiments.
             return 0
         selected(cfg, args.method)
         distributed.initialize(spec)  # before any JAX computation
+        data.preflight(cfg)  # a bad data file or setting: one line before anything runs
     except settings.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -203,11 +206,19 @@ def main(argv=None, only: str | None = None, prog: str = "python -m experiments.
 
 
 def run_reported(run) -> int:
-    """``run()`` as a command: 0; a ``StudyError`` printed as one line, 2; Ctrl-C, 130."""
+    """``run()`` as a command: 0; a ``StudyError``, a bad setting or data file
+    (``ConfigError``: ``experiments.data.DataError`` names the setting that fixes it) or an
+    output folder that cannot be written, printed as one line, 2; Ctrl-C, 130."""
     try:
         run()
-    except StudyError as e:
+    except (StudyError, settings.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in UNWRITABLE:
+            raise
+        print(f"error: cannot write {e.filename or 'the output folder'}: {e.strerror}; choose "
+              "another --output (or free space there)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         runtime.get_logger().warning("interrupted: run the same command again to resume")

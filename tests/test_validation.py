@@ -18,8 +18,8 @@ import pytest
 import bayesiamp_jax as bj
 from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax import posteriors as post
+from bayesiamp_jax import preprocessing, resumable
 from bayesiamp_jax import regression as rg
-from bayesiamp_jax import resumable
 from bayesiamp_jax.checkpoint import DamagedFileError, load_pytree, save_pytree
 from bayesiamp_jax.flow import standard_normal_log_prob
 
@@ -84,6 +84,12 @@ def _npz(tmp_path, how):
     return path
 
 
+def _saved(tmp_path, **arrays):
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    return path
+
+
 def _garbage(tmp_path, name="draws.msgpack"):
     path = tmp_path / name
     path.write_bytes(b"\x93 not msgpack \xff\x00")
@@ -145,6 +151,17 @@ CASES = [
      ValueError, r"posterior run 1, draw 0 has non-finite weights \(NaN or inf\) in "
                  r"\['Dense_1'\]\['kernel'\]"),
     # sizes
+    ("calibrate: zero runs",
+     lambda t: ev.calibrate(np.zeros((0, 5, 2, 2)), np.full((2, 2), 0.25)), ValueError,
+     r"fractions needs at least 1 run, got 0 \(shape \(0, 5, 2, 2\)\)"),
+    ("preprocessing: log of a negative column",
+     lambda t: preprocessing.fit("log", np.array([-1.0, 2.0, 3.0]), name="column 4"),
+     ValueError, r"column 4: kind 'log' needs every value > 0, got values in \[-1, 3\]"),
+    ("load_npz: NaN names its row",
+     lambda t: bj.datasets.load_npz(_saved(t, x=np.where(np.arange(20)[:, None] == 13, np.nan,
+                                                         np.ones((20, 2))))),
+     ValueError, r"array 'x' of '.*d\.npz' holds 2 non-finite value\(s\) \(NaN or inf; the "
+                 r"first in row 13\)"),
     ("log_prob: x and c lengths", lambda t: bj.log_prob(FIELD, PARAMS, X[:10], C[:7]),
      ValueError, r"x and c must have the same number of points.*\(10, 2\) and \(7, 1\)"),
     ("fit: x and c lengths", lambda t: bj.fit(KEY, FIELD, X, C[:100], 1, progress=False),

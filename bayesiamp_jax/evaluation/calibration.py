@@ -69,6 +69,8 @@ def check_fractions(fractions, truth, name: str = "fractions"):
             f"{name} must have shape (runs, draws, n_r, n_phi) = (R, S) + {t.shape}, "
             f"got shape {f.shape}"
         )
+    if f.shape[0] < 1:
+        raise ValueError(f"{name} needs at least 1 run, got 0 (shape {f.shape})")
     if f.shape[1] < 2:
         raise ValueError(
             f"{name} needs at least 2 draws per run, got {f.shape[1]} (shape {f.shape})"
