@@ -31,7 +31,7 @@ from bayesiamp_jax import _checks
 
 __all__ = ["DEFAULT_TOLERANCE", "HOLDOUT_POINTS", "Convergence", "Holdout", "Plateau",
            "as_dicts", "as_holdout", "check_convergence", "check_plateau", "holdout_info",
-           "holdout_set", "holdout_signature", "plateau_reached"]
+           "holdout_set", "holdout_signature", "plateau_reached", "record_every"]
 
 HOLDOUT_POINTS = 2048
 DEFAULT_TOLERANCE = 1e-3
@@ -69,13 +69,33 @@ def holdout_set(x, c=None, *, max_points: int = HOLDOUT_POINTS, key=None) -> Hol
     return Holdout(x, c, k_loss)
 
 
-def as_holdout(holdout) -> Holdout | None:
-    """None, a ``Holdout`` (used as is) or a pair ``(x, c)`` (-> ``holdout_set(x, c)``)."""
-    if holdout is None or isinstance(holdout, Holdout):
-        return holdout
-    if isinstance(holdout, (tuple, list)) and len(holdout) == 2:
-        return holdout_set(*holdout)
-    raise ValueError(f"holdout must be None, a Holdout or a pair (x, c), got {type(holdout)!r}")
+def as_holdout(holdout, like=None) -> Holdout | None:
+    """None, a ``Holdout`` (used as is) or a pair ``(x, c)`` (-> ``holdout_set(x, c)``).
+
+    ``like``: the training data of one unit; when it is a pair (x, c) of arrays, the held-out
+    events must have its number of features d and k.
+    """
+    if holdout is None:
+        return None
+    if not isinstance(holdout, Holdout):
+        if not (isinstance(holdout, (tuple, list)) and len(holdout) == 2):
+            raise ValueError(f"holdout must be None, a Holdout or a pair (x, c), got "
+                             f"{type(holdout)!r}")
+        holdout = holdout_set(*holdout)
+    if isinstance(like, (tuple, list)) and len(like) == 2:
+        for name, held, train in (("x", holdout.x, like[0]), ("c", holdout.c, like[1])):
+            if np.ndim(train) >= 1 and np.shape(held)[-1] != np.shape(train)[-1]:
+                raise ValueError(f"holdout {name} has {np.shape(held)[-1]} features per event, "
+                                 f"the training data {np.shape(train)[-1]}")
+    return holdout
+
+
+def record_every(holdout_every: int | None, chunk_epochs: int) -> int:
+    """Epochs between held-out records: ``holdout_every`` (None: one chunk), at most a chunk
+    (a record is made between compiled chunk calls)."""
+    if holdout_every is None:
+        return chunk_epochs
+    return min(_checks.positive_int("holdout_every", holdout_every), chunk_epochs)
 
 
 def holdout_signature(holdout: Holdout | None) -> dict:

@@ -139,13 +139,6 @@ def _fm_holdout(params, x, c, key, *, field, sigma_min, vmapped):
     return (jax.vmap(one) if vmapped else one)(params)
 
 
-def holdout_every_or(holdout_every, chunk_epochs: int) -> int:
-    """Epochs between held-out records: ``holdout_every`` (None: one chunk), at most a chunk."""
-    if holdout_every is None:
-        return chunk_epochs
-    return min(_checks.positive_int("holdout_every", holdout_every), chunk_epochs)
-
-
 class TrainResult(NamedTuple):
     """Final state and the mean loss per epoch, (num_epochs,) or (U, num_epochs) for U units
     (epochs of a resumed run included from its checkpoint). With a held-out set: the epochs of
@@ -217,11 +210,11 @@ def fit(
     sig = resumable.signature(method="flow matching", key=key, x=x, c=c, params=params,
                               batch_size=batch_size, sigma_min=float(sigma_min), units=units)
     chunk_epochs = min(chunk_epochs, num_epochs)
-    holdout = conv.as_holdout(holdout)
+    holdout = conv.as_holdout(holdout, like=(x, c))
     early_stop = conv.check_plateau(early_stop)
     if early_stop is not None and holdout is None:
         raise ValueError("early_stop needs a held-out set: pass holdout=(x, c)")
-    every = holdout_every_or(holdout_every, chunk_epochs)
+    every = conv.record_every(holdout_every, chunk_epochs)
     if holdout is not None:
         sig |= resumable.signature(**conv.holdout_signature(holdout))
         held = lambda st: np.asarray(_fm_holdout(

@@ -77,6 +77,19 @@ def test_tolerance_and_too_short_curves():
         conv.check_convergence([0, 2, 1], [1.0, 2.0, 3.0])
 
 
+def test_holdout_set_subset_and_errors():
+    x = np.arange(10.0).reshape(5, 2)
+    h = conv.holdout_set(x, max_points=3)
+    assert h.x.shape == (3, 2) and h.c.shape == (3, 0)
+    rows = [int(r[0]) // 2 for r in np.asarray(h.x)]
+    assert rows == sorted(set(rows)) and set(rows) <= set(range(5))  # distinct rows, in order
+    with pytest.raises(ValueError, match="holdout x has 2 features per event, the training "
+                                         "data 3"):
+        conv.as_holdout((x, None), like=(np.zeros((4, 3)), np.zeros((4, 0))))
+    with pytest.raises(ValueError, match="holdout must be None, a Holdout or a pair"):
+        conv.as_holdout(x)
+
+
 def _first_plateau(y, patience, min_delta):
     """Direct scan: the first record k after which the best of the last ``patience`` records
     has not beaten the best before them by ``min_delta``."""

@@ -179,7 +179,7 @@ def sample_adammcmc(
         return states
 
     step0 = num_adam_steps + num_burnin
-    holdout = conv.as_holdout(holdout)
+    holdout = conv.as_holdout(holdout, like=_units.first_unit(data, units))
     if holdout is not None:
         held = lambda st: np.asarray(_chain_holdout(
             st.position, (holdout.x, holdout.c), loss_fn=loss_fn, vmapped=units is not None))

@@ -309,12 +309,11 @@ def fit_repulsive(
         num_data=num_data, prior_scale=prior_scale, repulsion=float(repulsion),
         bandwidth=bandwidth, units=units)
     chunk_epochs = min(chunk_epochs, num_epochs)
-    holdout = conv.as_holdout(holdout)
+    holdout = conv.as_holdout(holdout, like=_units.first_unit(data, units))
     early_stop = conv.check_plateau(early_stop)
     if early_stop is not None and holdout is None:
         raise ValueError("early_stop needs a held-out set: pass holdout=(x, c)")
-    every = chunk_epochs if holdout_every is None else min(
-        _checks.positive_int("holdout_every", holdout_every), chunk_epochs)
+    every = conv.record_every(holdout_every, chunk_epochs)
     if holdout is not None:
         sig |= resumable.signature(**conv.holdout_signature(holdout))
         held = lambda st: np.asarray(_rep_holdout(st.params, (holdout.x, holdout.c), holdout.key,

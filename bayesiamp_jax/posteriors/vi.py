@@ -356,12 +356,11 @@ def fit_vi(
         init_loc_scale=float(init_loc_scale), init_rho=float(init_rho),
         init_loc_from_params=bool(init_loc_from_params), units=units)
     chunk_epochs = min(chunk_epochs, num_epochs)
-    holdout = conv.as_holdout(holdout)
+    holdout = conv.as_holdout(holdout, like=_units.first_unit(data, units))
     early_stop = conv.check_plateau(early_stop)
     if early_stop is not None and holdout is None:
         raise ValueError("early_stop needs a held-out set: pass holdout=(x, c)")
-    every = chunk_epochs if holdout_every is None else min(
-        _checks.positive_int("holdout_every", holdout_every), chunk_epochs)
+    every = conv.record_every(holdout_every, chunk_epochs)
     if holdout is not None:
         sig |= resumable.signature(**conv.holdout_signature(holdout))
         held = lambda st: np.asarray(_vi_holdout(
