@@ -31,9 +31,10 @@ from bayesiamp_jax.evaluation.trust import assess
 from bayesiamp_jax.integrate import Solver, StepsExhaustedError
 from bayesiamp_jax.posteriors.diagnostics import draws_diagnostics
 from experiments import config as cfgmod
-from experiments import distributed
+from experiments import convergence, distributed
 from experiments.data import field_from_config, load_holdout, problem_from_config, purpose_key
-from experiments.holdout import holdout_summary
+from experiments.holdout import classifier_summary, holdout_summary
+from experiments.report import converged
 from experiments.stages import StudyError, read_json
 from experiments.train import load_run_draws, repair_draws
 
@@ -139,6 +140,16 @@ def _evaluate_label(study, method, label, hyper, fingerprint, progress):
         scaled = ev.load_histograms(scaled_file) if scaled_file.is_file() else None
         summary["holdout"] = holdout_summary(same, scaled, problem, held_out, summary,
                                              e.holdout_alpha)
+        if e.classifier_events:  # a check that sees every dimension, not only the histograms
+            try:
+                summary["classifier"] = classifier_summary(
+                    purpose_key(cfg.seed, 0, "classifier"), field_from_config(cfg), runs,
+                    problem, held_out, num_train=cfg.data.num_train,
+                    num_events=e.classifier_events, num_retrain=e.classifier_retrain,
+                    alpha=e.holdout_alpha, solver=Solver(e.solver, num_steps=e.solver_steps))
+            except ValueError as err:  # e.g. too few held-out events for its three splits
+                study.log.warning("evaluate: %s: classifier test skipped: %s", label, err)
+                summary["classifier"] = {"skipped": str(err)}
     summary["fingerprint"] = fingerprint
     atomic_write_json(results_path(study, label), summary)
     return summary
@@ -168,6 +179,8 @@ def load_results(study, labels=None) -> dict:
 
 def evaluate_all(study, units, progress: bool = True) -> None:
     """Evaluate every (method, label, hyper, fingerprint) of ``units`` not done yet."""
+    judged = {name: {str(r): d for r, d in runs.items()}  # process 0 writes the files
+              for name, runs in convergence.load(study).items()} if distributed.is_main() else {}
     for method, label, hyper, fingerprint in units:
         saved = load_result(study, label)
         # with several processes, process 0's view decides (the others follow it)
@@ -184,7 +197,8 @@ def evaluate_all(study, units, progress: bool = True) -> None:
             continue
         largest = max(s["amplification"], key=key_cells)
         amps = (s.get("amplification_corrected") or s["amplification"])[largest]
-        trust = assess(s, largest, num_train=study.cfg.data.num_train)
+        trust = assess(s, largest, num_train=study.cfg.data.num_train,
+                       converged=converged(label, method, judged))
         study.log.info("evaluate: %s MAD %s, %samplification at %s: %s (held-out: %s, model "
                        "share %s), fit b = %.3g ± %.2g", label,
                        {k: round(v, 4) for k, v in s["mad"].items()},

@@ -8,6 +8,9 @@ every binning of the label's same-noise and scaled histograms and compared with 
     num_holdout, alpha
     same_noise / scaled: {binning key: {width, width_err, chi2, ndf, p_value, verdict, scale,
         scale_err, mad, mad_recalibrated, visible, reach, pull_counts, pull_edges}}
+    classifier (``classifier_summary``, a separate entry of the results): AUC of generated
+        vs held-out events with its p-value and verdict, and the KS amplification on the
+        learned likelihood ratio beside the one of each coordinate
     amplification_recalibrated: {scaled key: [R]}  corrected amplification / s² of that binning
         (absent where s ≥ ``MAX_SCALE``: ``scale_unbounded``, no widening explains the
         deviations — the model is mismodelled, not merely over-confident)
@@ -16,10 +19,16 @@ every binning of the label's same-noise and scaled histograms and compared with 
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from bayesiamp_jax import observables
-from bayesiamp_jax.evaluation.generate import SCALED
+from bayesiamp_jax.evaluation.classifier import (
+    classifier_test,
+    lr_ks_amplification,
+    marginal_ks_amplification,
+)
+from bayesiamp_jax.evaluation.generate import SCALED, generate_samples, stack_runs
 from bayesiamp_jax.evaluation.holdout import MIN_DRAWS, holdout_check, holdout_counts
 from bayesiamp_jax.evaluation.summary import binning_key
 
@@ -102,3 +111,72 @@ def holdout_summary(same_hist, scaled_hist, problem, holdout, summary: dict,
     same = check_histograms(same_hist, values, alpha) if same_hist else {}
     scaled = check_histograms(scaled_hist, values, alpha) if scaled_hist else {}
     return summarise_checks(same, scaled, summary, values.shape[0], alpha)
+
+
+def _features(x, c) -> np.ndarray:
+    """Classifier inputs: the events, with their conditions where these vary (a constant
+    condition, like the ring's r_mean, carries no information)."""
+    x = np.asarray(x, np.float32)
+    c = None if c is None else np.asarray(c, np.float32).reshape(x.shape[0], -1)
+    if c is None or c.shape[1] == 0 or np.all(np.ptp(c, axis=0) == 0):
+        return x
+    return np.concatenate([x, c], axis=1)
+
+
+def _generate(key, field, params, problem, held_out, num_draws, per_draw, solver):
+    """(S, per_draw, d) physical events of S draws; event i of draw s is generated at the
+    conditions of held-out event s·per_draw + i (its own condition where data are
+    conditional), so generated and held-out features pair up."""
+    cond = None if held_out.c.shape[-1] == 0 else np.asarray(held_out.c, np.float32)
+    rows = []
+    for s in range(num_draws):
+        p = jax.tree_util.tree_map(lambda a, s=s: np.asarray(a)[0, s], params)
+        c = None if cond is None else np.resize(cond, (num_draws * per_draw, cond.shape[1]))[
+            s * per_draw:(s + 1) * per_draw]
+        x = generate_samples(key, field, p, per_draw, c=c, solver=solver, draw_index=s)
+        x = np.asarray(x if problem.transform is None else problem.transform.inverse(x))
+        rows.append(_features(x, c))
+    return np.stack(rows)
+
+
+def classifier_summary(key, field, runs, problem, held_out, *, num_train: int,
+                       num_events: int, num_retrain: int, alpha: float, solver) -> dict:
+    """The classifier two-sample test of run 0's posterior-predictive events (every draw
+    generating its share) against the held-out events, and the KS differential amplification
+    on its learned log likelihood ratio next to the one on each coordinate (fresh events per
+    draw, held-out events of the test split): ``evaluation.classifier``."""
+    params = stack_runs(runs[:1])
+    num_draws = jax.tree_util.tree_leaves(params)[0].shape[1]
+    n_ho = int(held_out.x.shape[0])
+    n = n_ho if num_events < 0 else min(num_events, n_ho)
+    per_draw = -(-n // num_draws)
+    k_gen, k_fresh, k_test, k_ks = jax.random.split(key, 4)
+    ho = _features(held_out.x, held_out.c)[:n]
+    gen = _generate(k_gen, field, params, problem, held_out, num_draws, per_draw, solver)
+    test = classifier_test(k_test, gen.reshape(-1, gen.shape[-1])[:n], ho, alpha=alpha,
+                           num_retrain=num_retrain)
+    fresh = _generate(k_fresh, field, params, problem, held_out, num_draws, per_draw, solver)
+    reference = ho[test.reference_test_index]
+    lr = lr_ks_amplification(k_ks, test.log_ratio, fresh, reference, num_train=num_train)
+    marg = marginal_ks_amplification(k_ks, fresh, reference, num_train=num_train)
+    names = [f"x{j}" for j in range(gen.shape[-1] - (ho.shape[1] - held_out.x.shape[1]))] + [
+        f"c{j}" for j in range(ho.shape[1] - held_out.x.shape[1])]
+    return {"auc": float(test.auc), "p_value": float(test.p_value),
+            "reject": bool(test.reject), "alpha": float(test.alpha),
+            "critical_auc": float(test.critical_auc),
+            "p_value_retrained": _finite(test.p_value_retrained),
+            "num_retrain": int(num_retrain), "num_events": [int(n), int(n)],
+            "test_events": list(map(int, test.num_test)), "run": 0,
+            "lr_ks": _ks_entry(lr), "marginal_ks": {nm: _ks_entry(k) for nm, k in
+                                                    zip(names, marg, strict=True)}}
+
+
+def _ks_entry(ks) -> dict:
+    """Medians over draws of a per-draw ``KSAmplification``: N_equiv (inf: indistinguishable
+    at these sizes), amplification, p-value."""
+    n_eq = np.asarray(ks.n_equiv, float).ravel()
+    amp = np.asarray(ks.amplification, float).ravel()
+    return {"n_equiv_median": float(np.median(n_eq)),
+            "amplification_median": float(np.median(amp)),
+            "indistinguishable": float(np.mean(np.isinf(n_eq))),
+            "p_value_median": float(np.median(np.asarray(ks.p_value, float)))}

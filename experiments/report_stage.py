@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiments import budget, runtime
+from experiments import budget, convergence, runtime
 from experiments import config as cfgmod
 from experiments.evaluate import load_results
 from experiments.figures import figure_paths
@@ -27,6 +27,10 @@ def build(study, labels=None) -> dict:
         "estimate_s": runtime.estimate_seconds(cfg),
         "methods": results,
     }
+    judged = convergence.load(study)  # held-out loss curves of every training
+    if judged:
+        report["convergence"] = {name: {str(r): d for r, d in runs.items()}
+                                 for name, runs in judged.items()}
     plan = budget.for_report(study.outdir, timings)
     if plan is not None:  # predicted (before the run) vs measured seconds per stage
         report["budget"] = plan

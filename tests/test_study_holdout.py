@@ -25,7 +25,8 @@ def _file_study(tmp_path, n_events, *overrides):
     np.savez(tmp_path / "ref.npz", x=x[:50])
     cfg = cfgmod.resolve("tiny", ["data.name=file", f"data.path={tmp_path / 'events.npz'}",
                                   f"data.reference={tmp_path / 'ref.npz'}",
-                                  "data.num_train=100", "num_runs=2", *overrides])
+                                  "data.num_train=100", "num_runs=2", "data.preprocess=none",
+                                  *overrides])
     return Study(tmp_path / "study", cfg)
 
 
