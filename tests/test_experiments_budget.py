@@ -19,8 +19,10 @@ def test_work_and_predicted_seconds_by_hand():
     a = cfg.adammcmc
     steps = a.num_samples * a.thinning + a.num_adam_steps
     assert st["adammcmc"]["units"] == steps * 2 * a.batch_size * a.solver_steps * runs
-    e = cfg.evaluation  # 5 VI draws + 5 AdamMCMC samples per run, RK4: 4 evaluations a step
-    points = runs * 10 * (e.calib_samples + e.scaled_factor * sum(k * k for k in e.scaled_bins))
+    e = cfg.evaluation  # VI draws + AdamMCMC samples per run, RK4: 4 evaluations a step
+    draws = cfg.vi.num_draws + a.num_samples
+    points = runs * draws * (e.calib_samples
+                             + e.scaled_factor * sum(k * k for k in e.scaled_bins))
     assert st["evaluate"]["samples"] == points
     assert st["evaluate"]["field_evals"] == points * e.solver_steps * 4
     assert st["evaluate"]["flops"] == points * e.solver_steps * 4 * 1000.0
@@ -29,7 +31,7 @@ def test_work_and_predicted_seconds_by_hand():
                                               "evaluation.solver_steps=30"]))
     assert ab4["evaluate"]["field_evals"] == points * (30 + 3 * 3)  # 3 RK4 starting steps
     shared = budget.work(config.resolve("tiny", ["evaluation.scaled_shared=true"]))
-    assert shared["evaluate"]["samples_scaled"] == runs * 10 * e.scaled_factor * 5 * 5
+    assert shared["evaluate"]["samples_scaled"] == runs * draws * e.scaled_factor * 5 * 5
 
 
 def test_gpu_parallel_units_cost_one_batch():
