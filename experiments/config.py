@@ -279,6 +279,15 @@ class EvaluationConfig:
         "accurate in the histograms as rk4-20's 80; benchmarks/RESULTS.md)")
     chunk_size: int = setting(1_000_000,
         "points per compiled generation call (2**21..2**23 on a GPU)")
+    holdout_alpha: float = setting(0.05,
+        "significance of the held-out verdict per binning (consistent / over- / under-confident; "
+        "two-sided, data.num_holdout events)")
+    classifier_events: int = setting(-1,
+        "held-out events (and as many generated, every draw its share) of the classifier "
+        "two-sample test and its likelihood-ratio KS amplification: -1: every held-out event; "
+        "0: off")
+    classifier_retrain: int = setting(9,
+        "classifiers retrained on label-permuted pools (a check of the whole test; 0: none)")
     differential_samples: int = setting(10_000,
         "fresh points per draw (and truth events) of the KS differential amplification of "
         "every observable value; 0: off (needs an exact truth: ring or shell)")
@@ -303,6 +312,15 @@ class EvaluationConfig:
             raise ValueError(f"evaluation.scaled_factor * max(scaled_bins)^2 = "
                              f"{self.scaled_factor * max(self.scaled_bins) ** 2} points per "
                              f"draw exceed {INT32_MAX} (counted in int32); lower one of them")
+        if not isinstance(self.classifier_events, int) or self.classifier_events < -1:
+            raise ValueError(f"evaluation.classifier_events must be -1 (all), 0 (off) or a "
+                             f"positive integer, got {self.classifier_events!r}")
+        if not isinstance(self.classifier_retrain, int) or self.classifier_retrain < 0:
+            raise ValueError(f"evaluation.classifier_retrain must be an integer >= 0, got "
+                             f"{self.classifier_retrain!r}")
+        if not 0.0 < self.holdout_alpha < 1.0:
+            raise ValueError(f"evaluation.holdout_alpha must be in (0, 1), got "
+                             f"{self.holdout_alpha!r}")
         _checks.one_of("evaluation.solver", self.solver, GENERATION_SOLVERS)
         _checks.positive_int("evaluation.solver_steps", self.solver_steps)
         if self.solver in ADAMS_BASHFORTH and self.solver_steps < len(ADAMS_BASHFORTH[self.solver]):
@@ -444,9 +462,9 @@ def tiny() -> Config:
         data=DataConfig(num_train=400),
         network=NetworkConfig(hidden=(16, 16)),
         deterministic=DeterministicConfig(num_epochs=20, batch_size=100, chunk_epochs=10),
-        vi=VIConfig(kl_weights=(10.0,), num_epochs=20, batch_size=100, num_draws=5,
-                    chunk_epochs=10),
-        adammcmc=AdamMCMCConfig(sigmas=(0.1,), num_samples=5, thinning=2, batch_size=100,
+        vi=VIConfig(kl_weights=(10.0,), num_epochs=20, batch_size=100, num_draws=6,
+                    chunk_epochs=10),  # 6 draws: the held-out check's least
+        adammcmc=AdamMCMCConfig(sigmas=(0.1,), num_samples=6, thinning=2, batch_size=100,
                                 solver_steps=4),
         evaluation=EvaluationConfig(
             calib_bins=(3, 5), calib_samples=4_000, scaled_bins=(2, 3, 4, 5), scaled_factor=50,
