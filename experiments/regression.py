@@ -106,7 +106,11 @@ class Config:
                                   "inputs and the K fixed inputs together")
     repulsion: float = setting(1.0, "repulsive ensemble default: repulsion strength r")
     num_replicas: int = setting(20, "K training sets of the replica truth")
-    num_bootstrap: int = setting(8, "bootstrap resamples of the rule (0: no rule fits)")
+    calibration: str = setting("rule", "how each method's knob (VI KL weight, ensemble "
+                               "repulsion) is set: rule (the truth-free bootstrap rule, the "
+                               "study's answer) or raw (the knob's default value; no rule fits)")
+    num_bootstrap: int = setting(8, "bootstrap resamples of the rule (>= 2; 0 only with "
+                                 "calibration=raw)")
     prior_scan: tuple[float, ...] = setting((0.1, 0.3), "VI prior widths also fitted at the "
                                             "largest N and ranked by the ELBO (empty: none)")
     gap_lo: float = setting(1.6, "lower edge of the training-spectrum crack")
@@ -151,6 +155,10 @@ class Config:
         if not isinstance(self.num_measurement, int) or self.num_measurement < 0:
             raise ValueError(f"num_measurement must be an int >= 0, got {self.num_measurement!r}")
         _checks.one_of("space", self.space, SPACES)
+        _checks.one_of("calibration", self.calibration, ("rule", "raw"))
+        if self.calibration == "rule" and self.num_bootstrap == 0:
+            raise ValueError("calibration=rule needs num_bootstrap >= 2 (the rule's bootstrap); "
+                             "set calibration=raw for the knobs' default values alone")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
         for name in ("figures", "measure_batch"):
@@ -299,7 +307,7 @@ def run(cfg: Config, output: Path, progress: bool = True) -> dict:
     rng = np.random.default_rng(cfg.seed)
     fit_settings = {k: v for k, v in to_dict(cfg).items()
                     if k not in ("sizes", "num_validation", "num_test", "figures",
-                                 "flag_factor", "prior_scan", "measure_batch")}
+                                 "flag_factor", "prior_scan", "measure_batch", "calibration")}
     re_settings = {"measure_batch": cfg.measure_batch} if cfg.measure_batch else {}
     results: dict = {m: {} for m in METHODS}
     rule: dict = {m: {} for m in METHODS}
@@ -328,7 +336,7 @@ def run(cfg: Config, output: Path, progress: bool = True) -> dict:
         bar.update()
         # 2. bootstrap of the deterministic fit on the one training set (the rule's target)
         boot = None
-        if cfg.num_bootstrap:
+        if cfg.num_bootstrap and cfg.calibration == "rule":
             boot = job("bootstrap", n, {"n": n, "data": data_sig, "what": "bootstrap"},
                        lambda n=n, train=train: fit_deterministic_replicas(
                            cfg, jax.random.fold_in(root, 4 * 10**6 + n), net, n,

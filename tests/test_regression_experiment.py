@@ -13,8 +13,8 @@ import pytest
 from experiments.regression import PROG, Config, build_parser, main, run
 
 MICRO = Config(sizes=(64,), num_steps=16, batch_size=32, num_members=2, num_draws=2,
-               num_replicas=3, num_bootstrap=0, prior_scan=(), num_validation=50, num_test=200,
-               figures=False)
+               num_replicas=3, num_bootstrap=0, calibration="raw", prior_scan=(),
+               num_validation=50, num_test=200, figures=False)
 
 
 def _numbers(report: dict) -> str:
@@ -52,6 +52,9 @@ def test_bad_settings_and_output_paths_are_one_line_errors(capsys, tmp_path):
     _one_line_error(capsys, ["--set", "num_steps=many"], "num_steps")
     _one_line_error(capsys, ["--set", "sizes=1000,250"], "sizes")
     _one_line_error(capsys, ["--set", "space=phase"], "space")
+    _one_line_error(capsys, ["--set", "num_bootstrap=0"], "calibration=rule needs num_bootstrap")
+    _one_line_error(capsys, ["--set", "calibration=truth"], "calibration")
+    assert Config().calibration == "rule"  # calibrated by default, raw one --set away
     afile = tmp_path / "afile"
     afile.write_text("x")
     _one_line_error(capsys, ["--output", str(afile)], "is a file")
