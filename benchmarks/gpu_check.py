@@ -87,7 +87,7 @@ FULL = CheckSize(
     gen_samples=10_000_000, gen_draws=2, gen_bins=(5, 10, 50), gen_chunk=2**21, gen_repeats=5,
     gen_train_epochs=300, study_preset="quick", budget_preset="paper", matmul_n=8192,
     copy_bytes=2**30,
-    timeouts_s=(("device", 60), ("budget", 90), ("units", 180), ("generation", 150),
+    timeouts_s=(("device", 60), ("budget", 90), ("units", 200), ("generation", 150),
                 ("quick_preset", 300), ("compare", 30)))
 SMOKE = CheckSize(
     "smoke", "tiny", units=(1, 2), num_train=256, batch_size=64, epochs_per_call=2,
@@ -401,7 +401,8 @@ def part_units(out: Path, size: CheckSize, args, save) -> dict:
                       "seconds_per_unit = seconds / U; speedup_vs_U1 = U · seconds(U=1) / "
                       "seconds(U); fraction_of_peak from the FLOPs of U units"}
     single = {}
-    for u in size.units:
+    rest = sorted(set(size.units) - {1, max(size.units)})
+    for u in [1, max(size.units), *rest] if 1 in size.units else size.units:
         try:
             programs = _unit_programs(field, size, u)
         except Exception as e:  # recorded; the other U still run
@@ -563,6 +564,10 @@ def part_compare(out: Path, size: CheckSize, args, save) -> dict:
     result = {"gpu_report": str(report.relative_to(out)), "cpu_report": str(args.cpu_report),
               "gpu_preset": gpu.get("preset"), "cpu_preset": cpu.get("preset"),
               **compare_reports(gpu, cpu)}
+    tg, tc = gpu.get("timings", {}), cpu.get("timings", {})
+    result["stage_s"] = {k: {"gpu": tg[k], "cpu": tc[k],
+                             "cpu_over_gpu": tc[k] / tg[k] if tg[k] else None}
+                         for k in tg if k in tc}
     if gpu.get("preset") != cpu.get("preset"):
         result["warning"] = (f"presets differ: {gpu.get('preset')!r} here, "
                              f"{cpu.get('preset')!r} in the CPU report")
@@ -613,6 +618,8 @@ def _child(name: str, args, timeout: float) -> str:
     cmd += ["--cpu-report", args.cpu_report] if args.cpu_report else []
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    if args.jax_cache:  # JAX's persistent compilation cache: a rerun compiles less
+        env["JAX_COMPILATION_CACHE_DIR"] = args.jax_cache
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
         try:
@@ -658,6 +665,7 @@ def _summary(out: Path, args, size, parts: dict, t_start: float, date: str) -> d
         device = {"platform": d["platform"], "device_kind": d["device_kind"],
                   "num_devices": d["num_devices"], "peaks_source": d["peaks"]["source"]}
     summary = {"check": "benchmarks.gpu_check", "size": size.name, "date_utc": date,
+               "jax_cache": args.jax_cache,
                "device": device, "versions": _versions(),
                "python": sys.version.split()[0], "budget_s": args.budget_s,
                "cpu_report": args.cpu_report, "parts": parts,
@@ -678,6 +686,14 @@ def drive(args) -> dict:
     deadline = t_start + args.budget_s
     parts = {p: {"status": "skipped: not selected", "wall_s": 0.0} for p in PARTS
              if p not in selected}
+    earlier = out / SUMMARY  # a second try into the same folder keeps the first one's parts
+    if earlier.is_file():
+        before = json.loads(earlier.read_text())
+        if before.get("size") == size.name:
+            for p in parts:
+                if p in before.get("parts", {}) and before["parts"][p]["status"] not in (
+                        "skipped: not selected", "running"):
+                    parts[p] = dict(before["parts"][p], from_run=before["date_utc"])
     previous = signal.signal(signal.SIGTERM, _on_term)
     try:
         for i, name in enumerate(selected):
@@ -689,6 +705,7 @@ def drive(args) -> dict:
             print(f"# {name}: started (timeout {timeout:.0f} s, {left:.0f} s of the budget left)",
                   flush=True)
             t0 = time.perf_counter()
+            (out / f"{name}.json").unlink(missing_ok=True)  # no stale file from an earlier try
             parts[name] = {"status": "running", "wall_s": 0.0, "timeout_s": timeout}
             _summary(out, args, size, parts, t_start, date)
             try:
@@ -726,8 +743,9 @@ def markdown(out: Path) -> str:
               f"{dev.get('device_kind', '?')} (jax {(summary or {}).get('versions', {}).get('jax')}"
               f"), size {(summary or {}).get('size')}; peaks: {dev.get('peaks_source', '?')}.", "",
               "| part | status | wall s |", "|---|---|---|"]
-    for name, p in (summary or {}).get("parts", {}).items():
-        lines.append(f"| {name} | {p['status']} | {p['wall_s']:.1f} |")
+    done = (summary or {}).get("parts", {})
+    for name in (p for p in PARTS if p in done):
+        lines.append(f"| {name} | {done[name]['status']} | {done[name]['wall_s']:.1f} |")
     units = load("units")
     if units:
         lines += ["", "| unit | U | ms per epoch/step (all U) | ms per unit | speed-up vs U=1 "
@@ -771,6 +789,14 @@ def markdown(out: Path) -> str:
                   "| number | GPU | CPU | relative |", "|---|---|---|---|"]
         lines += [f"| {r['path']} | {r['gpu']:.6g} | {r['cpu']:.6g} | {r['rel']:.3g} |"
                   for r in cmp["largest_rel"][:10]]
+        lines += ["", "Largest absolute differences:", "", "| number | GPU | CPU | absolute |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['path']} | {r['gpu']:.6g} | {r['cpu']:.6g} | {r['abs']:.3g} |"
+                  for r in cmp["largest_abs"][:10]]
+        lines += ["", "| stage | GPU s | CPU s | CPU / GPU |", "|---|---|---|---|"]
+        for k, v in cmp.get("stage_s", {}).items():
+            ratio = "" if v["cpu_over_gpu"] is None else f"{v['cpu_over_gpu']:.2f}"
+            lines.append(f"| {k} | {v['gpu']:.1f} | {v['cpu']:.1f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -797,6 +823,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", type=_names, default=[], help="comma-separated parts to leave out")
     p.add_argument("--timeout-scale", type=float, default=1.0,
                    help="multiply every per-part timeout (a slow or loaded machine)")
+    p.add_argument("--jax-cache", default=None, metavar="DIR",
+                   help="JAX persistent compilation cache for the parts (a second try on the "
+                        "same machine compiles less; compile times then read from the cache)")
     p.add_argument("--markdown", action="store_true",
                    help="print markdown tables of the JSON files already in --out and exit")
     p.add_argument("--run-part", choices=PARTS, default=None, help=argparse.SUPPRESS)
@@ -806,6 +835,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.out = str(Path(args.out).resolve())
+    if args.jax_cache:
+        args.jax_cache = str(Path(args.jax_cache).resolve())
     if args.cpu_report:
         args.cpu_report = str(Path(args.cpu_report).resolve())
         if not Path(args.cpu_report).is_file():

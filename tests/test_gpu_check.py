@@ -125,6 +125,12 @@ def test_timeout_fails_one_part_and_the_next_still_runs(tmp_path):
     assert device["status"].startswith("failed: timeout after")
     assert device["wall_s"] < 30
     assert compare["status"].startswith("skipped: no --cpu-report")
+    # a second try into the same folder keeps the parts it does not run
+    proc, again = _check(tmp_path, "--parts", "budget", "--budget-s", "1", timeout=60)
+    assert again["parts"]["budget"]["status"] == "skipped: budget"
+    assert again["parts"]["device"]["status"] == device["status"]
+    assert again["parts"]["device"]["from_run"] == summary["date_utc"]
+    assert again["parts"]["units"]["status"] == "skipped: not selected"
 
 
 def test_failed_part_reports_its_error_line(tmp_path):
