@@ -55,8 +55,9 @@ with e = σ²_ho + σ²_gen fixed, with the finite-S expectation in place of 1 i
 in place of 1 so that s is unbiased at S = 20; the ML weights λ̂_j are left out because
 they are functions of m̂_j and correlate with its finite-S noise. It is the width test's
 statistic set to its null mean, so s = 1 ⇔ width = 1. Error: sandwich,
-t_err = sqrt(Var_t T)/|F'(t)|, s_err ≈ t_err/(2s). With e ≪ m and S → ∞ it is
-s² = mean pull² (``regression.calibration.pull_scale`` of d and sqrt(m)); at finite S
+t_err = sqrt(V)/|F'(t)| with V the larger of Var_t T and its empirical value,
+s_err ≈ t_err/(2s). With e ≪ m and S → ∞ it is s² = mean pull²
+(``regression.calibration.pull_scale`` of d and sqrt(m)); at finite S
 s² = mean(d²/m) (S − 3)/(S − 1) − 1/S (tested).
 """
 
@@ -380,7 +381,7 @@ def width_test(st: HoldoutStatistics, alpha: float = 0.05, key=None,
     alpha = _checks.probability("alpha", alpha, open_interval=True)
     ok = _valid(st)
     _, lam, _, sig, _ = _shares(st)
-    _, mean, var, _ = _moments(st, 1.0, ok)
+    _, mean, var, _, _ = _moments(st, 1.0, ok)
     chi2 = np.where(ok, st.pulls**2, 0.0).sum(axis=(-2, -1))
     ndf = ok.sum(axis=(-2, -1)) - np.where(st.constrained, 1, 0).sum(-1)
     if key is None:
@@ -444,11 +445,16 @@ def _moments(st, t, ok):
     with np.errstate(divide="ignore", invalid="ignore"):
         p2 = np.where(ok, np.where(sig_hat > 0, st.difference**2 / sig_hat, st.pulls**2), 0.0)
         xi = np.where(ok & (sig > 0), st.shared_var / sig, 0.0)   # runs' shared share
-    mean = ((1 - pi) * ec).sum(axis=(-2, -1))
+    expected = (1 - pi) * ec
+    mean = expected.sum(axis=(-2, -1))
     var = ((1 - pi) ** 2 * (3 * ec2 - ec**2)).sum(axis=(-2, -1)) + 2 * (
         ((pi * ec).sum(-1)) ** 2 - (pi**2 * ec**2).sum(-1)).sum(-1) + 2 * (
         ((ec * xi).sum(-2)) ** 2 - ((ec * xi) ** 2).sum(-2)).sum(-1)
-    return p2.sum(axis=(-2, -1)), mean, var, lam_hat.sum(axis=(-2, -1))
+    # empirical variance of T: squared residuals per cell, summed over runs first (the runs
+    # share the held-out); finite only where every pull is
+    with np.errstate(invalid="ignore"):
+        meat = np.square(np.where(ok, p2 - expected, 0.0).sum(-2)).sum(-1)
+    return p2.sum(axis=(-2, -1)), mean, var, lam_hat.sum(axis=(-2, -1)), meat
 
 
 def fit_scale(st: HoldoutStatistics, iterations: int = 12) -> ScaleFit:
@@ -456,15 +462,17 @@ def fit_scale(st: HoldoutStatistics, iterations: int = 12) -> ScaleFit:
 
     t = s² is the root of F(t) = T(t) − E_t T in log t ∈ [−30, 30] (F falls with t; s = 0
     or ∞ when F keeps its sign), by regula falsi (Illinois) from a bracket.
-    Error: t_err = sqrt(Var_t T)/|F'(t)| (both at max(t, t_err), so that s ≈ 0 keeps a
-    finite error; NaN for s = ∞), s_err = (sqrt(t + t_err) − sqrt(max(t − t_err,
+    Error: sandwich t_err = sqrt(V)/|F'(t)|, V the larger of Var_t T (model) and the
+    empirical Σ_cells (Σ_runs pull² − E pull²)² (extra variance the model misses: sparse
+    cells, non-Gaussian draws), both at max(t, t_err) so that s ≈ 0 keeps a finite error
+    (NaN for s = ∞), s_err = (sqrt(t + t_err) − sqrt(max(t − t_err,
     0)))/2 (= t_err/(2s) when t ≫ t_err; finite at s = 0). NaN without model spread.
     """
     ok = _valid(st)
     batch = st.pulls.shape[:-2]
 
     def f(log_t):
-        t2, mean, _, _ = _moments(st, np.exp(log_t)[..., None, None], ok)
+        t2, mean, _, _, _ = _moments(st, np.exp(log_t)[..., None, None], ok)
         return t2 - mean
 
     # bracket around the naive Σ(d² − e − m̂/S)/Σ m̂, widened by 4 in log t until F changes
@@ -505,10 +513,10 @@ def fit_scale(st: HoldoutStatistics, iterations: int = 12) -> ScaleFit:
     t_eval = np.maximum(t, 1e-3)
     for i in range(2):
         le = np.log(t_eval)
-        _, _, var, norm = _moments(st, t_eval[..., None, None], ok)
+        _, _, var, norm, meat = _moments(st, t_eval[..., None, None], ok)
         with np.errstate(divide="ignore", invalid="ignore"):
             slope = (f(le + eps) - f(le - eps)) / (2 * eps * t_eval)
-            t_err = np.sqrt(var) / np.abs(slope)
+            t_err = np.sqrt(np.fmax(var, meat)) / np.abs(slope)
         if i == 0:
             t_eval = np.maximum(t, np.where(np.isfinite(t_err), t_err, t))
     # log t at ±30: no root (a cell without model spread that the data contradict: s = ∞;
