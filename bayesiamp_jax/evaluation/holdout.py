@@ -405,7 +405,7 @@ def width_test(st: HoldoutStatistics, alpha: float = 0.05, key=None,
 def _simulate_null(key, st, lam, sig, ok, repeats, chunk=64):
     """T* of ``repeats`` calibrated copies: x ~ N(0, σ²) per cell, its ``shared_var`` part
     common to all runs, given Σ x = 0 per run (constrained runs), σ̂² = σ² (λ r(u) + 1 − λ),
-    u ~ χ²_{S−1}/(S − 1), pull² × (1 + κ)."""
+    u ~ χ²_{S−1}/(S − 1), pull² × (1 + κ); host numpy generator seeded by the key's data."""
     seed = np.asarray(jax.random.key_data(key) if jax.dtypes.issubdtype(
         getattr(key, "dtype", None), jax.dtypes.prng_key) else key).ravel()
     rng = np.random.default_rng([int(x) for x in seed])
@@ -436,7 +436,8 @@ def _simulate_null(key, st, lam, sig, ok, repeats, chunk=64):
 
 def _moments(st, t, ok):
     """T(t) = Σ pull²(t) with σ²_model → t σ²_model, its null mean and variance under
-    Var d = t (1 + 1/S) m + e (module docstring), batch axes (...)."""
+    Var d = (t + 1/S) m + e (module docstring), Σ λ̂ and the empirical variance of T;
+    batch axes (...)."""
     lam_hat, lam, sig_hat, sig, pi = _shares(st, t)
     pi = np.where(ok, pi, 0.0)
     ec, ec2 = _expect(st.num_draws, st.share, lam)
@@ -586,7 +587,8 @@ def holdout_check(fractions, holdout_counts, *, num_generated: int | None = None
         chi2=float(test.chi2), ndf=int(test.ndf), p_value=float(test.p_value),
         coverage=coverage(1.0), verdict=str(test.verdict), alpha=alpha,
         scale=scale, scale_err=float(fit.scale_err),
-        recalibrated=coverage(scale if np.isfinite(scale) else 1.0),
+        # s = 0 would collapse the draws, which widen_for_truth cannot widen again
+        recalibrated=coverage(max(scale, 1e-3) if np.isfinite(scale) else 1.0),
         visible=float(seen.sum() / max(ok.sum(), 1)), reach=float(reach),
         num_holdout=int(n_ho), null="gamma" if key is None else "bootstrap",
         model_share=float(np.mean(st.share)),
