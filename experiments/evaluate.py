@@ -33,7 +33,7 @@ from bayesiamp_jax.posteriors.diagnostics import draws_diagnostics
 from experiments import config as cfgmod
 from experiments import convergence, distributed
 from experiments.data import field_from_config, load_holdout, problem_from_config, purpose_key
-from experiments.holdout import classifier_summary, holdout_summary
+from experiments.holdout import MIN_PER_CELL, classifier_summary, holdout_summary
 from experiments.report import converged
 from experiments.stages import StudyError, read_json
 from experiments.train import load_run_draws, repair_draws
@@ -207,6 +207,14 @@ def evaluate_all(study, units, progress: bool = True) -> None:
                        trust.verdict or "unchecked",
                        "–" if trust.model_share is None else f"{trust.model_share:.2g}",
                        s["fit"]["b"], s["fit"]["b_err"])
+        ho = s.get("holdout") or {}
+        sparse = sorted({k for kind in ("same_noise", "scaled")
+                         for k, c in (ho.get(kind) or {}).items()
+                         if c.get("holdout_per_cell", 1e9) < MIN_PER_CELL}, key=key_cells)
+        if sparse:
+            study.log.warning("evaluate: the %d held-out events give fewer than %d per cell at "
+                              "%s: the held-out check of these binnings is not used",
+                              ho["num_holdout"], MIN_PER_CELL, ", ".join(map(key_panel, sparse)))
         if not trust.trusted:
             study.log.warning("evaluate: %s: the amplification at %s cannot be trusted: %s",
                               label, key_panel(largest), "; ".join(trust.reasons))

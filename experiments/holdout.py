@@ -14,7 +14,8 @@ every binning of the label's same-noise and scaled histograms and compared with 
     amplification_recalibrated: {scaled key: [R]}  corrected amplification / s² of that binning
         (absent where s ≥ ``MAX_SCALE``: ``scale_unbounded``, no widening explains the
         deviations — the model is mismodelled, not merely over-confident)
-    verdict: the verdict of the calibration binnings taken together (the worst of them)
+    verdict: the worst verdict of the calibration binnings that are not sparse (fewer than
+        ``MIN_PER_CELL`` generated points or held-out events per cell)
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ PULL_EDGES = np.linspace(-6.0, 6.0, 49)
 # a scale beyond this is no spread problem: deviations in cells without model spread (a
 # mismodelled distribution) that no widening explains; no recalibrated number is given
 MAX_SCALE = 100.0
+# fewer generated points or held-out events per cell than this: the pulls are not Gaussian
+# (the quick preset's 50 x 50 grid, 4 held-out events and 16 points per cell, reads
+# "under-confident" where the exact truth calls it calibrated); such binnings are marked sparse
+MIN_PER_CELL = 25.0
 SEVERITY = {"consistent": 0, "under-confident": 1, "over-confident": 2}
 
 
@@ -45,15 +50,17 @@ def holdout_values(problem, holdout) -> np.ndarray:
 
 
 def check_histograms(histograms, values, alpha: float) -> dict:
-    """{binning key: HoldoutCheck} of every binning of ``histograms`` (PosteriorHistograms);
-    the null of the width test is the closed-form finite-S gamma (``holdout_check``)."""
+    """{binning key: (HoldoutCheck, generated points per cell and draw)} of every binning of
+    ``histograms`` (PosteriorHistograms); the null of the width test is the closed-form
+    finite-S gamma (``holdout_check``)."""
     out = {}
     fresh = histograms.mode == SCALED
     for b, frac, n in zip(histograms.binnings, histograms.fractions, histograms.num_samples,
                           strict=True):
-        out[binning_key(b)] = holdout_check(
+        out[binning_key(b)] = (holdout_check(
             frac, holdout_counts(values, b), num_generated=int(n), fresh=fresh, alpha=alpha,
-            num_holdout=int(values.shape[0]))  # events outside the grid count as in h = c/N
+            num_holdout=int(values.shape[0])),  # events outside the grid count as in h = c/N
+            int(n) / b.num_cells, values.shape[0] / b.num_cells)
     return out
 
 
@@ -62,8 +69,10 @@ def _finite(v) -> float | None:
     return v if np.isfinite(v) else None
 
 
-def compact(check) -> dict:
-    """One ``HoldoutCheck`` as plain numbers (no per-cell arrays but a pull histogram)."""
+def compact(check, points_per_cell: float, holdout_per_cell: float) -> dict:
+    """One ``HoldoutCheck`` as plain numbers (no per-cell arrays but a pull histogram), with
+    the generated points and held-out events per cell (``sparse`` below ``MIN_PER_CELL``:
+    the Gaussian pulls of the check no longer hold)."""
     pulls = np.asarray(check.pulls, np.float64).ravel()
     pulls = pulls[np.isfinite(pulls)]
     counts, _ = np.histogram(np.clip(pulls, PULL_EDGES[0], PULL_EDGES[-1]), PULL_EDGES)
@@ -76,6 +85,9 @@ def compact(check) -> dict:
             "mad": _finite(check.coverage.mad),
             "mad_recalibrated": _finite(check.recalibrated.mad),
             "visible": _finite(check.visible), "reach": _finite(check.reach),
+            "points_per_cell": float(points_per_cell),
+            "holdout_per_cell": float(holdout_per_cell),
+            "sparse": bool(min(points_per_cell, holdout_per_cell) < MIN_PER_CELL),
             "pull_counts": counts.tolist(), "pull_edges": PULL_EDGES.tolist()}
 
 
@@ -84,17 +96,18 @@ def summarise_checks(same: dict, scaled: dict, summary: dict, num_holdout: int,
     """The label's ``holdout`` entry from the checks of both histogram kinds and the label's
     evaluation summary (for the recalibrated amplification N_eq / s²)."""
     out = {"num_holdout": int(num_holdout), "alpha": float(alpha),
-           "same_noise": {k: compact(c) for k, c in same.items()},
-           "scaled": {k: compact(c) for k, c in scaled.items()}}
+           "same_noise": {k: compact(*c) for k, c in same.items()},
+           "scaled": {k: compact(*c) for k, c in scaled.items()}}
     corrected = summary.get("amplification_corrected") or {}
     recal = {}
-    for k, c in scaled.items():
+    for k, (c, _) in scaled.items():
         s = float(c.scale)
         if k in corrected and np.isfinite(s) and 0 < s < MAX_SCALE:
             recal[k] = [float(a) / s**2 for a in corrected[k]]
     out["amplification_recalibrated"] = recal
-    verdicts = [c.verdict for c in same.values()] or [c.verdict for c in scaled.values()]
-    out["verdict"] = max(verdicts, key=SEVERITY.get) if verdicts else None
+    dense = [c for c in out["same_noise"].values() if not c["sparse"]] or [
+        c for c in out["scaled"].values() if not c["sparse"]]
+    out["verdict"] = max((c["verdict"] for c in dense), key=SEVERITY.get) if dense else None
     return out
 
 

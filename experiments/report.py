@@ -269,7 +269,10 @@ def _holdout_table(methods: dict) -> list[str]:
                     ("unbounded" if c.get("scale_unbounded") else
                      f"{_f(c['scale'])} ± {_f(c['scale_err'], '.2g')}"),
                     f"{_f(c['mad'])} → {_f(c['mad_recalibrated'])}",
-                    _f(c["visible"], ".2f")]) + " |")
+                    _f(c["visible"], ".2f")
+                    + (f"; **sparse** ({_f(c['holdout_per_cell'], '.2g')} held-out, "
+                       f"{_f(c['points_per_cell'], '.2g')} generated per cell)"
+                       if c.get("sparse") else "")]) + " |")
     if not rows:
         return ["", "## Held-out check", "", "No held-out events: the calibration of this study "
                 "is **unchecked** without a truth (set data.num_holdout).", ""]
@@ -283,7 +286,9 @@ def _holdout_table(methods: dict) -> list[str]:
             "the held-out before → after recalibration, and the fraction of cells where the "
             "held-out's own error is below the claimed model error (where it can see). An "
             "unbounded s means deviations where the model claims no spread: the distribution "
-            "is mismodelled and no widening of the spread repairs it.", "",
+            "is mismodelled and no widening of the spread repairs it. **Sparse**: fewer than 25 "
+            "held-out events or generated points per cell; the pulls are not Gaussian there and "
+            "the verdict is not used (more held-out events or samples per draw would be).", "",
             "| method | binning | pull width | χ² / ndf | p | verdict | s | MAD raw → recal. | "
             "visible |", "|---|---|---|---|---|---|---|---|---|", *rows]
 

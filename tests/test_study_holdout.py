@@ -105,3 +105,14 @@ def test_trust_reasons():
     s = _summary("over-confident", scale=2.0)
     s["amplification_corrected"]["30"] = [1.0]
     assert assess(s, "30", num_train=10_000).verdict == "over-confident"
+
+
+def test_trust_prefers_a_reliable_check():
+    """A fresh-noise check with 20 generated points per cell (false alarms 12–15 %) gives way
+    to the same-noise check of the nearest binning; with 1,000 per cell it is used."""
+    s = _summary()
+    s["holdout"]["scaled"] = {"10": dict(s["holdout"]["same_noise"]["10"],
+                                         verdict="over-confident", points_per_cell=20.0)}
+    assert assess(s, "10", num_train=10_000).verdict == "consistent"
+    s["holdout"]["scaled"]["10"]["points_per_cell"] = 1000.0
+    assert assess(s, "10", num_train=10_000).verdict == "over-confident"
