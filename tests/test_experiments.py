@@ -319,7 +319,9 @@ def test_every_setting_has_a_description_and_descriptions_leave_the_config_alone
     # metadata is not data: a section's dict holds exactly its values
     assert cfgmod.to_dict(cfgmod.DataConfig()) == {"num_train": 10_000, "r_mean": 4.0,
                                                    "name": "ring", "dim": 2, "path": "",
-                                                   "reference": "", "observable": ""}
+                                                   "reference": "", "observable": "",
+                                                   "num_holdout": -1, "holdout_path": "",
+                                                   "preprocess": ""}
     shown = settings.show(cfgmod.resolve("quick"))
     assert "vi.kl_weights = 10" in shown and "# KL weights k" in shown
     # every line of --show-config is accepted back by --set and changes nothing
