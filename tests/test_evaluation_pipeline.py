@@ -174,3 +174,24 @@ def test_coverage_figure_layout():
     assert [ax.get_title() for ax in fig.axes] == ["5×5", "10×10", "50×50"]
     with pytest.raises(ValueError, match="panels, levels"):
         ev.plot_coverage_curves(levels, {"bad": levels})
+
+
+def test_figures_draw_undetermined_errors_and_held_out_pulls():
+    """A fit over two binnings has no error (inf): the legend still renders; the held-out
+    figure draws a pull histogram whose density integrates to one."""
+    import io
+
+    from bayesiamp_jax.evaluation import figures
+
+    fig = figures.plot_amplification(np.array([4.0, 9.0]), np.array([[0.1, 0.2]]),
+                                     fit={"a": 0.01, "b": 1.0, "a_err": np.inf, "b_err": np.inf})
+    fig.savefig(io.BytesIO(), format="png")
+    edges = np.linspace(-6, 6, 49)
+    counts = np.histogram(np.random.default_rng(0).normal(size=500), edges)[0]
+    entry = {"pull_edges": edges.tolist(), "pull_counts": counts.tolist(), "width": 1.0,
+             "width_err": 0.05, "verdict": "consistent"}
+    fig = figures.plot_holdout({"vi": {"holdout": {"same_noise": {"10": entry}}}})
+    fig.savefig(io.BytesIO(), format="png")
+    (stairs,) = [p for p in fig.axes[0].patches if hasattr(p, "get_data")]
+    dens, e = stairs.get_data()[:2]
+    assert np.sum(dens * np.diff(e)) == pytest.approx(1.0)
