@@ -100,7 +100,7 @@ def summarise_checks(same: dict, scaled: dict, summary: dict, num_holdout: int,
            "scaled": {k: compact(*c) for k, c in scaled.items()}}
     corrected = summary.get("amplification_corrected") or {}
     recal = {}
-    for k, (c, _) in scaled.items():
+    for k, (c, *_) in scaled.items():
         s = float(c.scale)
         if k in corrected and np.isfinite(s) and 0 < s < MAX_SCALE:
             recal[k] = [float(a) / s**2 for a in corrected[k]]
