@@ -11,7 +11,8 @@ every binning of the label's same-noise and scaled histograms and compared with 
     classifier (``classifier_summary``, a separate entry of the results): AUC of generated
         vs held-out events with its p-value and verdict, and the KS amplification on the
         learned likelihood ratio beside the one of each coordinate
-    amplification_recalibrated: {scaled key: [R]}  corrected amplification / s² of that binning
+    amplification_recalibrated: {scaled key: [R]}  corrected amplification / s², s of the check
+        the binning's verdict reads (``trust.holdout_entry``: its own where reliable)
         (absent where s ≥ ``MAX_SCALE``: ``scale_unbounded``, no widening explains the
         deviations — the model is mismodelled, not merely over-confident)
     verdict: the worst verdict of the calibration binnings that are not sparse (fewer than
@@ -32,6 +33,7 @@ from bayesiamp_jax.evaluation.classifier import (
 from bayesiamp_jax.evaluation.generate import SCALED, generate_samples, stack_runs
 from bayesiamp_jax.evaluation.holdout import MIN_DRAWS, holdout_check, holdout_counts
 from bayesiamp_jax.evaluation.summary import binning_key
+from bayesiamp_jax.evaluation.trust import holdout_entry
 
 PULL_EDGES = np.linspace(-6.0, 6.0, 49)
 # a scale beyond this is no spread problem: deviations in cells without model spread (a
@@ -100,9 +102,10 @@ def summarise_checks(same: dict, scaled: dict, summary: dict, num_holdout: int,
            "scaled": {k: compact(*c) for k, c in scaled.items()}}
     corrected = summary.get("amplification_corrected") or {}
     recal = {}
-    for k, (c, *_) in scaled.items():
-        s = float(c.scale)
-        if k in corrected and np.isfinite(s) and 0 < s < MAX_SCALE:
+    for k in scaled:  # s of the check the verdict of binning k reads (``trust.holdout_entry``)
+        entry = holdout_entry({"holdout": out}, k)
+        s = None if entry is None else entry.get("scale")
+        if k in corrected and s is not None and np.isfinite(s) and 0 < s < MAX_SCALE:
             recal[k] = [float(a) / s**2 for a in corrected[k]]
     out["amplification_recalibrated"] = recal
     dense = [c for c in out["same_noise"].values() if not c["sparse"]] or [
