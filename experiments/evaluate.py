@@ -150,6 +150,11 @@ def _evaluate_label(study, method, label, hyper, fingerprint, progress):
             except ValueError as err:  # e.g. too few held-out events for its three splits
                 study.log.warning("evaluate: %s: classifier test skipped: %s", label, err)
                 summary["classifier"] = {"skipped": str(err)}
+    from experiments.marginals import marginals_summary  # generated vs reference, 1-D
+    summary["marginals"] = marginals_summary(
+        purpose_key(cfg.seed, 0, "marginals"), field_from_config(cfg), runs, problem, held_out,
+        c=cfg.data.r_mean if problem.ring else problem.condition,
+        solver=Solver(e.solver, num_steps=e.solver_steps))
     summary["fingerprint"] = fingerprint
     atomic_write_json(results_path(study, label), summary)
     return summary

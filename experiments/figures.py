@@ -105,6 +105,8 @@ def draw_all(study, labels=None) -> list[str]:
         rel = [str(p.relative_to(study.outdir)) for p in paths]
         return next((p for p in rel if p.endswith(".png")), rel[0])
 
+    if any(r.get("marginals") for r in results.values()):  # the first figure anyone reads
+        written.append(save(ev.plot_marginals(results), "marginals"))
     if cfg.data.name == "ring":  # the ring's points with its 10 × 10 quantile grid
         with np.load(study.outdir / "data" / "run0.npz") as d:
             x = d["x"]

@@ -8,7 +8,8 @@ plotted from its small result files alone:
 - ``plot_summary(summary)`` / ``plot_all(result)``: every figure of one posterior;
 - ``plot_comparison({label: summary})``: posteriors side by side (methods, hyper-parameters);
 - ``plot_scan({label: result})``: the coverage and MAD panels of ``plot_comparison``;
-- ``plot_losses({label: losses})``, ``plot_training_data(x, r_edges, phi_edges)``.
+- ``plot_losses({label: losses})``, ``plot_training_data(x, r_edges, phi_edges)``;
+- ``plot_marginals({label: summary})``: generated vs reference marginals of every observable.
 """
 
 from __future__ import annotations
@@ -434,6 +435,24 @@ def plot_comparison(summaries: Mapping[str, Mapping], references: Mapping | None
     return figs
 
 
+def _amplification_error(summary, amp_key, keys, amp):
+    """(B,) error of the run mean of ``amp`` (B, R): the spread over runs, std/√R, and for the
+    corrected amplification also each run's jackknife error (``n_eq_corrected_err``, scaled
+    as amplification / N_eq) in quadrature: √(std²/R + mean(err²)/R); None without either."""
+    runs = amp.shape[1]
+    spread = amp.std(1, ddof=1) ** 2 / runs if runs > 1 else np.zeros(amp.shape[0])
+    errs = (summary.get("n_eq_corrected_err") if amp_key == "amplification_corrected"
+            else None) or {}
+    n_eq = summary.get("n_eq_corrected") or {}
+    if all(k in errs and k in n_eq for k in keys):
+        e = np.array([[np.nan if v is None else v for v in errs[k]] for k in keys], float)
+        q = np.array([[np.nan if v is None else v for v in n_eq[k]] for k in keys], float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(q > 0, e / q, np.nan) * amp  # N_eq error in amplification units
+        return np.sqrt(spread + np.nanmean(rel**2, axis=1) / runs)
+    return np.sqrt(spread) if runs > 1 else None
+
+
 def _amplification_comparison(items, references, amp_key, fit_key,
                               ylabel=r"amplification $N_\mathrm{eq}/N_\mathrm{train}$"):
     """Amplification ``amp_key`` (mean ± std/√R over runs) and power law ``fit_key`` vs n_Q,
@@ -446,7 +465,7 @@ def _amplification_comparison(items, references, amp_key, fit_key,
             n = np.array([key_cells(k) for k in keys], float)
             amp = np.array([[np.nan if v is None else v for v in s[amp_key][k]] for k in keys],
                            float)  # (B, R)
-            err = amp.std(1, ddof=1) / np.sqrt(amp.shape[1]) if amp.shape[1] > 1 else None
+            err = _amplification_error(s, amp_key, keys, amp)
             ax.errorbar(n, amp.mean(1), yerr=err, ls="none", marker="o", ms=3, capsize=2,
                         color=f"C{i}", label=label)
             grid = np.geomspace(n.min(), n.max(), 100)
@@ -525,6 +544,63 @@ def plot_holdout(summaries: Mapping[str, Mapping]) -> Figure:
             ax.set(xlabel="held-out pull (μ − h)/σ", title=label, xlim=(-6, 6))
             ax.legend(fontsize=6)
         axes[0][0].set_ylabel("density")
+    return fig
+
+
+def plot_marginals(summaries: Mapping[str, Mapping]) -> Figure:
+    """Generated vs reference marginals of every observable value (``summary["marginals"]``
+    of ``experiments.marginals``): one column per value; top: the posterior band (16–84 % over
+    draws, median line) of each label against the reference (truth stand-in, grey) and the
+    held-out events (points with binomial errors); middle: held-out / posterior median with
+    the band's ratio; bottom: per-bin pulls (h − median) / √(σ_post² + σ_h²) with the ±1 band.
+    Labels without marginals are left out; an empty figure when none has them."""
+    items = [(label, s["marginals"]) for label, s in summaries.items() if s.get("marginals")]
+    names = items[0][1]["names"] if items else []
+    with _style():
+        fig = Figure(figsize=(3.8 * max(len(names), 1), 5.6), layout="constrained")
+        axes = fig.subplots(3, max(len(names), 1), squeeze=False, sharex="col",
+                            gridspec_kw={"height_ratios": (3, 1.2, 1.2)})
+        for j, name in enumerate(names):
+            top, mid_ax, pull_ax = axes[0][j], axes[1][j], axes[2][j]
+            edges = np.asarray(items[0][1]["edges"][j], float)
+            centers, width = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
+            m0 = items[0][1]
+            top.stairs(np.asarray(m0["reference"][j], float) / width, edges, color="0.5",
+                       lw=1.2, label=f"reference ({m0.get('num_reference', '?')})")
+            held = m0.get("holdout")
+            if held is not None:
+                h = np.asarray(held[j], float)
+                he = np.asarray(m0["holdout_err"][j], float)
+                top.errorbar(centers, h / width, yerr=he / width, ls="none", marker="o", ms=2,
+                             color="k", zorder=5, label=f"held-out ({m0['num_holdout']})")
+            for i, (label, m) in enumerate(items):
+                lo, med, hi = (np.asarray(b, float) for b in m["band"][j])
+                top.stairs(hi / width, edges, baseline=lo / width, fill=True, color=f"C{i}",
+                           alpha=0.35, lw=0)
+                top.stairs(med / width, edges, color=f"C{i}",
+                           label=f"{label} ({m['num_draws']} draws)")
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    mid_ax.stairs(hi / med, edges, baseline=lo / med, fill=True,
+                                  color=f"C{i}", alpha=0.35, lw=0)
+                    if m.get("holdout") is not None:
+                        h = np.asarray(m["holdout"][j], float)
+                        he = np.asarray(m["holdout_err"][j], float)
+                        mid_ax.errorbar(centers, h / med, yerr=he / med, ls="none", marker="o",
+                                        ms=2, color=f"C{i}")
+                if m.get("pulls") is not None:
+                    p = np.array([np.nan if v is None else v for v in m["pulls"][j]], float)
+                    w = m["pull_width"][j]
+                    pull_ax.plot(centers, p, ls="none", marker="o", ms=2, color=f"C{i}",
+                                 label="width –" if w is None else f"width {w:.2f}")
+            mid_ax.axhline(1.0, color="0.5", lw=1)
+            mid_ax.set(ylabel="held-out / median", ylim=(0.5, 1.5))
+            pull_ax.axhspan(-1, 1, color="0.9", zorder=0)
+            pull_ax.axhline(0.0, color="0.5", lw=1)
+            pull_ax.set(xlabel=name, ylabel="pull", ylim=(-5, 5))
+            if items[0][1].get("pulls") is not None:
+                pull_ax.legend(fontsize=6, loc="upper right")
+            top.set(ylabel="density", ylim=(0, None))
+            top.legend(fontsize=6)
     return fig
 
 
