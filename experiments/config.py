@@ -449,7 +449,7 @@ def quick() -> Config:
         evaluation=EvaluationConfig(
             calib_bins=(5, 10, 50), calib_samples=40_000, scaled_bins=(2, 5, 10, 15, 20, 30),
             scaled_factor=20, fit_bins=(10, 15, 20, 30), deviation_bins=50, solver="rk4",
-            solver_steps=8, chunk_size=2**15,
+            solver_steps=8, chunk_size=2**15, classifier_retrain=0,
         ),
         figures=FiguresConfig(label_formats=("png",)),
     )
@@ -469,7 +469,7 @@ def tiny() -> Config:
         evaluation=EvaluationConfig(
             calib_bins=(3, 5), calib_samples=4_000, scaled_bins=(2, 3, 4, 5), scaled_factor=50,
             fit_bins=(3, 4, 5), deviation_bins=10, solver="rk4", solver_steps=4,
-            chunk_size=4_000,
+            chunk_size=4_000, classifier_retrain=0,
         ),
         figures=FiguresConfig(formats=("png",), label_formats=("png",), label_sets="headline",
                               dpi=60),
