@@ -127,6 +127,11 @@ def test_adaptive_solver_out_of_steps_in_generation_is_one_line():
         ev.histogram_same_noise(jax.random.key(0), field, params, [3], 64,
                                 solver=bj.Solver("dopri5", max_steps=2), progress=False)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow  # ~15 s CPU: compiles the gradient of a dopri5 solve for one error message
+def test_adaptive_solver_out_of_steps_in_the_adammcmc_likelihood_is_one_line():
+    field = bj.VectorField(hidden=(8,))
     ring = bj.sample_ring(jax.random.key(1), 64)
     with pytest.raises(ValueError, match=r"AdamMCMC likelihood .* max_steps=2") as e:
         sample_adammcmc_cnf(jax.random.key(1), field, ring.x, ring.c, sigma=0.1, num_samples=2,

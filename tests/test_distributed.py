@@ -251,6 +251,7 @@ SMALL = ["--preset", "tiny", "--method", "vi", "--set", "deterministic.enabled=f
          "--set", "evaluation.calib_samples=2000", "--set", "figures.label_sets=none"]
 
 
+@pytest.mark.slow  # 5 CLI studies, 3 processes at once: ~55 s CPU, minutes on 2 loaded cores
 def test_study_over_two_processes_equals_one_process(tmp_path):
     """``bayesiamp paper`` on 2 processes (the runs' VI units split, the evaluation's draws
     split) against 1 process, both at once; then the 1-process draws evaluated by 2 processes.
