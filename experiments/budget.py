@@ -15,7 +15,8 @@ Work per stage (``work``), in units whose cost is measured or documented:
   solver_steps + 3 (k − 1)).
 
 FLOPs = field evaluations × the field's FLOPs per point (XLA's cost analysis of the compiled
-field). Time = work × cost per unit. ``probe`` measures the costs on this device in a few
+field). Time = work × cost per unit + compiled programs × the probe's compile time (what a
+small study spends most of its time on). ``probe`` measures the costs on this device in a few
 seconds (a compiled RK4 decode; a compiled flow-matching loss gradient; derived multipliers for
 the rest); ``GPU_COSTS`` are documented per-unit costs of one H100 for predictions on a
 machine without one. On a GPU, up to ``parallel`` vmapped training units cost about one.
@@ -34,7 +35,7 @@ import optax
 
 import bayesiamp_jax as bj
 from experiments.config import method_grid
-from experiments.data import field_from_config
+from experiments.data import data_dims, field_from_config
 
 # One H100, seconds per unit. field_eval: MEASURED.md, plain-XLA fixed-step RK4 (32 steps)
 # over 10M samples in 0.72 s = 0.72 / (10⁷ · 128) s per point and field evaluation (a fused
@@ -65,6 +66,11 @@ VI_FACTOR = 2.0  # VI point-step / flow-matching point-step (runtime._COST: 0.04
 LIKELIHOOD_EVALS = 4 * (1 + 2) * 3  # field evaluations per likelihood-gradient RK4 point-step
 NUTS_DRAW_CPU = 0.35  # s per NUTS draw at depth 6, 10k points (MEASURED.md)
 ADAPTIVE_EVALS_PER_STEP = 10  # an adaptive solver: a guess of evaluations per "solver_steps"
+# compiled programs per stage, each costing about the probe's compile time ("compile"): a
+# training stage's chunk and its held-out loss; per evaluated label one generation program per
+# histogram group, plus the marginals' and the classifier test's
+TRAIN_PROGRAMS = 2
+EVALUATE_PROGRAMS = 2
 TIMING_KEYS = {"deterministic": "deterministic", "vi": "train_vi", "adammcmc": "train_adammcmc",
                "nuts": "train_nuts", "repulsive": "train_repulsive", "evaluate": "evaluate"}
 
@@ -80,16 +86,19 @@ def field_flops(field) -> float:
     return float(cost.get("flops", 0.0)) / 1024
 
 
-def probe(field, points: int = 4096, repeats: int = 3) -> dict:
-    """Costs per unit measured on this device (a few seconds, most of it compilation): an RK4
-    decode of ``points`` points (4 steps, as the generation runs it: one field evaluation
-    alone costs ~3× more per point on a CPU), and one flow-matching optimiser step."""
+def probe(field, points: int = 4096, repeats: int = 3, batch_size: int = 1000) -> dict:
+    """Costs per unit measured on this device (a few seconds, most of it compilation) with the
+    study's own field (its width, depth and data dimension d): an RK4 decode of ``points``
+    points (4 steps, as the generation runs it: one field evaluation alone costs ~3× more per
+    point on a CPU), and one flow-matching optimiser step on a mini-batch of the study's
+    ``batch_size`` (per-point costs grow at small batches); the likelihood point-step counts
+    4 · (1 + d) · 3 field evaluations (exact divergence of d dimensions)."""
     params = field.init(jax.random.key(0))
     z = jax.random.normal(jax.random.key(1), (points, field.data_dim))
     c = jnp.full((points, getattr(field, "cond_dim", 1)), 4.0)
     steps = 4
     decode = jax.jit(lambda p, z, c: bj.flow.decode(field, p, z, c, bj.Solver("rk4", steps)))
-    batch = 1000
+    batch = max(1, min(int(batch_size), points))
     x = z[:batch]
     opt = bj.training.adam()
 
@@ -99,24 +108,36 @@ def probe(field, points: int = 4096, repeats: int = 3) -> dict:
         updates, _ = opt.update(g, opt.init(p), p)
         return optax.apply_updates(p, updates)
 
-    def best(fn, *args):
+    compile_s = []
+
+    def typical(fn, *args):  # the median, not the least: a shared machine's stages see its load
+        t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
+        first = time.perf_counter() - t0
         ts = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             jax.block_until_ready(fn(*args))
             ts.append(time.perf_counter() - t0)
-        return min(ts)
+        compile_s.append(max(first - float(np.median(ts)), 0.0))
+        return float(np.median(ts))
 
-    field_eval = best(decode, params, z, c) / (points * steps * 4)
-    step = best(grad, params, jax.random.key(2)) / batch
+    field_eval = typical(decode, params, z, c) / (points * steps * 4)
+    step = typical(grad, params, jax.random.key(2)) / batch
     platform = jax.devices()[0].platform
     return {"field_eval": field_eval, "train_point_step": step,
+            "compile": float(np.mean(compile_s)),
             "vi_point_step": VI_FACTOR * step,
-            "likelihood_point_step": LIKELIHOOD_EVALS * field_eval,
+            "likelihood_point_step": likelihood_evals(field.data_dim) * field_eval,
             "nuts_draw": NUTS_DRAW_CPU * (field_eval / 1.4e-7),
             "parallel": 1 if platform == "cpu" else GPU_COSTS["parallel"],
             "source": f"probe on this device ({platform}, {jax.devices()[0].device_kind})"}
+
+
+def likelihood_evals(dim: int) -> int:
+    """Field evaluations of one RK4 step of the exact log-likelihood gradient of one point:
+    4 stages × (1 + d) (the field and d divergence columns) × 3 (reverse mode)."""
+    return 4 * (1 + int(dim)) * 3
 
 
 def scaled_points(e) -> int:
@@ -147,13 +168,14 @@ def work(cfg) -> dict:
         a = cfg.adammcmc
         steps = a.num_samples * a.thinning + a.num_adam_steps
         out["adammcmc"] = _train("likelihood_point_step", steps * 2 * a.batch_size * a.solver_steps,
-                                 runs * len(a.sigmas), LIKELIHOOD_EVALS)
+                                 runs * len(a.sigmas), likelihood_evals(data_dims(cfg)[0]))
     if cfg.nuts.enabled:
         n = cfg.nuts
         # cost per draw at depth 6 and 10k points (the documented unit), scaled
         draws = (n.num_warmup + n.num_samples) * 2 ** (n.max_tree_depth - 6) * n.num_points / 1e4
         grads = (n.num_warmup + n.num_samples) * 2**n.max_tree_depth * n.num_points * runs
         out["nuts"] = {"unit": "nuts_draw", "units": float(draws * runs), "parallel_units": 1,
+                       "programs": TRAIN_PROGRAMS,
                        "field_evals": float(grads * 3)}
     draws = 0
     for method, _, _ in method_grid(cfg):
@@ -163,7 +185,9 @@ def work(cfg) -> dict:
     per_sample = (e.solver_steps * ADAPTIVE_EVALS_PER_STEP if e.solver in bj.integrate.ADAPTIVE
                   else bj.Solver(e.solver, e.solver_steps).num_evals)
     points = float(runs * draws * (e.calib_samples + scaled_points(e)))
+    groups = 1 + (0 if not e.scaled else 1 if e.scaled_shared else len(e.scaled_bins))
     out["evaluate"] = {"unit": "field_eval", "units": points * per_sample, "parallel_units": 1,
+                       "programs": len(method_grid(cfg)) * (groups + EVALUATE_PROGRAMS),
                        "field_evals": points * per_sample, "samples": points,
                        "samples_calibration": float(runs * draws * e.calib_samples),
                        "samples_scaled": float(runs * draws * scaled_points(e))}
@@ -172,7 +196,8 @@ def work(cfg) -> dict:
 
 def _train(unit, point_steps, units, evals_per_unit):
     return {"unit": unit, "units": float(point_steps) * units, "parallel_units": units,
-            "field_evals": float(point_steps) * units * evals_per_unit}
+            "field_evals": float(point_steps) * units * evals_per_unit,
+            "programs": TRAIN_PROGRAMS}
 
 
 def budget(cfg, costs: dict, flops_per_eval: float | None = None) -> dict:
@@ -184,8 +209,9 @@ def budget(cfg, costs: dict, flops_per_eval: float | None = None) -> dict:
         units = w["units"]
         if w["parallel_units"] > 1 and costs["parallel"] > 1:  # vmapped units share the device
             units *= -(-w["parallel_units"] // costs["parallel"]) / w["parallel_units"]
-        stages[name] = dict(w, flops=w["field_evals"] * flops_per_eval,
-                            predicted_s=units * costs[w["unit"]])
+        compile_s = w["programs"] * costs.get("compile", 0.0)
+        stages[name] = dict(w, flops=w["field_evals"] * flops_per_eval, compile_s=compile_s,
+                            predicted_s=units * costs[w["unit"]] + compile_s)
     return {"costs": costs, "flops_per_eval": flops_per_eval, "stages": stages,
             "total_s": sum(s["predicted_s"] for s in stages.values())}
 

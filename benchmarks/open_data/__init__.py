@@ -1,0 +1,1 @@
+"""A worked open-data study: CMS 2011 Z → ee candidates (``make_zee``, ``zee``)."""

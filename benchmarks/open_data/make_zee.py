@@ -1,0 +1,84 @@
+"""Convert the CMS 2011A Z → ee candidates (CSV) into the study's small ``.npz`` files.
+
+Source: ``Data/Zee_Run2011A.csv`` of "CMS Jupyter materials (English)", CMS Open Data
+education (github.com/cms-opendata-education/cms-jupyter-materials-english), CC BY 4.0;
+18,885 events with two electron candidates (pT > 25 GeV), derived from CMS 2011A open data.
+
+Columns kept (float32, physical units), one row per event:
+
+    x = (pT₁ [GeV], η₁, pT₂ [GeV], η₂, Δφ = (φ₂ − φ₁) mod 2π in [0, 2π))
+
+Δφ in [0, 2π) puts the back-to-back peak (Δφ ≈ π) in the middle of the interval, not at its
+edges; the study preprocesses it with ``periodic:0:2pi``. Dropped: the charges Q₁, Q₂ (discrete,
+the flow is continuous; 77 % of the pairs are opposite-sign and m_ee does not depend on them),
+the detector region type (EB/EE, a function of η), the identification and isolation variables
+(not needed for m_ee and the pair pT; the selection is already applied), Run and Event (used
+only for the split). The electrons keep the CSV's order (not pT-ordered: no pT₁ > pT₂ edge).
+
+Split rule: the events are sorted by (Run, Event), permuted with ``numpy.random.default_rng(
+2011)`` and cut into train (first 4,000), held-out (next 7,000) and reference (the remaining
+7,885). ``zee_events.npz`` holds train then held-out (x, 11,000 rows: a study with
+``data.num_train=4000``, one run, trains on rows [0, 4000) and holds out the rest);
+``zee_reference.npz`` holds the reference (``data.reference``, the truth stand-in).
+
+    python -m benchmarks.open_data.make_zee Zee_Run2011A.csv [--out benchmarks/open_data]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+NUM_TRAIN = 4_000
+NUM_HOLDOUT = 7_000
+SEED = 2011
+COLUMNS = ("pt1", "eta1", "pt2", "eta2", "dphi")
+
+
+def read_csv(path) -> np.ndarray:
+    """The CSV as a structured array (one-line ValueError if a needed column is missing)."""
+    d = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    need = ("Run", "Event", "pt1", "eta1", "phi1", "pt2", "eta2", "phi2")
+    missing = [n for n in need if n not in (d.dtype.names or ())]
+    if missing:
+        raise ValueError(f"csv {str(path)!r} lacks the columns {missing}")
+    return d
+
+
+def physical_columns(d) -> np.ndarray:
+    """(N, 5) float32: pT₁, η₁, pT₂, η₂, Δφ = (φ₂ − φ₁) mod 2π."""
+    dphi = np.mod(d["phi2"].astype(np.float64) - d["phi1"], 2 * np.pi)
+    x = np.stack([d["pt1"], d["eta1"], d["pt2"], d["eta2"], dphi], axis=1)
+    return x.astype(np.float32)
+
+
+def split(d) -> tuple[np.ndarray, np.ndarray]:
+    """(events = train then held-out, reference) by the module's rule."""
+    order = np.lexsort((d["Event"], d["Run"]))
+    x = physical_columns(d[order])
+    x = x[np.random.default_rng(SEED).permutation(len(x))]
+    n = NUM_TRAIN + NUM_HOLDOUT
+    if len(x) <= n:
+        raise ValueError(f"need more than {n} events, got {len(x)}")
+    return x[:n], x[n:]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("csv", help="Zee_Run2011A.csv")
+    p.add_argument("--out", default=str(Path(__file__).parent), help="output folder")
+    a = p.parse_args(argv)
+    events, reference = split(read_csv(a.csv))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "zee_events.npz", x=events)
+    np.savez_compressed(out / "zee_reference.npz", x=reference)
+    print(f"{out}/zee_events.npz: {len(events)} events (train {NUM_TRAIN}, held-out "
+          f"{len(events) - NUM_TRAIN}); {out}/zee_reference.npz: {len(reference)} events; "
+          f"columns {', '.join(COLUMNS)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Measure vector fields on the Z → ee events: deterministic flow matching, judged by the m_ee
+and pair-pT marginals of generated events against the held-out events.
+
+Per configuration (hidden widths, time-embedding frequencies, epochs, learning-rate schedule)
+the field is trained by flow matching on T(x) of the 4,000 training events (T:
+``data.preprocess`` of the study), 20,000 events are generated (RK4, 20 steps), mapped back and
+compared with the 7,000 held-out events: KS distance and p-value, interquartile range, median,
+and the peak position/width (mean and standard deviation of m_ee in 80–100 GeV). The training
+sample's own KS distance to the held-out is the floor.
+
+    python -m benchmarks.open_data.measure_field --configs 32x3:3:2500 128x3:8:8000:cos
+(config: WIDTHxDEPTH:FREQUENCIES:EPOCHS[:cos]; cos = cosine-decayed learning rate from 1e-3)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import numpy as np
+import optax
+from scipy import stats
+
+import bayesiamp_jax as bj
+from bayesiamp_jax import observables
+from bayesiamp_jax.evaluation.generate import generate_samples
+from bayesiamp_jax.integrate import Solver
+from bayesiamp_jax.preprocessing import Preprocessing
+from benchmarks.open_data.zee import MassPt
+
+PREPROCESS = "logcut:25,standardise,logcut:25,standardise,periodic:0:2pi"
+EVENTS = "benchmarks/open_data/zee_events.npz"
+NUM_TRAIN = 4_000
+
+
+def peak(m) -> tuple[float, float]:
+    """Mean and standard deviation of m_ee in the 80–100 GeV window."""
+    w = m[(m > 80) & (m < 100)]
+    return float(w.mean()), float(w.std())
+
+
+def describe(v, ho) -> dict:
+    out = {}
+    for j, name in enumerate(("m_ee", "pt_ee")):
+        ks = stats.ks_2samp(v[:, j], ho[:, j])
+        q = np.percentile(v[:, j], [25, 50, 75])
+        out[name] = {"ks": float(ks.statistic), "p": float(ks.pvalue),
+                     "median": float(q[1]), "iqr": float(q[2] - q[0])}
+    out["peak"] = peak(v[:, 0])
+    return out
+
+
+def measure(spec: str, x, pre, ho_values, num_generate: int, seed: int = 0) -> dict:
+    parts = spec.split(":")
+    width, depth = map(int, parts[0].split("x"))
+    freqs, epochs = int(parts[1]), int(parts[2])
+    cos = len(parts) > 3 and parts[3] == "cos"
+    field = bj.VectorField(data_dim=5, cond_dim=0, hidden=(width,) * depth,
+                           num_frequencies=freqs)
+    steps = epochs * (NUM_TRAIN // 1000)
+    lr = optax.cosine_decay_schedule(1e-3, steps, alpha=0.01) if cos else 1e-3
+    opt = optax.adam(lr, b1=0.99, b2=0.99)  # the reference betas (training.adam)
+    z = pre.forward(x)
+    t0 = time.perf_counter()
+    res = bj.training.fit(jax.random.key(seed), field, z, None, epochs, batch_size=1000,
+                          optimizer=opt, chunk_epochs=500, progress=False)
+    jax.block_until_ready(res.state.params)
+    t_train = time.perf_counter() - t0
+    gen = generate_samples(jax.random.key(seed + 1), field, res.state.params, num_generate,
+                           c=None, solver=Solver("rk4", num_steps=20))
+    v = np.asarray(observables.values(MassPt(), pre.inverse(gen)), np.float64)
+    return {"config": spec, "params": int(field.num_params()), "train_s": round(t_train, 1),
+            "final_loss": float(np.asarray(res.losses)[-1])} | describe(v, ho_values)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--configs", nargs="+", required=True)
+    p.add_argument("--generate", type=int, default=20_000)
+    p.add_argument("--out", default="")
+    a = p.parse_args(argv)
+    x = np.load(EVENTS)["x"]
+    train, ho = x[:NUM_TRAIN], x[NUM_TRAIN:]
+    pre = Preprocessing.fit(PREPROCESS, train)
+    ho_values = np.asarray(observables.values(MassPt(), ho), np.float64)
+    floor = describe(np.asarray(observables.values(MassPt(), train), np.float64), ho_values)
+    rows = [{"config": "training sample", **floor}]
+    print(json.dumps(rows[0]), flush=True)
+    for spec in a.configs:
+        rows.append(measure(spec, x[:NUM_TRAIN], pre, ho_values, a.generate))
+        print(json.dumps(rows[-1]), flush=True)
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
