@@ -19,21 +19,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bayesiamp_jax import _checks, _units, resumable, shuffle
+from bayesiamp_jax import _checks, _units
 from bayesiamp_jax import convergence as conv
 from bayesiamp_jax.flow import SIGMA_MIN, cfm_loss
+from bayesiamp_jax.optim import BETAS, LEARNING_RATE, adam, minibatch_indices
+from bayesiamp_jax.posteriors import driver
+from bayesiamp_jax.posteriors.driver import Algorithm, bind
 
 __all__ = ["BETAS", "LEARNING_RATE", "EpochInfo", "TrainResult", "TrainState", "adam",
-           "build_epochs", "fit", "flow_matching_loss_fn", "init_train_state",
+           "build_epochs", "fit", "flow_matching", "flow_matching_loss_fn", "init_train_state",
            "minibatch_indices"]
-
-LEARNING_RATE = 1e-3
-BETAS = (0.99, 0.99)
-
-
-def adam(learning_rate: float = LEARNING_RATE, b1: float = BETAS[0], b2: float = BETAS[1]):
-    """The reference optimiser: Adam, lr 1e-3, betas (0.99, 0.99)."""
-    return optax.adam(learning_rate, b1=b1, b2=b2)
 
 
 class TrainState(NamedTuple):
@@ -52,16 +47,6 @@ class EpochInfo(NamedTuple):
 
 def init_train_state(params, optimizer: optax.GradientTransformation) -> TrainState:
     return TrainState(params, optimizer.init(params), jnp.asarray(0, jnp.int32))
-
-
-def minibatch_indices(key: jax.Array, num_points: int, batch_size: int) -> jax.Array:
-    """A random permutation cut into (num_points // batch_size, batch_size) index blocks.
-
-    The remainder (num_points mod batch_size points) is dropped for this epoch.
-    """
-    num_batches = num_points // batch_size
-    perm = shuffle.permutation(key, num_points)  # = jax.random.permutation, faster on CPUs
-    return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
 
 
 def build_epochs(
@@ -118,25 +103,44 @@ def flow_matching_loss_fn(field, sigma_min: float = SIGMA_MIN) -> Callable:
 _DEFAULT_OPTIMIZER = adam()
 
 
-@partial(jax.jit, static_argnames=("field", "sigma_min", "optimizer", "batch_size", "num_epochs",
-                                   "vmapped"))
-def _fm_chunk(key, state, x, c, num_active, *, field, sigma_min, optimizer, batch_size,
-              num_epochs, vmapped):
-    """``num_epochs`` (of which ``num_active`` run) flow-matching epochs, vmapped over units.
+# --- flow matching as a driver algorithm (bayesiamp_jax.posteriors.driver) --------------------
 
-    One compiled program per (field, sigma_min, optimizer, batch size, chunk length, unit axis);
-    jax.jit's cache on these hashable static arguments replaces a hand-made memo."""
+
+def _fm_init(key, ctx, start, *, optimizer):
+    """The train state of one unit at the initial parameters ``start``."""
+    return init_train_state(start, optimizer)
+
+
+def _fm_run_epochs(key, state, ctx, num_active, num_epochs, *, field, sigma_min, optimizer,
+                   batch_size):
+    """``num_epochs`` (``num_active`` of them active) flow-matching epochs of one unit; the
+    epoch noise comes from the second half of ``split(key)`` (the first initialised it)."""
     run = build_epochs(flow_matching_loss_fn(field, sigma_min), optimizer, batch_size)
-    one = lambda k, s, xx, cc: run(k, s, xx, cc, num_epochs, num_active)
-    return (jax.vmap(one) if vmapped else one)(key, state, x, c)
+    x, c = ctx.data
+    state, info = run(jax.random.split(key)[1], state, x, c, num_epochs, num_active)
+    return state, {"loss": info.loss}
 
 
-@partial(jax.jit, static_argnames=("field", "sigma_min", "vmapped"))
-def _fm_holdout(params, x, c, key, *, field, sigma_min, vmapped):
-    """Flow-matching loss on the held-out events with the fixed key (common random numbers
-    along the curve): () or (U,)."""
-    one = lambda p: cfm_loss(key, field, p, x, c, sigma_min)
-    return (jax.vmap(one) if vmapped else one)(params)
+def _fm_holdout(state, ctx, held, *, field, sigma_min):
+    """Flow-matching loss on the held-out events with their fixed key (common random numbers
+    along the curve)."""
+    return cfm_loss(held.key, field, state.params, held.x, held.c, sigma_min)
+
+
+def flow_matching(field, *, sigma_min: float = SIGMA_MIN,
+                  optimizer: optax.GradientTransformation | None = None,
+                  batch_size: int = 1000) -> Algorithm:
+    """Flow matching (the deterministic training) as a ``driver.Algorithm``: data (x, c),
+    ``start`` the initial parameters (``field.init`` of the first half of ``split(key)``)."""
+    optimizer = optimizer or _DEFAULT_OPTIMIZER
+    statics = dict(field=field, sigma_min=float(sigma_min))
+    return Algorithm(
+        "flow matching", bind(_fm_init, optimizer=optimizer),
+        bind(_fm_run_epochs, optimizer=optimizer, batch_size=batch_size, **statics),
+        holdout_loss=bind(_fm_holdout, **statics))
+
+
+driver.register("flow matching", flow_matching)
 
 
 class TrainResult(NamedTuple):
@@ -200,59 +204,20 @@ def fit(
     if batch_size > num_points:
         raise ValueError(f"batch_size={batch_size} exceeds the number of points {num_points}")
     optimizer = optimizer or _DEFAULT_OPTIMIZER
-    key_init, key_train = _units.split(key, 2, units)
+    key_init, _ = _units.split(key, 2, units)
     if params is None:
         params = _units.vmap_if(field.init, units)(key_init)
     else:
         _units.check_leading("params", params, units)
         _checks.params_match("params", field, params, lead_axes=0 if units is None else 1)
-    state = _units.vmap_if(lambda p: init_train_state(p, optimizer), units)(params)
-    sig = resumable.signature(method="flow matching", key=key, x=x, c=c, params=params,
-                              batch_size=batch_size, sigma_min=float(sigma_min), units=units)
-    chunk_epochs = min(chunk_epochs, num_epochs)
-    holdout = conv.as_holdout(holdout, like=(x, c))
-    early_stop = conv.check_plateau(early_stop)
-    if early_stop is not None and holdout is None:
-        raise ValueError("early_stop needs a held-out set: pass holdout=(x, c)")
-    every = conv.record_every(holdout_every, chunk_epochs)
-    if holdout is not None:
-        sig |= resumable.signature(**conv.holdout_signature(holdout))
-        held = lambda st: np.asarray(_fm_holdout(
-            st.params, holdout.x, holdout.c, holdout.key, field=field,
-            sigma_min=float(sigma_min), vmapped=units is not None))
-        first = held(state)
-    desc = "flow matching" if units is None else f"flow matching x{units}"
-    axes = ("epoch",) if units is None else ("unit", "epoch")
-    rec_axis = 0 if units is None else 1
-
-    def curve(records):
-        return np.concatenate([first[..., None], records["holdout"]], axis=-1)
-
-    def step(state, start, n):
-        state, info = _fm_chunk(key_train, state, x, c, jnp.asarray(n, jnp.int32),
-                                field=field, sigma_min=float(sigma_min), optimizer=optimizer,
-                                batch_size=batch_size, num_epochs=chunk_epochs,
-                                vmapped=units is not None)
-        loss = np.asarray(info.loss)[..., :n]
-        resumable.check_finite(desc, loss, axes, offsets={"epoch": start},
-                               order=axes[::-1], what="the mean epoch loss")
-        if holdout is None:
-            return state, {"loss": loss}
-        return state, {"loss": loss, "holdout": held(state)[..., None],
-                       "holdout_epoch": np.full(np.shape(loss)[:-1] + (1,), start + n)}
-
-    out = resumable.run_chunks(
-        step, state, num_epochs, chunk=chunk_epochs if holdout is None else every,
-        axis=rec_axis, checkpoint_path=checkpoint_path, signature=sig, progress=progress,
-        desc=desc, unit="epoch",
-        postfix=lambda r: {"loss": f"{np.mean(r['loss'][..., -1]):.4f}"}
-        | ({} if holdout is None else {"held-out": f"{np.mean(r['holdout'][..., -1]):.4f}"}),
-        until=None if early_stop is None else
-        lambda r: conv.plateau_reached(curve(r), early_stop))
-    losses = out.records.get("loss", np.zeros((0,) if units is None else (units, 0)))
-    if holdout is None:
-        return TrainResult(out.state, np.asarray(losses))
-    done = np.asarray(out.records["holdout_epoch"])
-    epochs = np.concatenate([[0], done if units is None else done[0]])
-    return TrainResult(out.state, np.asarray(losses), epochs.astype(np.int64),
-                       curve(out.records))
+    algorithm = flow_matching(field, sigma_min=sigma_min, optimizer=optimizer,
+                              batch_size=batch_size)
+    out = driver.run(
+        algorithm, key, (x, c), units=units, num_epochs=num_epochs, chunk=chunk_epochs,
+        start=params, settings=dict(
+            x=x, c=c, params=params, batch_size=batch_size, sigma_min=float(sigma_min)),
+        checkpoint_path=checkpoint_path, progress=progress,
+        desc="flow matching" if units is None else f"flow matching x{units}",
+        holdout=holdout, holdout_every=holdout_every, early_stop=early_stop)
+    return TrainResult(out.state, np.asarray(out.records["loss"]), out.holdout_epochs,
+                       out.holdout_losses)

@@ -320,13 +320,14 @@ def _field(size: CheckSize):
 
 def _unit_programs(field, size: CheckSize, units: int):
     """{name: (fn, args, calls per timing unit, unit name)} of the study's compiled cores for
-    U = ``units`` units: ``training._fm_chunk``, ``vi._vi_chunk``, ``adammcmc_run._advance``."""
+    U = ``units`` units: ``driver._chunk`` of ``training.flow_matching`` and
+    ``vi.vi_algorithm``, ``adammcmc_run._advance``."""
     import jax
     import jax.numpy as jnp
 
     from bayesiamp_jax import Solver, sample_ring, training
     from bayesiamp_jax.flow import SIGMA_MIN
-    from bayesiamp_jax.posteriors import adammcmc_run, vi
+    from bayesiamp_jax.posteriors import adammcmc_run, driver, vi
     from bayesiamp_jax.posteriors.adammcmc import chain_init
     from bayesiamp_jax.posteriors.model import cfm_loss_fn, exact_nll_loss_fn
 
@@ -341,10 +342,11 @@ def _unit_programs(field, size: CheckSize, units: int):
 
     opt = training.adam()
     state = jax.vmap(lambda p: training.init_train_state(p, opt))(params)
+    fm_alg = training.flow_matching(field, sigma_min=SIGMA_MIN, optimizer=opt, batch_size=b)
 
     def fm(k, s, xx, cc):
-        return training._fm_chunk(k, s, xx, cc, active, field=field, sigma_min=SIGMA_MIN,
-                                  optimizer=opt, batch_size=b, num_epochs=e, vmapped=True)
+        return driver._chunk(k, s, driver.Context((xx, cc)), active,
+                             algorithm=fm_alg._replace(init=None), num_epochs=e, vmapped=True)
 
     progs["fm_epoch"] = (fm, (keys[1], state, x, c), e, "epoch")
 
@@ -356,9 +358,11 @@ def _unit_programs(field, size: CheckSize, units: int):
                          init_loc_from_params=False, vmapped=True, **statics)
     site = jax.vmap(lambda k: vi.kl_site_scale(template, k, b, "reference"))(jnp.full(u, 10.0))
 
+    vi_alg = vi.vi_algorithm(statics["loss_fn"], batch_size=b)._replace(init=None)
+
     def vi_epochs(k, s, d, ss):
-        return vi._vi_chunk(k, s, d, ss, template, active, num_epochs=e, vmapped=True,
-                            **statics)
+        return driver._chunk(k, s, driver.Context(d, ss, template), active, algorithm=vi_alg,
+                             num_epochs=e, vmapped=True)
 
     progs["vi_epoch"] = (vi_epochs, (keys[1], vstate, data, site), e, "epoch")
 
@@ -396,7 +400,7 @@ def part_units(out: Path, size: CheckSize, args, save) -> dict:
               "adammcmc_step": lambda s: likelihood._adammcmc_floor(mcmc_ctx, s)}
     result = {"sizes": dataclasses.asdict(size), "peaks": peaks, "records": [],
               "field": {"hidden": list(field.hidden), "num_params": field.num_params()},
-              "note": "one vmapped program per (kind, U) (training._fm_chunk, vi._vi_chunk, "
+              "note": "one vmapped program per (kind, U) (driver._chunk of flow matching / VI, "
                       "adammcmc_run._advance); seconds are per epoch or step of all U units; "
                       "seconds_per_unit = seconds / U; speedup_vs_U1 = U · seconds(U=1) / "
                       "seconds(U); fraction_of_peak from the FLOPs of U units"}

@@ -10,6 +10,7 @@ import pytest
 from bayesiamp_jax import checkpoint, flow, training
 from bayesiamp_jax.data import sample_ring
 from bayesiamp_jax.network import VectorField
+from bayesiamp_jax.posteriors import driver
 
 
 def test_training_lowers_held_out_loss(trained_cnf):
@@ -115,10 +116,9 @@ def test_unit_axis_equals_one_call_per_unit_and_compiles_once(ring_train, monkey
     xs, cs = jnp.stack([x, x[::-1]]), jnp.stack([c, c[::-1]])
     kw = dict(batch_size=200, chunk_epochs=2, progress=False)
     with monkeypatch.context() as patch:  # a fresh jit of the chunk whose traces chex counts
-        patch.setattr(training, "_fm_chunk", jax.jit(
-            chex.assert_max_traces(training._fm_chunk.__wrapped__, n=1),
-            static_argnames=("field", "sigma_min", "optimizer", "batch_size", "num_epochs",
-                             "vmapped")))
+        patch.setattr(driver, "_chunk", jax.jit(
+            chex.assert_max_traces(driver._chunk.__wrapped__, n=1),
+            static_argnames=("algorithm", "num_epochs", "vmapped")))
         both = training.fit(keys, field, xs, cs, 3, **kw)
         training.fit(keys, field, xs, cs, 5, **kw)
     assert both.losses.shape == (2, 3)

@@ -4,11 +4,13 @@ returning ``PosteriorDraws``.
 Entry points are named by what they do — ``fit_*`` optimises (VI: a ``VIResult`` to draw from
 with ``sample_vi``; repulsive ensemble: the members are the draws), ``sample_*`` runs MCMC — on a
 generic ``loss_fn``/``data`` pair, and with the suffix ``_cnf`` the same on a CNF vector field
-with the reference likelihood and schedule. Every driver but NUTS takes U keys (shape (U,)) to
-train U independent units (runs × grid points) in one compiled program.
+with the reference likelihood and schedule. Every entry point but NUTS is a thin wrapper around
+one algorithm run by ``driver.run`` (the unit axis, checkpoint, progress, finite checks,
+held-out curves; docs/design/posteriors.md) and takes U keys (shape (U,)) to train U
+independent units (runs × grid points) in one compiled program.
 """
 
-from bayesiamp_jax.posteriors import adammcmc, diagnostics
+from bayesiamp_jax.posteriors import adammcmc, diagnostics, driver
 from bayesiamp_jax.posteriors.adammcmc import AdamMCMCInfo, AdamMCMCState
 from bayesiamp_jax.posteriors.adammcmc_run import sample_adammcmc, sample_adammcmc_cnf
 from bayesiamp_jax.posteriors.diagnostics import chain_statistics, draws_diagnostics
@@ -63,6 +65,7 @@ __all__ = [
     "chain_statistics",
     "cnf_weight_model",
     "diagnostics",
+    "driver",
     "draws_diagnostics",
     "exact_nll_loss_fn",
     "fit_repulsive",

@@ -28,7 +28,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from bayesiamp_jax import _checks
-from bayesiamp_jax.training import adam, minibatch_indices
+from bayesiamp_jax.optim import adam, minibatch_indices
 
 
 class AdamMCMCState(NamedTuple):

@@ -1,5 +1,5 @@
 """Long AdamMCMC runs: thinned chains in jitted chunks, progress, checkpoint/resume, and the
-reference schedule for a CNF (flow-matching pretraining, 5 Adam steps, thinned sampling).
+reference schedule for a CNF (start at the pretrained params, 5 Adam steps, thinned sampling).
 
 Chains are vmapped: one jitted call advances every chain by ``thinning`` steps (a ``lax.scan``)
 and returns one sample per chain; ``bayesiamp_jax.resumable.run_chunks`` drives the calls
@@ -20,13 +20,14 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from bayesiamp_jax import _checks, _units, resumable
+from bayesiamp_jax import _checks, _units
 from bayesiamp_jax import convergence as conv
 from bayesiamp_jax.integrate import steps_exhausted_as_error
+from bayesiamp_jax.posteriors import driver
 from bayesiamp_jax.posteriors.adammcmc import build_chain_step, chain_init
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
+from bayesiamp_jax.posteriors.driver import Algorithm, bind
 from bayesiamp_jax.posteriors.model import EXACT_SOLVER, exact_nll_loss_fn
-from bayesiamp_jax.training import fit
 
 
 def _scan_chain(chain_step, num_steps):
@@ -50,13 +51,6 @@ def _advance(states, data, sigma, sigma_dir, *, loss_fn, num_steps, batch_size, 
     return (jax.vmap(chains) if vmapped else chains)(states, data, sigma, sigma_dir)
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "vmapped"))
-def _chain_holdout(positions, batch, *, loss_fn, vmapped):
-    """The potential ``loss_fn(θ, held-out batch)`` of every chain: (chains,) or (U, chains)."""
-    chains = jax.vmap(lambda p: loss_fn(p, batch))
-    return (jax.vmap(chains) if vmapped else chains)(positions)
-
-
 def _check_finite_losses(losses, step0, what, sample=None):
     """Raise naming step, chain (and unit) of the first non-finite loss (…, chains, steps) and,
     while sampling, the index of the sample (draw) being made."""
@@ -70,6 +64,86 @@ def _check_finite_losses(losses, step0, what, sample=None):
             f"{what}: the loss is non-finite (NaN or inf) at step {step0 + int(s)} "
             f"of chain {int(where[-1])}{unit}{draw}"
         )
+
+
+# --- AdamMCMC as a driver algorithm (bayesiamp_jax.posteriors.driver) ------------------------
+# One item = one kept sample = ``thinning`` steps of every chain. ctx.data: the unit's data;
+# ctx.hyper: its (sigma, sigma_dir); start: its params_init; the chains carry their own keys
+# (``chain_init``), so the unit key is used by init only. Warm-up (Adam steps, burn-in) is
+# ``warm_up``; the finite check names step and chain (``host_records``).
+
+
+def _mcmc_init(key, ctx, start, *, num_chains, stacked_init, optimizer):
+    if not stacked_init:
+        start = jax.tree_util.tree_map(
+            lambda a: jnp.broadcast_to(a, (num_chains,) + jnp.shape(a)), start)
+    return jax.vmap(lambda k, p: chain_init(k, p, optimizer))(
+        jax.random.split(key, num_chains), start)
+
+
+def _mcmc_run(key, state, ctx, num_active, num_epochs, *, loss_fn, batch_size, optimizer,
+              inverse_temperature, thinning):
+    """``thinning`` steps of every chain of one unit (one item: the chunk length is 1)."""
+    step = build_chain_step(loss_fn, batch_size=batch_size, optimizer=optimizer,
+                            inverse_temperature=inverse_temperature, adam_only=False)
+    chains = jax.vmap(_scan_chain(step, thinning), in_axes=(0, None, None, None))
+    state, info = chains(state, ctx.data, *ctx.hyper)
+    return state, info._asdict()
+
+
+def _mcmc_holdout(state, ctx, held, *, loss_fn):
+    """The potential ``loss_fn(θ, held-out batch)`` of every chain: (chains,)."""
+    return jax.vmap(lambda p: loss_fn(p, (held.x, held.c)))(state.position)
+
+
+def _mcmc_records(desc, states, info, start, vmapped, *, thinning, step0):
+    """The kept sample of every chain (axis 1 of a unit's records: after the chains) and its
+    diagnostics; a non-finite loss names step, chain, unit and sample."""
+    _check_finite_losses(info["loss"], step0 + start * thinning, desc, sample=start)
+    flat = jax.vmap(lambda p: ravel_pytree(p)[0])
+    pos = (jax.vmap(flat) if vmapped else flat)(states.position)
+    rec = {"position": pos, "acc": info["acceptance_probability"].mean(-1),
+           "frac": info["is_accepted"].mean(-1), "loss": info["loss"][..., -1]}
+    return {k: np.expand_dims(np.asarray(v), 1 + vmapped) for k, v in rec.items()}
+
+
+def _mcmc_warm_up(states, ctx, vmapped, desc, *, loss_fn, batch_size, optimizer,
+                  inverse_temperature, num_adam_steps, num_burnin):
+    """``num_adam_steps`` plain Adam steps, then ``num_burnin`` discarded AdamMCMC steps."""
+    statics = dict(loss_fn=loss_fn, batch_size=batch_size, optimizer=optimizer,
+                   inverse_temperature=inverse_temperature, vmapped=vmapped)
+    if num_adam_steps:
+        states, info = _advance(states, ctx.data, *ctx.hyper, num_steps=num_adam_steps,
+                                adam_only=True, **statics)
+        _check_finite_losses(info.loss, 0, f"{desc}, Adam warm-up")
+    if num_burnin:
+        states, info = _advance(states, ctx.data, *ctx.hyper, num_steps=num_burnin,
+                                adam_only=False, **statics)
+        _check_finite_losses(info.loss, num_adam_steps, f"{desc}, burn-in")
+    return states
+
+
+def adammcmc_algorithm(loss_fn: Callable, *, thinning: int, num_chains: int = 1,
+                       num_burnin: int = 0, num_adam_steps: int = 0,
+                       batch_size: int | None = None, stacked_init: bool = False,
+                       optimizer: optax.GradientTransformation | None = None,
+                       inverse_temperature: float = 1.0) -> Algorithm:
+    """AdamMCMC as a ``driver.Algorithm`` (``sample_adammcmc`` runs it): one item is one kept
+    sample per chain; ``hyper`` is (sigma, sigma_dir), ``start`` the unit's params_init."""
+    statics = dict(loss_fn=loss_fn, batch_size=batch_size, optimizer=optimizer,
+                   inverse_temperature=float(inverse_temperature))
+    return Algorithm(
+        "adammcmc",
+        bind(_mcmc_init, num_chains=num_chains, stacked_init=stacked_init, optimizer=optimizer),
+        bind(_mcmc_run, thinning=thinning, **statics),
+        holdout_loss=bind(_mcmc_holdout, loss_fn=loss_fn), checked="acc", item="sample",
+        record_axis=1,
+        host_records=bind(_mcmc_records, thinning=thinning, step0=num_adam_steps + num_burnin),
+        warm_up=bind(_mcmc_warm_up, num_adam_steps=num_adam_steps, num_burnin=num_burnin,
+                     **statics))
+
+
+driver.register("adammcmc", adammcmc_algorithm)
 
 
 def sample_adammcmc(
@@ -150,62 +224,24 @@ def sample_adammcmc(
             raise ValueError(f"stacked params_init must have leading axis num_chains="
                              f"{num_chains}, got leading sizes {sorted(lead)}")
 
-    def init_unit(key, start):
-        if not stacked_init:
-            start = jax.tree_util.tree_map(
-                lambda a: jnp.broadcast_to(a, (num_chains,) + jnp.shape(a)), start)
-        return jax.vmap(lambda k, p: chain_init(k, p, optimizer))(
-            jax.random.split(key, num_chains), start)
-
-    states = _units.vmap_if(init_unit, units)(key, params_init)
-    statics = dict(loss_fn=loss_fn, batch_size=batch_size, optimizer=optimizer,
-                   inverse_temperature=float(inverse_temperature), vmapped=units is not None)
-    flat = jax.vmap(lambda p: ravel_pytree(p)[0])
-    unravel = ravel_pytree(jax.tree_util.tree_map(
-        lambda a: a[0], _units.first_unit(states.position, units)))[1]
-    lead = 1 if units is None else 2  # axes before the sample axis: (chains,) or (U, chains)
     desc = f"AdamMCMC σ={float(sigma):g}" if np.ndim(sigma) == 0 else "AdamMCMC"
     desc = desc if units is None else f"{desc} x{units} units"
-
-    def warm_up(states):
-        if num_adam_steps:
-            states, info = _advance(states, data, sigma_arr, sigma_dir_arr,
-                                    num_steps=num_adam_steps, adam_only=True, **statics)
-            _check_finite_losses(info.loss, 0, f"{desc}, Adam warm-up")
-        if num_burnin:
-            states, info = _advance(states, data, sigma_arr, sigma_dir_arr,
-                                    num_steps=num_burnin, adam_only=False, **statics)
-            _check_finite_losses(info.loss, num_adam_steps, f"{desc}, burn-in")
-        return states
-
+    algorithm = adammcmc_algorithm(
+        loss_fn, thinning=thinning, num_chains=num_chains, num_burnin=num_burnin,
+        num_adam_steps=num_adam_steps, batch_size=batch_size, stacked_init=stacked_init,
+        optimizer=optimizer, inverse_temperature=inverse_temperature)
+    out = driver.run(
+        algorithm, key, data, units=units, num_epochs=num_samples, chunk=1,
+        hyper=(sigma_arr, sigma_dir_arr), start=params_init, settings=dict(
+            data=data, params_init=params_init, sigma=sigma_arr, sigma_dir=sigma_dir_arr,
+            thinning=thinning, num_burnin=num_burnin, num_adam_steps=num_adam_steps,
+            batch_size=batch_size, num_chains=num_chains,
+            inverse_temperature=float(inverse_temperature)),
+        checkpoint_path=checkpoint_path, progress=progress, desc=desc, holdout=holdout)
+    unravel = ravel_pytree(jax.tree_util.tree_map(
+        lambda a: a[0], _units.first_unit(out.state.position, units)))[1]
+    lead = 1 if units is None else 2  # axes before the sample axis: (chains,) or (U, chains)
     step0 = num_adam_steps + num_burnin
-    holdout = conv.as_holdout(holdout, like=_units.first_unit(data, units))
-    if holdout is not None:
-        held = lambda st: np.asarray(_chain_holdout(
-            st.position, (holdout.x, holdout.c), loss_fn=loss_fn, vmapped=units is not None))
-        first = held(states)
-
-    def step(states, start, n):
-        states, info = _advance(states, data, sigma_arr, sigma_dir_arr, num_steps=thinning,
-                                adam_only=False, **statics)
-        _check_finite_losses(info.loss, step0 + start * thinning, desc, sample=start)
-        pos = _units.vmap_if(flat, units)(states.position)
-        rec = {"position": pos, "acc": info.acceptance_probability.mean(-1),
-               "frac": info.is_accepted.mean(-1), "loss": info.loss[..., -1]}
-        if holdout is not None:
-            rec["holdout"] = held(states)
-        return states, {k: np.expand_dims(np.asarray(v), lead) for k, v in rec.items()}
-
-    sig = resumable.signature(
-        method="adammcmc", key=key, data=data, params_init=params_init, sigma=sigma_arr,
-        sigma_dir=sigma_dir_arr, thinning=thinning, num_burnin=num_burnin,
-        num_adam_steps=num_adam_steps, batch_size=batch_size, num_chains=num_chains,
-        inverse_temperature=float(inverse_temperature), units=units,
-        **conv.holdout_signature(holdout))
-    out = resumable.run_chunks(
-        step, states, num_samples, chunk=1, axis=lead, checkpoint_path=checkpoint_path,
-        signature=sig, progress=progress, prepare=warm_up, unit="sample", desc=desc,
-        postfix=lambda r: {"acc": f"{float(np.mean(r['acc'][..., -1])):.2f}"})
     rec = out.records
 
     def finish(r):
@@ -225,11 +261,11 @@ def sample_adammcmc(
         "thinning": tile(np.asarray(thinning)),
     }
     if holdout is not None:
-        info["holdout_loss"] = finish(rec["holdout"])
+        held = out.holdout_losses  # (…, chains, 1 + S): the start, then every sample
+        info["holdout_loss"] = finish(held[..., 1:])
         steps = step0 + thinning * np.arange(num_samples + 1)
         steps[0] = 0
-        curve = np.concatenate([first.mean(-1)[..., None], rec["holdout"].mean(lead - 1)], -1)
-        info |= conv.holdout_info(steps, curve, units)
+        info |= conv.holdout_info(steps, held.mean(lead - 1), units)
     return PosteriorDraws(jax.device_get(params), "adammcmc", info)
 
 
@@ -268,7 +304,7 @@ def sample_adammcmc_cnf(
     *,
     sigma=0.1,
     sigma_dir=None,
-    num_pretrain_epochs: int = 2501,
+    num_pretrain_epochs: int = 0,
     num_adam_steps: int = 5,
     num_samples: int = 50,
     thinning: int = 1000,
@@ -282,8 +318,9 @@ def sample_adammcmc_cnf(
 ) -> PosteriorDraws:
     """The reference AdamMCMC schedule for a CNF on (x (N, d), c (N, cond_dim)).
 
-    1. Flow-matching pretraining for ``num_pretrain_epochs`` (skipped if ``num_pretrain_epochs``
-       is 0; starts from ``params_init`` or ``field.init``).
+    1. Start at ``params_init`` — the flow-matching pretraining (``training.fit``, 2501 epochs
+       in the reference), done by the caller as the study does — or at ``field.init``.
+       ``num_pretrain_epochs`` is kept for old calls and must be 0.
     2. ``num_adam_steps`` plain Adam steps on L, then sampling with
        L(θ) = −(N/|B|) Σ_B log p_θ(x | c) (exact likelihood through the ODE, λ = 1, flat prior),
        one sample every ``thinning`` steps, no burn-in. σ_dir defaults to P/50.
@@ -291,15 +328,16 @@ def sample_adammcmc_cnf(
     ``holdout`` ((x, c)): the held-out potential N · mean(−log p_θ(x | c)) (N training
     events) of every kept state and its curve (see ``sample_adammcmc``).
 
-    ``key`` splits into (pretraining/init, sampling). Keys (U,) with x (U, N, d), c (U, N, ·),
+    ``key`` splits into (init, sampling). Keys (U,) with x (U, N, d), c (U, N, ·),
     ``params_init`` (U, ...) and σ scalar or (U,) run U units (runs × σ) in one program.
     """
     units = _units.num_units(key)
     x, c = _units.check_xc(field, x, c, units)
     lead = 2 if units is None else 3
-    if not isinstance(num_pretrain_epochs, (int, np.integer)) or num_pretrain_epochs < 0:
+    if not isinstance(num_pretrain_epochs, (int, np.integer)) or num_pretrain_epochs != 0:
         raise ValueError(
-            f"num_pretrain_epochs must be an integer >= 0, got {num_pretrain_epochs!r}")
+            f"num_pretrain_epochs must be 0, got {num_pretrain_epochs!r}: pretrain with "
+            "bayesiamp_jax.training.fit and pass its params as params_init")
     key_pre, key_mcmc = _units.split(key, 2, units)
     params = params_init
     if params is None:
@@ -307,9 +345,6 @@ def sample_adammcmc_cnf(
     else:
         _units.check_leading("params_init", params, units)
         _checks.params_match("params_init", field, params, lead_axes=0 if units is None else 1)
-    if num_pretrain_epochs:
-        params = fit(key_pre, field, x, c, num_pretrain_epochs, batch_size=batch_size,
-                     params=params, progress=progress).state.params
     if sigma_dir is None:
         sigma_dir = field.num_params() / 50.0
     loss_fn = _Scaled(exact_nll_loss_fn(field, solver), float(x.shape[lead - 2]))

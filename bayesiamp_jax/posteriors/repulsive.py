@@ -42,16 +42,18 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from bayesiamp_jax import _checks, _units, resumable
+from bayesiamp_jax import _checks, _units
 from bayesiamp_jax import convergence as conv
 from bayesiamp_jax.flow import SIGMA_MIN
+from bayesiamp_jax.optim import adam, minibatch_indices
+from bayesiamp_jax.posteriors import driver
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
+from bayesiamp_jax.posteriors.driver import Algorithm, bind
 from bayesiamp_jax.posteriors.model import cfm_loss_fn
-from bayesiamp_jax.training import adam, minibatch_indices
 
 __all__ = ["METHOD", "RepulsiveEpochInfo", "RepulsiveState", "build_repulsive_epochs",
            "ensemble_scores", "fit_repulsive", "fit_repulsive_cnf", "init_members", "kde_score",
-           "median_bandwidth"]
+           "median_bandwidth", "repulsive_algorithm"]
 
 METHOD = "repulsive"
 _DEFAULT_OPTIMIZER = adam()
@@ -189,25 +191,53 @@ def init_members(key: jax.Array, init_fn: Callable, num_members: int):
     return jax.vmap(init_fn)(jax.random.split(key, num_members))
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "optimizer", "batch_size", "num_data",
-                                   "prior_scale", "repulsion", "bandwidth", "function_fn",
-                                   "num_epochs", "vmapped"))
-def _rep_chunk(key, state, data, num_active, *, loss_fn, optimizer, batch_size, num_data,
-               prior_scale, repulsion, bandwidth, function_fn, num_epochs, vmapped):
-    """``num_epochs`` (``num_active`` of them active) epochs for one ensemble or U of them."""
+# --- the repulsive ensemble as a driver algorithm (bayesiamp_jax.posteriors.driver) ----------
+# ctx.data: the unit's data; the unit key splits into (member initialisation, training).
+
+
+def _rep_init(key, ctx, start, *, init_fn, num_members, optimizer):
+    def init_one(k):
+        params = init_members(k, init_fn, num_members)
+        return RepulsiveState(params, jax.vmap(optimizer.init)(params), jnp.asarray(0, jnp.int32))
+
+    return jax.jit(init_one)(jax.random.split(key)[0])
+
+
+def _rep_run_epochs(key, state, ctx, num_active, num_epochs, *, loss_fn, optimizer, batch_size,
+                    num_data, prior_scale, repulsion, bandwidth, function_fn):
+    """``num_epochs`` (``num_active`` of them active) epochs of one ensemble."""
     run = build_repulsive_epochs(
         loss_fn, optimizer, batch_size, num_data=num_data, prior_scale=prior_scale,
         repulsion=repulsion, bandwidth=bandwidth, function_fn=function_fn)
-    one = lambda k, st, d: run(k, st, d, num_epochs, num_active)
-    return (jax.vmap(one) if vmapped else one)(key, state, data)
+    state, info = run(jax.random.split(key)[1], state, ctx.data, num_epochs, num_active)
+    return state, {"member_loss": info.member_loss, "bandwidth": info.bandwidth}
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "vmapped"))
-def _rep_holdout(params, batch, key, *, loss_fn, vmapped):
+def _rep_holdout(state, ctx, held, *, loss_fn):
     """Mean over members of the data loss on the held-out batch with the fixed key (common
-    random numbers along the curve): () or (U,)."""
-    one = lambda ps: jnp.mean(jax.vmap(lambda p: loss_fn(key, p, batch))(ps))
-    return (jax.vmap(one) if vmapped else one)(params)
+    random numbers along the curve)."""
+    return jnp.mean(jax.vmap(lambda p: loss_fn(held.key, p, (held.x, held.c)))(state.params))
+
+
+def repulsive_algorithm(init_fn: Callable, loss_fn: Callable, *, num_members: int,
+                        batch_size: int, num_data: float, prior_scale: float | None = 1.0,
+                        repulsion: float = 1.0, bandwidth: float | None = None,
+                        function_fn: Callable | None = None,
+                        optimizer: optax.GradientTransformation | None = None) -> Algorithm:
+    """The repulsive ensemble as a ``driver.Algorithm`` (``fit_repulsive`` runs it); its
+    state's params (M, ...) are the draws."""
+    optimizer = optimizer or _DEFAULT_OPTIMIZER
+    return Algorithm(
+        METHOD, bind(_rep_init, init_fn=init_fn, num_members=num_members, optimizer=optimizer),
+        bind(_rep_run_epochs, loss_fn=loss_fn, optimizer=optimizer, batch_size=batch_size,
+             num_data=num_data, prior_scale=None if prior_scale is None else float(prior_scale),
+             repulsion=float(repulsion), bandwidth=None if bandwidth is None else
+             float(bandwidth), function_fn=function_fn),
+        holdout_loss=bind(_rep_holdout, loss_fn=loss_fn), checked="member_loss",
+        item_axes=("member",), what="a member's mean epoch loss")
+
+
+driver.register("repulsive", repulsive_algorithm)
 
 
 def fit_repulsive(
@@ -292,66 +322,22 @@ def fit_repulsive(
     optimizer = optimizer or _DEFAULT_OPTIMIZER
     data = jax.tree_util.tree_map(jnp.asarray, data)
 
-    key_init, key_train = _units.split(key, 2, units)
-
-    def init_one(k):
-        params = init_members(k, init_fn, num_members)
-        return RepulsiveState(params, jax.vmap(optimizer.init)(params), jnp.asarray(0, jnp.int32))
-
-    state = jax.jit(_units.vmap_if(init_one, units))(key_init)
-    statics = dict(loss_fn=loss_fn, optimizer=optimizer, batch_size=batch_size,
-                   num_data=num_data, prior_scale=None if prior_scale is None else
-                   float(prior_scale), repulsion=float(repulsion),
-                   bandwidth=None if bandwidth is None else float(bandwidth),
-                   function_fn=function_fn, vmapped=units is not None)
-    sig = resumable.signature(
-        method=METHOD, key=key, data=data, num_members=num_members, batch_size=batch_size,
-        num_data=num_data, prior_scale=prior_scale, repulsion=float(repulsion),
-        bandwidth=bandwidth, units=units)
-    chunk_epochs = min(chunk_epochs, num_epochs)
-    holdout = conv.as_holdout(holdout, like=_units.first_unit(data, units))
-    early_stop = conv.check_plateau(early_stop)
-    if early_stop is not None and holdout is None:
-        raise ValueError("early_stop needs a held-out set: pass holdout=(x, c)")
-    every = conv.record_every(holdout_every, chunk_epochs)
-    if holdout is not None:
-        sig |= resumable.signature(**conv.holdout_signature(holdout))
-        held = lambda st: np.asarray(_rep_holdout(st.params, (holdout.x, holdout.c), holdout.key,
-                                                  loss_fn=loss_fn, vmapped=units is not None))
-        first = held(state)
-    desc = "repulsive ensemble" if units is None else f"repulsive ensemble x{units}"
-    axes = ("epoch", "member") if units is None else ("unit", "epoch", "member")
-    order = ("epoch", "member") if units is None else ("epoch", "member", "unit")
-
-    def step(state, start, k):
-        state, info = _rep_chunk(key_train, state, data, jnp.asarray(k, jnp.int32),
-                                 num_epochs=chunk_epochs, **statics)
-        member_loss = np.asarray(info.member_loss)[..., :k, :]
-        resumable.check_finite(desc, member_loss, axes, offsets={"epoch": start}, order=order,
-                               what="a member's mean epoch loss")
-        rec = {"member_loss": member_loss, "bandwidth": np.asarray(info.bandwidth)[..., :k]}
-        if holdout is not None:
-            rec |= {"holdout": held(state)[..., None],
-                    "holdout_epoch": np.full(np.shape(rec["bandwidth"])[:-1] + (1,), start + k)}
-        return state, rec
-
-    def curve(records):
-        return np.concatenate([first[..., None], records["holdout"]], axis=-1)
-
-    out = resumable.run_chunks(
-        step, state, num_epochs, chunk=chunk_epochs if holdout is None else every, axis=axis,
-        checkpoint_path=checkpoint_path, signature=sig, progress=progress, unit="epoch",
-        desc=desc,
-        postfix=lambda r: {"loss": f"{float(np.mean(r['member_loss'][..., -1, :])):.4f}"},
-        until=None if early_stop is None else
-        lambda r: conv.plateau_reached(curve(r), early_stop))
+    algorithm = repulsive_algorithm(
+        init_fn, loss_fn, num_members=num_members, batch_size=batch_size, num_data=num_data,
+        prior_scale=prior_scale, repulsion=repulsion, bandwidth=bandwidth,
+        function_fn=function_fn, optimizer=optimizer)
+    out = driver.run(
+        algorithm, key, data, units=units, num_epochs=num_epochs, chunk=chunk_epochs,
+        settings=dict(data=data, num_members=num_members, batch_size=batch_size,
+                      num_data=num_data, prior_scale=prior_scale, repulsion=float(repulsion),
+                      bandwidth=bandwidth),
+        checkpoint_path=checkpoint_path, progress=progress,
+        desc="repulsive ensemble" if units is None else f"repulsive ensemble x{units}",
+        holdout=holdout, holdout_every=holdout_every, early_stop=early_stop)
     member_loss = out.records["member_loss"]
     info = {"member_loss": member_loss, "losses": member_loss.mean(axis=-1),
             "loss": member_loss[..., -1, :], "bandwidth": out.records["bandwidth"]}
-    if holdout is not None:
-        done = np.asarray(out.records["holdout_epoch"])
-        epochs = np.concatenate([[0], done if units is None else done[0]]).astype(np.int64)
-        info |= conv.holdout_info(epochs, curve(out.records), units)
+    info |= conv.holdout_info(out.holdout_epochs, out.holdout_losses, units)
     return PosteriorDraws(jax.device_get(out.state.params), METHOD, info)
 
 

@@ -33,16 +33,18 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer import SVI, TraceMeanField_ELBO
 from numpyro.optim import optax_to_numpyro
 
-from bayesiamp_jax import _checks, _units, resumable
+from bayesiamp_jax import _checks, _units
 from bayesiamp_jax import convergence as conv
 from bayesiamp_jax.flow import SIGMA_MIN
+from bayesiamp_jax.optim import adam, minibatch_indices
+from bayesiamp_jax.posteriors import driver
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
+from bayesiamp_jax.posteriors.driver import Algorithm, bind
 from bayesiamp_jax.posteriors.model import SITE, build_weight_model, cfm_loss_fn, weight_space
-from bayesiamp_jax.training import adam, minibatch_indices
 
 __all__ = ["KL_NORMALISATIONS", "VIResult", "VIState", "build_svi", "build_vi_runner",
            "fit_vi", "fit_vi_cnf", "guide_loc_scale", "init_guide_params", "init_vi_state",
-           "kl_site_scale", "sample_vi"]
+           "kl_site_scale", "sample_vi", "vi_algorithm"]
 
 KL_NORMALISATIONS = ("reference", "total")
 LOC, RHO = f"{SITE}_loc", f"{SITE}_rho"
@@ -213,49 +215,77 @@ def _vi_init(key_init, key_svi, params_init, first, init_loc_scale, init_rho, *,
     return (jax.vmap(one) if vmapped else one)(key_init, key_svi, params_init, first)
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "prior_scale", "optimizer", "batch_size",
-                                   "num_epochs", "vmapped"))
-def _vi_chunk(key, state, data, site_scale, template, num_active, *, loss_fn, prior_scale,
-              optimizer, batch_size, num_epochs, vmapped):
-    """``num_epochs`` (``num_active`` of them active) VI epochs for one unit or U units."""
+HOLDOUT_DRAWS = 4  # weight draws of the held-out expected loss
+
+
+# --- VI as a driver algorithm (bayesiamp_jax.posteriors.driver) ------------------------------
+# ctx.data: the unit's data; ctx.hyper: its (P,) KL site scale; ctx.shared: the params template;
+# start: the unit's params_init. The unit key splits into (guide init, SVI state, epochs).
+
+
+def _vi_alg_init(key, ctx, start, *, loss_fn, prior_scale, optimizer, batch_size,
+                 init_loc_scale, init_rho, init_loc_from_params):
+    key_init, key_svi, _ = jax.random.split(key, 3)
+    first = jax.tree_util.tree_map(lambda a: a[:batch_size], ctx.data)
+    return _vi_init(key_init, key_svi, start, first, init_loc_scale, init_rho, loss_fn=loss_fn,
+                    prior_scale=prior_scale, optimizer=optimizer, batch_size=batch_size,
+                    init_loc_from_params=init_loc_from_params, vmapped=False)
+
+
+def _vi_run_epochs(key, state, ctx, num_active, num_epochs, *, loss_fn, prior_scale, optimizer,
+                   batch_size):
+    """``num_epochs`` (``num_active`` of them active) VI epochs of one unit."""
+    template = ctx.shared
     svi = build_svi(template, loss_fn, prior_scale=prior_scale, optimizer=optimizer)
     # SVI.update needs the transforms that SVI.init records; trace init abstractly for them.
     one_batch = jax.tree_util.tree_map(
-        lambda a: a[0, :batch_size] if vmapped else a[:batch_size], data)
+        lambda a: jax.ShapeDtypeStruct((batch_size,) + a.shape[1:], a.dtype), ctx.data)
     p = weight_space(template).num_params
     jax.eval_shape(lambda k, b: svi.init(k, b, jnp.ones(p), init_params={
         LOC: jnp.zeros(p), RHO: jnp.zeros(p)}), jax.random.key(0), one_batch)
     run = build_vi_runner(svi, batch_size)
-    one = lambda k, st, d, ss: run(k, st, d, ss, num_epochs, num_active)
-    return (jax.vmap(one) if vmapped else one)(key, state, data, site_scale)
+    state, losses = run(jax.random.split(key, 3)[2], state, ctx.data, ctx.hyper, num_epochs,
+                        num_active)
+    return state, {"loss": losses}
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "prior_scale", "vmapped"))
-def _vi_loc_scale(state, template, *, loss_fn, prior_scale, vmapped):
-    svi = build_svi(template, loss_fn, prior_scale=prior_scale)
-    one = lambda st: guide_loc_scale(svi, st, template)
-    return (jax.vmap(one) if vmapped else one)(state)
+def _vi_finish(state, ctx, *, loss_fn, prior_scale):
+    """(loc, scale) of the guide as params pytrees."""
+    svi = build_svi(ctx.shared, loss_fn, prior_scale=prior_scale)
+    return guide_loc_scale(svi, state, ctx.shared)
 
 
-HOLDOUT_DRAWS = 4  # weight draws of the held-out expected loss
-
-
-@partial(jax.jit, static_argnames=("loss_fn", "prior_scale", "num_draws", "vmapped"))
-def _vi_holdout(state, template, batch, key, *, loss_fn, prior_scale, num_draws, vmapped):
+def _vi_holdout(state, ctx, held, *, loss_fn, prior_scale, num_draws):
     """E_q[loss(θ; held-out batch)] by ``num_draws`` draws θ = μ + σ ε with ε and the loss key
-    fixed by ``key`` (common random numbers along the curve): () or (U,)."""
-    svi = build_svi(template, loss_fn, prior_scale=prior_scale)
-    space = weight_space(template)
-    k_eps, k_loss = jax.random.split(key)
+    fixed by the held-out key (common random numbers along the curve)."""
+    svi = build_svi(ctx.shared, loss_fn, prior_scale=prior_scale)
+    space = weight_space(ctx.shared)
+    k_eps, k_loss = jax.random.split(held.key)
     eps = jax.random.normal(k_eps, (num_draws, space.num_params))
+    params = svi.optim.get_params(state.svi_state.optim_state)
+    loc, scale = params[LOC], jax.nn.softplus(params[RHO])
+    return jnp.mean(jax.vmap(lambda e: loss_fn(k_loss, space.unravel(loc + scale * e),
+                                               (held.x, held.c)))(eps))
 
-    def one(st):
-        params = svi.optim.get_params(st.svi_state.optim_state)
-        loc, scale = params[LOC], jax.nn.softplus(params[RHO])
-        return jnp.mean(jax.vmap(lambda e: loss_fn(k_loss, space.unravel(loc + scale * e),
-                                                   batch))(eps))
 
-    return (jax.vmap(one) if vmapped else one)(state)
+def vi_algorithm(loss_fn: Callable, *, batch_size: int, prior_scale: float = 1.0,
+                 optimizer: optax.GradientTransformation | None = None,
+                 init_loc_scale: float = 0.1, init_rho: float = -3.0,
+                 init_loc_from_params: bool = False) -> Algorithm:
+    """Mean-field VI as a ``driver.Algorithm`` (``fit_vi`` runs it): data the unit's data,
+    hyper its KL site scale (``kl_site_scale``), shared the params template, start the
+    unit's ``params_init``; ``finish`` gives (loc, scale)."""
+    statics = dict(loss_fn=loss_fn, prior_scale=float(prior_scale))
+    return Algorithm(
+        "vi", bind(_vi_alg_init, optimizer=optimizer, batch_size=batch_size,
+                   init_loc_scale=float(init_loc_scale), init_rho=float(init_rho),
+                   init_loc_from_params=bool(init_loc_from_params), **statics),
+        bind(_vi_run_epochs, optimizer=optimizer, batch_size=batch_size, **statics),
+        finish=bind(_vi_finish, **statics),
+        holdout_loss=bind(_vi_holdout, num_draws=HOLDOUT_DRAWS, **statics))
+
+
+driver.register("vi", vi_algorithm)
 
 
 def fit_vi(
@@ -339,71 +369,26 @@ def fit_vi(
             _checks.finite(f"data leaf {i}", leaf)
     template = _units.first_unit(params_init, units)
 
-    statics = dict(loss_fn=loss_fn, prior_scale=float(prior_scale), optimizer=optimizer,
-                   batch_size=batch_size)
-    vmapped = units is not None
-    key_init, key_svi, key_run = _units.split(key, 3, units)
-    first = jax.tree_util.tree_map(
-        lambda a: a[:, :batch_size] if vmapped else a[:batch_size], data)
-    state = _vi_init(key_init, key_svi, params_init, first, float(init_loc_scale),
-                     float(init_rho), init_loc_from_params=bool(init_loc_from_params),
-                     vmapped=vmapped, **statics)
     site_scale = _units.vmap_if(
         lambda k: kl_site_scale(template, k, batch_size, kl_normalisation), units)(kl_arr)
-    sig = resumable.signature(
-        method="vi", key=key, data=data, params_init=params_init, kl_weight=kl_arr,
-        kl_normalisation=kl_normalisation, batch_size=batch_size, prior_scale=float(prior_scale),
-        init_loc_scale=float(init_loc_scale), init_rho=float(init_rho),
-        init_loc_from_params=bool(init_loc_from_params), units=units)
-    chunk_epochs = min(chunk_epochs, num_epochs)
-    holdout = conv.as_holdout(holdout, like=_units.first_unit(data, units))
-    early_stop = conv.check_plateau(early_stop)
-    if early_stop is not None and holdout is None:
-        raise ValueError("early_stop needs a held-out set: pass holdout=(x, c)")
-    every = conv.record_every(holdout_every, chunk_epochs)
-    if holdout is not None:
-        sig |= resumable.signature(**conv.holdout_signature(holdout))
-        held = lambda st: np.asarray(_vi_holdout(
-            st, template, (holdout.x, holdout.c), holdout.key, loss_fn=loss_fn,
-            prior_scale=float(prior_scale), num_draws=HOLDOUT_DRAWS, vmapped=vmapped))
-        first = held(state)
     desc = f"VI k={float(kl):g}" if kl.ndim == 0 else "VI"
     desc = desc if units is None else f"{desc} x{units} units"
-    axes = ("epoch",) if units is None else ("unit", "epoch")
-
-    def step(state, start, n):
-        state, losses = _vi_chunk(key_run, state, data, site_scale, template,
-                                  jnp.asarray(n, jnp.int32), num_epochs=chunk_epochs,
-                                  vmapped=vmapped, **statics)
-        losses = np.asarray(losses)[..., :n]
-        resumable.check_finite(desc, losses, axes, offsets={"epoch": start}, order=axes[::-1],
-                               what="the mean epoch loss")
-        if holdout is None:
-            return state, {"loss": losses}
-        return state, {"loss": losses, "holdout": held(state)[..., None],
-                       "holdout_epoch": np.full(np.shape(losses)[:-1] + (1,), start + n)}
-
-    def curve(records):
-        return np.concatenate([first[..., None], records["holdout"]], axis=-1)
-
-    out = resumable.run_chunks(
-        step, state, num_epochs, chunk=chunk_epochs if holdout is None else every,
-        axis=0 if units is None else 1, checkpoint_path=checkpoint_path, signature=sig,
-        progress=progress, desc=desc, unit="epoch",
-        postfix=lambda r: {"loss": f"{np.mean(r['loss'][..., -1]):.4f}"}
-        | ({} if holdout is None else {"held-out": f"{np.mean(r['holdout'][..., -1]):.4f}"}),
-        until=None if early_stop is None else
-        lambda r: conv.plateau_reached(curve(r), early_stop))
-    loc, scale = _vi_loc_scale(out.state, template, loss_fn=loss_fn,
-                               prior_scale=float(prior_scale), vmapped=vmapped)
+    algorithm = vi_algorithm(loss_fn, batch_size=batch_size, prior_scale=prior_scale,
+                             optimizer=optimizer, init_loc_scale=init_loc_scale,
+                             init_rho=init_rho, init_loc_from_params=init_loc_from_params)
+    out = driver.run(
+        algorithm, key, data, units=units, num_epochs=num_epochs, chunk=chunk_epochs,
+        hyper=site_scale, shared=template, start=params_init, settings=dict(
+            data=data, params_init=params_init, kl_weight=kl_arr,
+            kl_normalisation=kl_normalisation, batch_size=batch_size,
+            prior_scale=float(prior_scale), init_loc_scale=float(init_loc_scale),
+            init_rho=float(init_rho), init_loc_from_params=bool(init_loc_from_params)),
+        checkpoint_path=checkpoint_path, progress=progress, desc=desc, holdout=holdout,
+        holdout_every=holdout_every, early_stop=early_stop)
+    loc, scale = out.finished
     kl_out = float(kl) if units is None else np.asarray(kl_arr)
-    curve_epochs = curve_losses = None
-    if holdout is not None:
-        done = np.asarray(out.records["holdout_epoch"])
-        curve_epochs = np.concatenate([[0], done if units is None else done[0]]).astype(np.int64)
-        curve_losses = curve(out.records)
     return VIResult(loc, scale, np.asarray(out.records["loss"]), out.state, kl_out,
-                    kl_normalisation, curve_epochs, curve_losses)
+                    kl_normalisation, out.holdout_epochs, out.holdout_losses)
 
 
 @partial(jax.jit, static_argnames=("num_draws", "vmapped"))
