@@ -70,6 +70,7 @@ ADAPTIVE_EVALS_PER_STEP = 10  # an adaptive solver: a guess of evaluations per "
 # training stage's chunk and its held-out loss; per evaluated label one generation program per
 # histogram group, plus the marginals' and the classifier test's
 TRAIN_PROGRAMS = 2
+PROBE_STEPS = 8  # optimiser steps per timed call of the probe
 EVALUATE_PROGRAMS = 2
 TIMING_KEYS = {"deterministic": "deterministic", "vi": "train_vi", "adammcmc": "train_adammcmc",
                "nuts": "train_nuts", "repulsive": "train_repulsive", "evaluate": "evaluate"}
@@ -103,10 +104,15 @@ def probe(field, points: int = 4096, repeats: int = 3, batch_size: int = 1000) -
     opt = bj.training.adam()
 
     @jax.jit
-    def grad(p, k):  # one optimiser step of flow matching on one mini-batch
-        g = jax.grad(lambda q: bj.flow.cfm_loss(k, field, q, x, c[:batch]))(p)
-        updates, _ = opt.update(g, opt.init(p), p)
-        return optax.apply_updates(p, updates)
+    def grad(p, k):  # PROBE_STEPS optimiser steps of flow matching, a compiled loop like the
+        def one(carry, k):  # trainers' (one step per call would add a dispatch each)
+            p, s = carry
+            g = jax.grad(lambda q: bj.flow.cfm_loss(k, field, q, x, c[:batch]))(p)
+            updates, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, updates), s), None
+
+        (p, _), _ = jax.lax.scan(one, (p, opt.init(p)), jax.random.split(k, PROBE_STEPS))
+        return p
 
     compile_s = []
 
@@ -123,7 +129,7 @@ def probe(field, points: int = 4096, repeats: int = 3, batch_size: int = 1000) -
         return float(np.median(ts))
 
     field_eval = typical(decode, params, z, c) / (points * steps * 4)
-    step = typical(grad, params, jax.random.key(2)) / batch
+    step = typical(grad, params, jax.random.key(2)) / (batch * PROBE_STEPS)
     platform = jax.devices()[0].platform
     return {"field_eval": field_eval, "train_point_step": step,
             "compile": float(np.mean(compile_s)),
