@@ -126,7 +126,8 @@ def test_non_finite_loss_names_epoch_member_and_unit(setup):
     bad = ys.at[1, 3, 0].set(jnp.inf)
     with pytest.raises(FloatingPointError, match=r"^deep ensemble x2: a member's mean epoch loss "
                        r"is non-finite \(NaN or inf\) at epoch 0, member 0, unit 1 "):
-        driver.run(algorithm, keys, (xs, bad), units=2, num_epochs=3, progress=False)
+        driver.run(algorithm, keys, (xs, bad), units=2, num_epochs=30, chunk=10,
+                   progress=False)  # the program of the first test
 
 
 @pytest.mark.parametrize(("kw", "message"), [
