@@ -141,3 +141,16 @@ def test_bad_arguments_are_one_line_errors(setup, kw, message):
     kw = dict(num_epochs=2, progress=False) | kw
     with pytest.raises(ValueError, match=message):
         driver.run(algorithm, keys, (xs, ys), **kw)
+
+
+def test_registry_holds_every_algorithm_and_refuses_a_second_owner(example):
+    from bayesiamp_jax import training  # noqa: F401 - registers flow matching
+    from bayesiamp_jax.posteriors import adammcmc_run, repulsive, vi
+
+    assert driver.ALGORITHMS["vi"] is vi.vi_algorithm
+    assert driver.ALGORITHMS["repulsive"] is repulsive.repulsive_algorithm
+    assert driver.ALGORITHMS["adammcmc"] is adammcmc_run.adammcmc_algorithm
+    assert driver.ALGORITHMS["flow matching"] is training.flow_matching
+    with pytest.raises(ValueError, match="name 'vi' is already registered"):
+        driver.register("vi", example["deep_ensemble"])
+    assert driver.ALGORITHMS["vi"] is vi.vi_algorithm
