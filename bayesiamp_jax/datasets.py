@@ -11,8 +11,10 @@ From a file: ``load_npz`` reads an ``.npz`` with arrays ``x`` (N, d) and optiona
 (N, k) or (N,); a second file from the same distribution is the reference sample.
 
 A ``Problem`` bundles what the evaluation needs: the observable, the truth (exact ``marginals``
-or a ``reference`` sample) and the conditions to generate with; ``Problem.binning(n)`` is the
-n-per-value quantile grid of the study.
+or a ``reference`` sample), the conditions to generate with and, optionally, held-out events;
+``Problem.binning(n)`` is the n-per-value quantile grid of the study. It is the ``problem``
+argument of ``evaluation.evaluate(key, field, draws, problem, plan, num_train=…)``; this module
+and ``bayesiamp_jax.binning`` sit below the evaluation (neither imports it).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import scipy.stats
 
 from bayesiamp_jax import _checks, data, observables, preprocessing
-from bayesiamp_jax.evaluation.binning import (
+from bayesiamp_jax.binning import (
     Binning,
     exact_quantile_binning,
     quantile_binning,
@@ -203,6 +205,8 @@ class Problem(NamedTuple):
     transform: ``preprocessing.Preprocessing`` of the space the flow generates in (None: the
         flow generates physical events); reference and sampler events stay physical, and
         ``flow_observable`` is what generation bins.
+    holdout: events of the same law never trained on (a ``Sample``), or None; carried for the
+        held-out checks of a study (``evaluate`` does not use them).
     """
 
     observable: object
@@ -213,6 +217,7 @@ class Problem(NamedTuple):
     sampler: object = None
     values: np.ndarray | None = None
     transform: object = None
+    holdout: Sample | None = None
 
     @property
     def flow_observable(self):

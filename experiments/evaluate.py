@@ -13,10 +13,13 @@ With several processes every one calls the library for every label (the generati
 results, process I > 0 keeps its generation checkpoints in ``process<I>/histograms/<label>/``
 (removed when the label is done).
 
-Damaged caches are recomputed: a missing or damaged draws file of a finished training stage is
-trained again first (``experiments.train.repair_draws``), a damaged ``histograms/<label>/*.npz``
-is deleted with the label's histograms and the label evaluated again, each with a warning naming
-the file.
+The evaluation never trains: a missing or damaged draws file of a finished training stage is
+trained again by the study runner before this stage (``experiments.paper`` calls
+``experiments.train.repair_draws``); here it is the stage's one-line error. A damaged
+``histograms/<label>/*.npz`` is deleted with the label's histograms and the label evaluated
+again, with a warning naming the file. The sampler diagnostics and the held-out check use the
+histograms the library call returns (``result.histograms``); the files are for the figures and
+for resuming.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from experiments.data import field_from_config, load_holdout, problem_from_confi
 from experiments.holdout import MIN_PER_CELL, classifier_summary, holdout_summary
 from experiments.report import converged
 from experiments.stages import StudyError, read_json
-from experiments.train import load_run_draws, repair_draws
+from experiments.train import load_run_draws
 
 CLOSURE_REPEATS = 100
 
@@ -68,15 +71,15 @@ def label_fingerprint(cfg, train_fingerprint: str) -> str:
     return cfgmod.fingerprint(train_fingerprint, cfg.evaluation)
 
 
-def _load_runs(study, method: str, label: str, progress: bool) -> list:
-    """The draws of every run of ``label``; missing or damaged ones are trained again first."""
-    runs = range(study.cfg.num_runs)
-    try:
-        return [load_run_draws(study, label, r) for r in runs]
-    except (DamagedFileError, FileNotFoundError):
-        if not repair_draws(study, method, progress):
-            raise
-    return [load_run_draws(study, label, r) for r in runs]
+def evaluation_plan(cfg) -> ev.Plan:
+    """The library's ``evaluation.Plan`` of the study's ``evaluation`` settings."""
+    e = cfg.evaluation
+    return ev.Plan(
+        calibration_bins=calibration_bins(cfg), num_samples=e.calib_samples,
+        scaled_bins=sorted(e.scaled_bins) if e.scaled else (), samples_per_cell=e.scaled_factor,
+        shared_sample=e.scaled_shared, fit_bins=list(e.fit_bins),
+        solver=Solver(e.solver, num_steps=e.solver_steps), chunk_size=e.chunk_size,
+        closure_repeats=CLOSURE_REPEATS, differential_samples=e.differential_samples)
 
 
 def evaluate_label(study, method: str, label: str, hyper, fingerprint: str,
@@ -103,41 +106,30 @@ def _evaluate_label(study, method, label, hyper, fingerprint, progress):
     main = distributed.is_main()
     output_dir = histograms_dir(study, label) if main else (
         distributed.scratch_dir(study.outdir) / "histograms" / label)
-    runs = _load_runs(study, method, label, progress)
+    runs = [load_run_draws(study, label, r) for r in range(cfg.num_runs)]
     sizes = {d.num_draws for d in runs}
     if len(sizes) != 1:
         raise ValueError(f"{label}: runs have different numbers of draws {sorted(sizes)}")
-    problem = problem_from_config(cfg)
-    result = ev.evaluate(
-        evaluation_key(cfg), field_from_config(cfg), runs, cfg.data.num_train,
-        calibration_bins=calibration_bins(cfg), num_samples=e.calib_samples,
-        scaled_bins=sorted(e.scaled_bins) if e.scaled else (), samples_per_cell=e.scaled_factor,
-        shared_sample=e.scaled_shared,
-        fit_bins=list(e.fit_bins), c=cfg.data.r_mean if problem.ring else problem.condition,
-        observable=None if problem.ring else problem.flow_observable,  # physical quantities
-        binning=None if problem.ring else problem.binning,
-        truth_sampler=(problem.truth_sampler if problem.sampler is not None
-                       and e.differential_samples else None),
-        differential_samples=max(e.differential_samples, 2),
-        solver=Solver(e.solver, num_steps=e.solver_steps), chunk_size=e.chunk_size,
-        closure_repeats=CLOSURE_REPEATS, progress=progress, output_dir=output_dir)
+    problem = problem_from_config(cfg)._replace(holdout=load_holdout(study))
+    result = ev.evaluate(evaluation_key(cfg), field_from_config(cfg), runs, problem,
+                         evaluation_plan(cfg), num_train=cfg.data.num_train, progress=progress,
+                         output_dir=output_dir)
     if not main:
         shutil.rmtree(output_dir, ignore_errors=True)
         return None
     summary = {"method": method, "hyper": hyper, "num_runs": cfg.num_runs,
                "num_draws": runs[0].num_draws}
     summary |= ev.summarise(result, deviation_bins=e.deviation_bins)
-    same = ev.load_histograms(histograms_path(study, label, "same_noise"))
+    same = result.histograms["same_noise"]  # the raw histograms, not read back from disk
     fractions = {binning_key(b): f for b, f in zip(same.binnings, same.fractions, strict=True)
                  if b.shape[0] in e.calib_bins}
     summary["diagnostics"] = draws_diagnostics(runs, fractions)
     # the MAD a perfectly calibrated ensemble reaches with this S, R and number of cells
     summary["mad_floor"] = {n: mad_floor(runs[0].num_draws, cfg.num_runs, key_cells(n)).mean
                             for n in summary["mad"] if n.isdigit() and int(n) in e.calib_bins}
-    held_out = load_holdout(study)
+    held_out = problem.holdout
     if held_out is not None:  # the calibration checked on events never trained on
-        scaled_file = histograms_path(study, label, "scaled")
-        scaled = ev.load_histograms(scaled_file) if scaled_file.is_file() else None
+        scaled = result.histograms.get("scaled")
         summary["holdout"] = holdout_summary(same, scaled, problem, held_out, summary,
                                              e.holdout_alpha)
         if e.classifier_events:  # a check that sees every dimension, not only the histograms
@@ -153,7 +145,7 @@ def _evaluate_label(study, method, label, hyper, fingerprint, progress):
     from experiments.marginals import marginals_summary  # generated vs reference, 1-D
     summary["marginals"] = marginals_summary(
         purpose_key(cfg.seed, 0, "marginals"), field_from_config(cfg), runs, problem, held_out,
-        c=cfg.data.r_mean if problem.ring else problem.condition,
+        c=problem.condition,
         solver=Solver(e.solver, num_steps=e.solver_steps))
     summary["fingerprint"] = fingerprint
     atomic_write_json(results_path(study, label), summary)

@@ -171,6 +171,11 @@ def _run_stages(cfg, outdir, chosen, only, methods, progress) -> Study:
         return study
     units = [(m, label, h, evaluate.label_fingerprint(cfg, fp[f"train_{m}"]))
              for m, label, h in grid]
+    if not study.is_done("evaluate", fp["evaluate"]):
+        # the evaluation never trains: draws of a finished training stage that are missing or
+        # damaged are trained again (each unit with its own key) before it
+        for m in chosen:
+            train.repair_draws(study, m, progress)
     # labels keep their own fingerprints, so a changed selection re-evaluates only what changed
     stage("evaluate", fp["evaluate"], lambda: evaluate.evaluate_all(study, units, progress))
     if only == "evaluate":

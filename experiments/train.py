@@ -12,9 +12,10 @@ library call (``fit_vi_cnf`` + ``sample_vi`` with ``purpose_key(seed, run, label
 ``sample_adammcmc_cnf(..., num_pretrain_epochs=0, params_init=<deterministic params of the run>)``,
 ``fit_repulsive_cnf``), so a unit equals the one-call API.
 
-A damaged draws file (truncated, garbage) is a cache miss: the stage (or the evaluation, which
-``repair_draws`` before it reads them) deletes it with a warning naming it and trains that unit
-again with its own key, so the numbers equal an undamaged study's. A non-finite loss of a
+A damaged draws file (truncated, garbage) is a cache miss: the stage (or, for a finished stage,
+``repair_draws``, which ``experiments.paper`` calls before the evaluation) deletes it with a
+warning naming it and trains that unit again with its own key, so the numbers equal an
+undamaged study's. A non-finite loss of a
 library call is a one-line ``StudyError`` naming the stage, label, run and epoch
 (``experiments.stages.naming_units``).
 

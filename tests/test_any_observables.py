@@ -48,11 +48,12 @@ def test_truth_ensemble_of_any_observable(case):
         return ev.exact_quantile_binning(n, marginals, names)
 
     params = {"theta": jnp.zeros((RUNS, DRAWS))}
-    res = ev.evaluate(jax.random.key(3), Identity3(), params, 1000,
-                      calibration_bins=(2,), num_samples=4000, scaled_bins=scaled,
-                      samples_per_cell=PER_CELL, fit_bins=None, has_run_axis=True,
-                      solver=bj.Solver("rk4", num_steps=1), observable=obs, binning=binning,
-                      progress=False)
+    problem = bj.datasets.Problem(obs, marginals, condition=bj.data.DEFAULT_R_MEAN)
+    plan = ev.Plan(calibration_bins=(2,), num_samples=4000, scaled_bins=scaled,
+                   samples_per_cell=PER_CELL, fit_bins=None,
+                   solver=bj.Solver("rk4", num_steps=1))
+    res = ev.evaluate(jax.random.key(3), Identity3(), params, problem, plan, num_train=1000,
+                      has_run_axis=True, progress=False)
     k = len(names)
     for n in scaled:
         r = res.scaled[binning(n).label]

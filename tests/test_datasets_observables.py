@@ -211,9 +211,9 @@ def _morph_draws(draws=6):
 
 GENERAL_RING = datasets.Problem(observables.Polar(),
                                 (datasets.ring_radius(), datasets.uniform_angle()), condition=4.0)
-EVAL_KW = dict(calibration_bins=(3, 4), num_samples=600, scaled_bins=(2, 3, 4),
-               samples_per_cell=30, fit_bins=None, chunk_size=256, closure_repeats=5,
-               progress=False)
+EVAL_PLAN = ev.Plan(calibration_bins=(3, 4), num_samples=600, scaled_bins=(2, 3, 4),
+                    samples_per_cell=30, fit_bins=None, chunk_size=256, closure_repeats=5,
+                    differential_samples=0)
 
 
 def _same_results(a, b):
@@ -244,9 +244,10 @@ def test_general_ring_binning_equals_the_paper_grid():
 def test_ring_through_the_general_path_equals_the_ring_path():
     field, draws = GaussianMorphField(), _morph_draws()
     key = jax.random.key(30)
-    default = ev.evaluate(key, field, draws, 1000, **EVAL_KW)
-    general = ev.evaluate(key, field, draws, 1000, observable=observables.Polar(),
-                          binning=GENERAL_RING.binning, **EVAL_KW)
+    default = ev.evaluate(key, field, draws, datasets.ring_problem(4.0), EVAL_PLAN,
+                          num_train=1000, progress=False)
+    general = ev.evaluate(key, field, draws, GENERAL_RING, EVAL_PLAN, num_train=1000,
+                          progress=False)
     _same_results(default, general)
     # the counts themselves, default int binnings against the general binnings
     ring = ev.histogram_same_noise(key, field, draws, [3, 4], 600, chunk_size=256,
@@ -288,9 +289,11 @@ def test_per_point_conditions_equal_to_the_scalar_give_the_same_histograms(tiny_
 def test_evaluate_with_per_point_conditions_equals_scalar():
     field, draws = GaussianMorphField(), _morph_draws()
     key = jax.random.key(32)
-    kw = dict(EVAL_KW, binning=GENERAL_RING.binning, observable=observables.Polar())
-    _same_results(ev.evaluate(key, field, draws, 1000, c=4.0, **kw),
-                  ev.evaluate(key, field, draws, 1000, c=np.full((5, 1), 4.0), **kw))
+    per_point = GENERAL_RING._replace(condition=np.full((5, 1), 4.0))
+    _same_results(ev.evaluate(key, field, draws, GENERAL_RING, EVAL_PLAN, num_train=1000,
+                              progress=False),
+                  ev.evaluate(key, field, draws, per_point, EVAL_PLAN, num_train=1000,
+                              progress=False))
 
 
 # ------------------------------------------------------------- f. the shell's sampler, density

@@ -19,7 +19,7 @@ from test_evaluation_generate import (  # noqa: E402
     rk4_scale,
 )
 
-from bayesiamp_jax import data  # noqa: E402
+from bayesiamp_jax import data, datasets  # noqa: E402
 from bayesiamp_jax import evaluation as ev  # noqa: E402
 from bayesiamp_jax.posteriors import PosteriorDraws  # noqa: E402
 
@@ -34,12 +34,11 @@ def evaluated(tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluation")
     runs = [PosteriorDraws({"theta": np.full((DRAWS,), THETA, np.float32)}, "fixed", {})
             for _ in range(RUNS)]
-    result = ev.evaluate(
-        jax.random.key(7), ScaleField(), runs, N_TRAIN, calibration_bins=SAME_BINS,
-        num_samples=2500, scaled_bins=SCALED_BINS, samples_per_cell=PER_CELL,
-        fit_bins=SCALED_BINS, chunk_size=CHUNK, closure_repeats=50, progress=False,
-        output_dir=out,
-    )
+    plan = ev.Plan(calibration_bins=SAME_BINS, num_samples=2500, scaled_bins=SCALED_BINS,
+                   samples_per_cell=PER_CELL, fit_bins=SCALED_BINS, chunk_size=CHUNK,
+                   closure_repeats=50, differential_samples=0)
+    result = ev.evaluate(jax.random.key(7), ScaleField(), runs, datasets.ring_problem(), plan,
+                         num_train=N_TRAIN, progress=False, output_dir=out)
     return result, out
 
 
@@ -82,6 +81,14 @@ def test_saved_histograms_reproduce_the_results(evaluated):
     again = ev.analyse_saved(jax.random.key(7), same, scaled, N_TRAIN, fit_bins=SCALED_BINS,
                              closure_repeats=50)
     assert json.dumps(ev.to_dict(again)) == json.dumps(ev.to_dict(result))
+    # the result carries the very histograms the files hold: nothing to read back in a run
+    for name, saved in (("same_noise", same), ("scaled", scaled)):
+        held = result.histograms[name]
+        assert held.mode == saved.mode and held.num_samples == saved.num_samples
+        for a, b in zip(held.counts, saved.counts, strict=True):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(held.fractions, saved.fractions, strict=True):
+            np.testing.assert_array_equal(a, b)
     loaded = ev.load_results(out / "results.json")
     assert loaded["n_eq"]["10"] == pytest.approx(result.scaled["10x10"].amplification.n_eq.tolist())
     assert loaded["fit"]["b"] == pytest.approx(float(result.fit.b))
@@ -195,3 +202,28 @@ def test_figures_draw_undetermined_errors_and_held_out_pulls():
     (stairs,) = [p for p in fig.axes[0].patches if hasattr(p, "get_data")]
     dens, e = stairs.get_data()[:2]
     assert np.sum(dens * np.diff(e)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("plan, match", [
+    (ev.Plan(num_samples=0), r"^plan.num_samples must be a positive integer, got 0$"),
+    (ev.Plan(calibration_bins=(3, 0)), r"^plan.calibration_bins must hold positive ints n or "
+                                       r"Binnings, got 0$"),
+    (ev.Plan(scaled_bins=(2, 4), fit_bins=(2, 3)), r"^plan.fit_bins=\[2, 3\]: \[3\] are not "
+                                                   r"among the evaluated binnings n = \[2, 4\]$"),
+    (ev.Plan(differential_samples=1), r"^plan.differential_samples must be 0 \(off\) or"),
+    (ev.Plan(solver="rk4"), r"^plan.solver must be an integrate.Solver, got 'rk4'$"),
+    (ev.Plan(levels=(0.5, 1.5)), r"^plan.levels must be a non-empty 1-D array in \[0, 1\]"),
+    (ev.Plan(shared_sample="yes"), r"^plan.shared_sample must be True or False, got 'yes'$"),
+])
+def test_a_bad_plan_is_a_one_line_error_naming_the_field(plan, match):
+    with pytest.raises(ValueError, match=match):
+        ev.evaluate(jax.random.key(0), ScaleField(), {"theta": np.zeros(2, np.float32)},
+                    datasets.ring_problem(), plan, num_train=10, progress=False)
+
+
+def test_a_conditional_field_needs_the_problems_condition():
+    problem = datasets.ring_problem()._replace(condition=None)
+    with pytest.raises(ValueError, match=r"^problem.condition is None but the field takes "
+                                         r"cond_dim=1 conditions"):
+        ev.evaluate(jax.random.key(0), ScaleField(), {"theta": np.zeros(2, np.float32)},
+                    problem, ev.Plan(), num_train=10, progress=False)

@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 from conftest import LinearField
 
-from bayesiamp_jax import evaluation, flow, training
+from bayesiamp_jax import datasets, evaluation, flow, training
 from bayesiamp_jax.evaluation import histogram_polar, quantile_binning
 from bayesiamp_jax.field import Field, ModuleField
 from bayesiamp_jax.integrate import Solver
@@ -170,9 +170,11 @@ def test_evaluate_runs_on_a_module_field(trained):
     draws = 5
     posterior = jax.tree_util.tree_map(lambda a: jnp.stack([a] * draws), params)
     key, n = jax.random.key(10), 400
-    result = evaluation.evaluate(
-        key, FIELD, posterior, 2000, calibration_bins=(3,), num_samples=n, scaled_bins=(3,),
-        samples_per_cell=20, chunk_size=256, closure_repeats=5, progress=False)
+    plan = evaluation.Plan(calibration_bins=(3,), num_samples=n, scaled_bins=(3,),
+                           samples_per_cell=20, chunk_size=256, closure_repeats=5,
+                           differential_samples=0)
+    result = evaluation.evaluate(key, FIELD, posterior, datasets.ring_problem(), plan,
+                                 num_train=2000, progress=False)
     same = result.same_noise["3x3"]
     assert set(result.scaled) == {"3x3"} and result.fit is None  # one binning: no fit
     # identical draws with the same noise: zero spread, N_eq infinite

@@ -132,9 +132,10 @@ CASES = [
     ("sample_nuts_cnf", lambda t: post.sample_nuts_cnf(KEY, FIELD, X, C, OTHER, num_samples=1,
                                                        num_warmup=1), ValueError,
      "params_init" + EXTRA[6:]),
-    ("evaluate", lambda t: ev.evaluate(KEY, FIELD, _stack(OTHER), num_train=200,
-                                       calibration_bins=(3,), num_samples=100, scaled_bins=(),
-                                       fit_bins=None, progress=False), ValueError, EXTRA),
+    ("evaluate", lambda t: ev.evaluate(KEY, FIELD, _stack(OTHER), bj.datasets.ring_problem(),
+                                       ev.Plan(calibration_bins=(3,), num_samples=100,
+                                               scaled_bins=(), fit_bins=None),
+                                       num_train=200, progress=False), ValueError, EXTRA),
     ("stack_runs with field", lambda t: ev.stack_runs(_stack(WIDER), field=FIELD), ValueError,
      r"posterior params\['Dense_0'\]\['bias'\] has shape \(1, 2, 9\), expected "
      r"\(\.\.\., \.\.\., 8\) \(2 leading draw/run axes\)"),

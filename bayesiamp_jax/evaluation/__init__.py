@@ -4,16 +4,22 @@ One call from weight draws to all numbers of the paper, one call to all figures:
 
     from bayesiamp_jax import evaluation as ev
 
-    result = ev.evaluate(
-        key, field, posterior,            # PosteriorDraws / params (S, ...) / list of R runs
-        num_train=10_000,
+    from bayesiamp_jax import datasets
+
+    problem = datasets.ring_problem()      # observable, grids, conditions, truth (or reference)
+    plan = ev.Plan(                        # what is generated and how it is analysed
         calibration_bins=(5, 10, 50), num_samples=10_000_000,     # same noise for every draw
         scaled_bins=(2, 3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 200, 500),
         samples_per_cell=1000,                                     # 1000 · n² fresh per draw
         fit_bins=(15, 20, 30, 40, 50, 70, 100, 200),
         solver=Solver("rk4", 20), chunk_size=2**15,   # use 2**21..2**23 on a GPU
+    )
+    result = ev.evaluate(
+        key, field, posterior, problem, plan,  # posterior: PosteriorDraws / (S, ...) / R runs
+        num_train=10_000,
         output_dir=None,                   # or a folder: histograms, results.json, resumable
     )                                      # -> EvaluationResult
+    result.histograms["same_noise"]                       # the raw PosteriorHistograms
     result.same_noise["50x50"].calibration.mad            # BinningResult per label
     result.scaled["200x200"].calibration.deviation_r      # signed coverage deviation per r bin
     result.scaled["100x100"].amplification.amplification  # (R,) N_eq / N_train per run
@@ -30,6 +36,18 @@ and ``analyse_saved`` (numbers from saved histograms), ``calibrate``, ``amplific
 ``fit_power_law``, ``closure``, ``jensen_shannon`` and the plotting functions in ``figures``.
 """
 
+from bayesiamp_jax.binning import (
+    Binning,
+    as_binnings,
+    exact_quantile_binning,
+    histogram,
+    histogram_polar,
+    make_binning,
+    product_binning,
+    quantile_binning,
+    reference_quantile_binning,
+    ring_cell_probabilities,
+)
 from bayesiamp_jax.evaluation.amplification import (
     Amplification,
     Closure,
@@ -44,18 +62,6 @@ from bayesiamp_jax.evaluation.amplification import (
     jackknife_equivalent_events,
     jackknife_error,
     jensen_shannon,
-)
-from bayesiamp_jax.evaluation.binning import (
-    Binning,
-    as_binnings,
-    exact_quantile_binning,
-    histogram,
-    histogram_polar,
-    make_binning,
-    product_binning,
-    quantile_binning,
-    reference_quantile_binning,
-    ring_cell_probabilities,
 )
 from bayesiamp_jax.evaluation.calibration import (
     NOMINAL_LEVELS,
@@ -77,9 +83,9 @@ from bayesiamp_jax.evaluation.figures import (
     plot_coverage_curves,
     plot_coverage_deviation,
     plot_holdout,
-    plot_marginals,
     plot_losses,
     plot_mad,
+    plot_marginals,
     plot_scan,
     plot_summary,
     plot_training_data,
@@ -110,6 +116,7 @@ from bayesiamp_jax.evaluation.pipeline import (
     save_results,
     to_dict,
 )
+from bayesiamp_jax.evaluation.plan import Plan, check_plan
 from bayesiamp_jax.evaluation.regions import (
     KSAmplification,
     RegionAmplification,
@@ -136,6 +143,7 @@ __all__ = [
     "EvaluationResult",
     "HoldoutCheck",
     "KSAmplification",
+    "Plan",
     "PosteriorHistograms",
     "PowerLawFit",
     "RegionAmplification",
@@ -145,6 +153,7 @@ __all__ = [
     "as_binnings",
     "averaging_amplification",
     "calibrate",
+    "check_plan",
     "classifier_test",
     "cell_equivalent_events",
     "closure",

@@ -1,15 +1,19 @@
 """One call from posterior draws to every calibration and amplification number of the paper.
 
-    result = evaluate(key, field, posterior, num_train=10_000)      # EvaluationResult
+    problem = datasets.ring_problem()                   # what is binned, against which truth
+    plan = Plan(calibration_bins=(5, 10), num_samples=100_000)   # sizes, solver, estimators
+    result = evaluate(key, field, draws, problem, plan, num_train=10_000)  # EvaluationResult
     figures = plot_all(result)                                      # see ``figures``
 
-``evaluate`` = ``histogram_same_noise`` (calibration binnings, ``num_samples`` shared-noise points
-per draw) + ``histogram_scaled`` (scaled binnings, ``samples_per_cell · n_Q`` fresh points per draw
-and binning) + ``analyse`` of both. ``analyse`` works on saved ``PosteriorHistograms`` too, so the
-numbers and figures can be redone without generating again (``save_histograms`` /
-``load_histograms``, npz with atomic writes). ``save_results`` writes the compact
-``summarise(result)`` (every reported number, no per-cell arrays) as JSON; ``to_dict`` turns any
-result into plain nested dicts.
+``evaluate`` = ``histogram_same_noise`` (``plan.calibration_bins``, ``plan.num_samples``
+shared-noise points per draw) + ``histogram_scaled`` (``plan.scaled_bins``,
+``plan.samples_per_cell · n_Q`` fresh points per draw and binning) + ``analyse`` of both; an int
+n of a plan is the problem's grid ``problem.binning(n)``. The result carries the raw histograms
+(``result.histograms``), so a caller never reads them back within a run. ``analyse`` works on
+saved ``PosteriorHistograms`` too, so the numbers and figures can be redone without generating
+again (``save_histograms`` / ``load_histograms``, npz with atomic writes). ``save_results``
+writes the compact ``summarise(result)`` (every reported number, no per-cell arrays) as JSON;
+``to_dict`` turns any result into plain nested dicts.
 """
 
 from __future__ import annotations
@@ -18,15 +22,17 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from bayesiamp_jax import _checks, data
+from bayesiamp_jax import _checks
+from bayesiamp_jax.binning import Binning, product_binning
 from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_bytes, atomic_write_json
+from bayesiamp_jax.datasets import Problem
 from bayesiamp_jax.evaluation.amplification import (
     Amplification,
     Closure,
@@ -35,16 +41,21 @@ from bayesiamp_jax.evaluation.amplification import (
     closure,
     fit_power_law,
 )
-from bayesiamp_jax.evaluation.binning import Binning, product_binning
 from bayesiamp_jax.evaluation.calibration import NOMINAL_LEVELS, Calibration, calibrate
 from bayesiamp_jax.evaluation.differential import differential_amplification
 from bayesiamp_jax.evaluation.generate import (
-    DEFAULT_CHUNK,
-    DEFAULT_SOLVER,
+    SAME_NOISE,
     SCALED,
     PosteriorHistograms,
     histogram_same_noise,
     histogram_scaled,
+)
+from bayesiamp_jax.evaluation.plan import (
+    CALIBRATION_BINS,  # noqa: F401 (re-exported: bayesiamp_jax.evaluation.CALIBRATION_BINS)
+    FIT_BINS,
+    SCALED_BINS,  # noqa: F401
+    Plan,
+    check_plan,
 )
 from bayesiamp_jax.evaluation.regions import (
     RegionAmplification,
@@ -52,11 +63,6 @@ from bayesiamp_jax.evaluation.regions import (
     region_fractions,
 )
 from bayesiamp_jax.evaluation.summary import summarise
-from bayesiamp_jax.integrate import Solver
-
-CALIBRATION_BINS = (5, 10, 50)
-SCALED_BINS = (2, 3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 200, 500)
-FIT_BINS = (15, 20, 30, 40, 50, 70, 100, 200)
 
 
 class BinningResult(NamedTuple):
@@ -89,7 +95,8 @@ class EvaluationResult(NamedTuple):
     None if fewer than 2 binnings were selected); num_train; fit_corrected: the same fit of
     the generation-noise-corrected amplification (None without scaled binnings);
     differential: observable value name -> ``KSAmplification`` (None without a truth
-    sampler)."""
+    sampler); histograms: phase ("same_noise", "scaled") -> the raw ``PosteriorHistograms``
+    analysed (only the phases that ran; what ``output_dir`` saves)."""
 
     same_noise: dict
     scaled: dict
@@ -97,6 +104,7 @@ class EvaluationResult(NamedTuple):
     num_train: int
     fit_corrected: PowerLawFit | None = None
     differential: dict | None = None
+    histograms: dict | None = None
 
 
 def analyse(key: jax.Array, histograms: PosteriorHistograms, num_train: int,
@@ -173,102 +181,86 @@ def fit_scaled(results: dict, select: int | Sequence | None = FIT_BINS,
 def evaluate(
     key: jax.Array,
     field,
-    posterior,
-    num_train: int = 10_000,
+    draws,
+    problem: Problem,
+    plan: Plan = Plan(),  # noqa: B008 (an immutable NamedTuple)
     *,
-    calibration_bins: Sequence = CALIBRATION_BINS,
-    num_samples: int = 10_000_000,
-    scaled_bins: Sequence = SCALED_BINS,
-    samples_per_cell: int = 1000,
-    shared_sample: bool = False,
-    fit_bins: int | Sequence | None = FIT_BINS,
-    c: float = data.DEFAULT_R_MEAN,
-    solver: Solver = DEFAULT_SOLVER,
-    chunk_size: int = DEFAULT_CHUNK,
-    levels=NOMINAL_LEVELS,
-    closure_repeats: int = 100,
-    devices: Sequence | None = None,
+    num_train: int,
     has_run_axis: bool = False,
+    devices: Sequence | None = None,
     progress: bool = True,
     output_dir: str | os.PathLike | None = None,
-    observable=None,
-    binning: Callable[[int], Binning] | None = None,
-    truth_sampler: Callable | None = None,
-    differential_samples: int = 10_000,
 ) -> EvaluationResult:
     """Generate, histogram and analyse posterior draws of one or several runs.
 
     Args:
-        key: PRNG key (split into noise keys for both evaluations and the closure test).
+        key: PRNG key (split into noise keys for both phases and the closure test).
         field: the vector field (``VectorField`` or any hashable ``field(params, t, x, c)``).
-        posterior: ``PosteriorDraws`` / params pytree with leading draw axis S (one run), a
+        draws: ``PosteriorDraws`` / params pytree with leading draw axis S (one run), a
             sequence of those (R runs), or a pytree with leading (R, S) (``has_run_axis``).
+        problem: ``datasets.Problem``: what is binned (``problem.flow_observable``), the
+            condition(s) generation uses (``problem.condition``: a scalar or per-point (M, k)),
+            the grid of an int n (``problem.binning(n)``, the ring: its truth-quantile grid)
+            and the exact truth sampler of the KS differential amplification
+            (``problem.sampler``; None: no ``differential``).
+        plan: ``Plan``: binnings, sample sizes, solver and estimator settings (checked by
+            ``check_plan``; default: the paper's).
         num_train: N_train, the training-set size (amplification = N_eq / N_train).
-        calibration_bins: n of the n × n grids of the same-noise evaluation (or ``Binning``s);
-            empty to skip it.
-        num_samples: points per draw in the same-noise evaluation (paper: 10⁷).
-        scaled_bins: n of the scaled evaluation (or ``Binning``s); empty to skip it.
-        samples_per_cell: the scaled evaluation generates samples_per_cell · n_Q points per
-            draw and binning (paper: 1000).
-        shared_sample: one fresh sample of samples_per_cell · max n_Q points per draw fills
-            every scaled binning (``histogram_scaled(shared=True)``; for the corrected N_eq).
-        fit_bins: which scaled binnings enter the power-law fit (see ``fit_scaled``); an
-            explicit sequence must name evaluated binnings (>= 2; an error otherwise), the
-            default ``FIT_BINS`` takes those of them that are evaluated.
-        c, solver, chunk_size, devices: as in ``histogram_same_noise`` (c may hold per-point
-            conditions (M, cond_dim)).
-        levels: nominal coverage levels (paper: (2i+1)/99, i = 0..49).
-        closure_repeats: truth samples of size N_eq per run in the closure test.
+        has_run_axis, devices, progress: how the draws are laid out and where the generation
+            runs (``histogram_same_noise``); they change no number.
         output_dir: if given, raw histograms are saved there (``same_noise.npz``,
             ``scaled.npz``) and the compact JSON summary to ``results.json``; while running,
             generation checkpoints ``*.partial.g<g>.msgpack`` live there, so an interrupted
             call with the same arguments resumes where it stopped (both phases).
-        observable: what is binned, ``observables.Observable`` (default: the ring's polar
-            (r, φ)); the binnings then bin its values.
-        binning: ``binning(n) -> Binning`` for the int entries of ``calibration_bins`` and
-            ``scaled_bins`` (default: the ring's n × n truth-quantile grid), e.g.
-            ``datasets.Problem.binning``.
-        truth_sampler: ``truth_sampler(key, size) -> (size, k)`` observable values of exact
-            truth events (e.g. ``datasets.Problem.truth_sampler``); with it, the KS
-            differential amplification of every value (``differential``) is computed from
-            ``differential_samples`` fresh points per draw against as many truth events.
-    Returns: ``EvaluationResult``.
+    Returns: ``EvaluationResult``; its ``histograms`` hold the raw ``PosteriorHistograms`` of
+    the phases that ran ("same_noise", "scaled"), nothing has to be read back from disk.
     """
-    if binning is not None:
-        calibration_bins = _made(calibration_bins, binning)
-        scaled_bins = _made(scaled_bins, binning)
-    _check_fit_bins(fit_bins, scaled_bins if len(scaled_bins) else calibration_bins)
+    plan = check_plan(plan)
+    n_train = _checks.positive_int("num_train", num_train)
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem must be a datasets.Problem, got {type(problem).__name__}")
+    cond_dim = getattr(field, "cond_dim", 1)
+    if problem.condition is None and cond_dim:
+        raise ValueError(f"problem.condition is None but the field takes cond_dim={cond_dim} "
+                         "conditions; set the problem's condition (a scalar or (M, k))")
+    calibration_bins = _made(plan.calibration_bins, problem.binning)
+    scaled_bins = _made(plan.scaled_bins, problem.binning)
     k_same, k_scaled, k_a, k_b = jax.random.split(key, 4)
     out = None if output_dir is None else Path(output_dir)
-    common = dict(c=c, solver=solver, chunk_size=chunk_size, devices=devices,
-                  has_run_axis=has_run_axis, progress=progress, observable=observable)
+    common = dict(c=problem.condition, solver=plan.solver, chunk_size=plan.chunk_size,
+                  devices=devices, has_run_axis=has_run_axis, progress=progress,
+                  observable=problem.flow_observable)
+    histograms = {}
 
     def phase(name, histogram, bins, size, key_generate, key_analyse):
         if not len(bins):
             return {}
         hist = histogram(
-            key_generate, field, posterior, bins, size, **common,
+            key_generate, field, draws, bins, size, **common,
             checkpoint_path=None if out is None else out / f"{name}.partial",
             keep_checkpoint=True)
         if out is not None:
             save_histograms(out / f"{name}.npz", hist)
-        return analyse(key_analyse, hist, num_train, levels, closure_repeats)
+        histograms[name] = hist
+        return analyse(key_analyse, hist, n_train, plan.levels, plan.closure_repeats)
 
-    same = phase("same_noise", histogram_same_noise, calibration_bins, num_samples, k_same, k_a)
+    same = phase(SAME_NOISE, histogram_same_noise, calibration_bins, plan.num_samples, k_same,
+                 k_a)
 
     def scaled_histogram(*args, **kwargs):
-        return histogram_scaled(*args, **kwargs, shared=shared_sample)
+        return histogram_scaled(*args, **kwargs, shared=plan.shared_sample)
 
-    scaled = phase("scaled", scaled_histogram, scaled_bins, samples_per_cell, k_scaled, k_b)
+    scaled = phase(SCALED, scaled_histogram, scaled_bins, plan.samples_per_cell, k_scaled, k_b)
     diff = None
-    if truth_sampler is not None:
+    if problem.sampler is not None and plan.differential_samples:
         diff = differential_amplification(
-            jax.random.fold_in(key, 7), field, posterior, truth_sampler, num_train,
-            num_generated=differential_samples, num_reference=differential_samples,
-            observable=observable, c=c, solver=solver, has_run_axis=has_run_axis)
-    result = EvaluationResult(same, scaled, fit_scaled(scaled or same, fit_bins),
-                              int(num_train), fit_scaled(scaled, fit_bins, corrected=True),
-                              diff)
+            jax.random.fold_in(key, 7), field, draws, problem.truth_sampler, n_train,
+            num_generated=plan.differential_samples, num_reference=plan.differential_samples,
+            observable=problem.flow_observable, c=problem.condition, solver=plan.solver,
+            has_run_axis=has_run_axis)
+    result = EvaluationResult(same, scaled, fit_scaled(scaled or same, plan.fit_bins), n_train,
+                              fit_scaled(scaled, plan.fit_bins, corrected=True), diff,
+                              histograms)
     if out is not None:
         save_results(out / "results.json", result)
         for partial in [*out.glob("same_noise.partial*"), *out.glob("scaled.partial*")]:
@@ -276,29 +268,8 @@ def evaluate(
     return result
 
 
-def _check_fit_bins(fit_bins, specs):
-    """An explicit sequence of fit n's must all be among the evaluated binnings."""
-    if fit_bins is FIT_BINS or fit_bins is None or isinstance(fit_bins, (int, np.integer)):
-        return
-    if isinstance(specs, (int, np.integer, Binning)):
-        specs = [specs]
-    evaluated = set()
-    for sp in specs:
-        if isinstance(sp, Binning):
-            if len(set(sp.shape)) == 1:
-                evaluated.add(sp.shape[0])
-        else:
-            evaluated.add(int(sp))
-    wanted = list(fit_bins)
-    missing = [n for n in wanted if n not in evaluated]
-    if missing:
-        raise ValueError(f"fit_bins={wanted}: {missing} are not among the evaluated binnings "
-                         f"n = {sorted(evaluated)}")
-    if len(wanted) < 2:
-        raise ValueError(f"fit_bins={wanted} must name >= 2 binnings for the power-law fit")
-
-
 def _made(specs, binning):
+    """Int n -> ``binning(n)`` (the problem's grid); ``Binning``s are kept."""
     if isinstance(specs, (int, np.integer, Binning)):
         specs = [specs]
     return [binning(int(s)) if isinstance(s, (int, np.integer)) else s for s in specs]
@@ -313,8 +284,10 @@ def analyse_saved(key: jax.Array, same_noise: PosteriorHistograms | None,
     same = {} if same_noise is None else analyse(k_a, same_noise, num_train, levels,
                                                  closure_repeats)
     sc = {} if scaled is None else analyse(k_b, scaled, num_train, levels, closure_repeats)
+    hists = {name: h for name, h in ((SAME_NOISE, same_noise), (SCALED, scaled))
+             if h is not None}
     return EvaluationResult(same, sc, fit_scaled(sc or same, fit_bins), int(num_train),
-                            fit_scaled(sc, fit_bins, corrected=True))
+                            fit_scaled(sc, fit_bins, corrected=True), None, hists)
 
 
 # ------------------------------------------------------------------------------- save/load
