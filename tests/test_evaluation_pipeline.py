@@ -160,7 +160,11 @@ def test_comparison_figures_and_saving(evaluated, tmp_path):
     assert [p.name for p in paths] == ["mad.png", "mad.pdf"]
     assert all(p.stat().st_size > 1000 for p in paths)
     fig = ev.plot_losses({"det": np.linspace(2, 1, 30), "vi": np.linspace(3, 1, 30)})
-    assert len(fig.axes[0].lines) == 2 and fig.axes[0].get_xscale() == "log"
+    # one panel per label (each on its own y scale), its curve the label's losses
+    assert [ax.get_title() for ax in fig.axes] == ["det", "vi"]
+    for ax, y in zip(fig.axes, (np.linspace(2, 1, 30), np.linspace(3, 1, 30)), strict=True):
+        assert len(ax.lines) == 1 and ax.get_xscale() == "log"
+        np.testing.assert_array_equal(ax.lines[0].get_ydata(), y)
 
 
 def test_scan_figures(evaluated):
