@@ -247,7 +247,8 @@ def plot_amplification(n_cells, amplification, fit=None, cell_profile=None, r_ce
             a, b, a_err, b_err = parts
             grid = np.geomspace(n.min(), n.max(), 100)
             ax.plot(grid, a * grid**b, color="C3",
-                    label=f"fit $a n_Q^b$: $a={a:.2g} \\pm {a_err:.1g}$, $b={b:.3f} \\pm {b_err:.3f}$")
+                    label=f"fit $a n_Q^b$: $a={a:.2g} \\pm {a_err:.1g}$, "
+                          f"$b={b:.3f} \\pm {b_err:.3f}$")
         ax.axhline(1.0, color="0.5", ls="--", lw=1)
         ax.set(xscale="log", yscale="log", xlabel="number of cells $n_Q$",
                ylabel=r"amplification $N_\mathrm{eq}/N_\mathrm{train}$")
