@@ -71,6 +71,8 @@ ADAPTIVE_EVALS_PER_STEP = 10  # an adaptive solver: a guess of evaluations per "
 # histogram group, plus the marginals' and the classifier test's
 TRAIN_PROGRAMS = 2
 PROBE_STEPS = 8  # optimiser steps per timed call of the probe
+PROBE_EPOCHS = 10  # epochs per timed call of a trainer (probe with num_train)
+TRAINER_PROBE_S = 10.0  # studies predicted longer are probed with the trainer too
 EVALUATE_PROGRAMS = 2
 TIMING_KEYS = {"deterministic": "deterministic", "vi": "train_vi", "adammcmc": "train_adammcmc",
                "nuts": "train_nuts", "repulsive": "train_repulsive", "evaluate": "evaluate"}
@@ -87,7 +89,49 @@ def field_flops(field) -> float:
     return float(cost.get("flops", 0.0)) / 1024
 
 
-def probe(field, points: int = 4096, repeats: int = 3, batch_size: int = 1000) -> dict:
+def probe_for(cfg, field) -> dict:
+    """``probe`` of the study's field at its batch size; when the study is predicted to take
+    longer than ``TRAINER_PROBE_S``, probed again with the trainer itself on the study's shapes
+    (a compilation more, worth it only for a study that long)."""
+    costs = probe(field, batch_size=cfg.deterministic.batch_size)
+    if budget(cfg, costs, 0.0)["total_s"] > TRAINER_PROBE_S:
+        costs = probe(field, batch_size=cfg.deterministic.batch_size,
+                      num_train=cfg.data.num_train)
+    return costs
+
+
+def _trainer_costs(field, num_train, batch, compile_s, step, vi_step):
+    """Seconds per point-step of ``training.fit`` on random events of the study's shape
+    (num_train, d), run twice for ``PROBE_EPOCHS`` epochs (the first compiles; its excess over
+    the second is appended to ``compile_s``); VI: ``VI_FACTOR`` times that. A trainer that
+    cannot be called so keeps the loop estimate (``step``, ``vi_step``)."""
+    batch = min(batch, num_train)
+    x = jax.random.normal(jax.random.key(3), (num_train, field.data_dim))
+    k = getattr(field, "cond_dim", 1)
+    c = None if k == 0 else jnp.full((num_train, k), 4.0)
+    runs = {"fm": lambda: bj.training.fit(
+                jax.random.key(4), field, x, c, PROBE_EPOCHS, batch_size=batch,
+                chunk_epochs=PROBE_EPOCHS, progress=False).state,
+            }
+    out = {"fm": step, "vi": vi_step}
+    for name, run in runs.items():
+        try:
+            ts = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                jax.block_until_ready(jax.tree_util.tree_leaves(run()))
+                ts.append(time.perf_counter() - t0)
+        except (TypeError, ValueError):  # another trainer signature: keep the loop estimate
+            continue
+        compile_s.append(max(ts[0] - ts[1], 0.0))
+        out[name] = ts[1] / (PROBE_EPOCHS * num_train)
+    # VI: the same epochs with weight sampling and the KL term (fit_vi's compiled program is
+    # not reused between calls, so it is not timed itself)
+    return out["fm"], VI_FACTOR * out["fm"]
+
+
+def probe(field, points: int = 4096, repeats: int = 3, batch_size: int = 1000,
+          num_train: int | None = None) -> dict:
     """Costs per unit measured on this device (a few seconds, most of it compilation) with the
     study's own field (its width, depth and data dimension d): an RK4 decode of ``points``
     points (4 steps, as the generation runs it: one field evaluation alone costs ~3× more per
@@ -130,10 +174,13 @@ def probe(field, points: int = 4096, repeats: int = 3, batch_size: int = 1000) -
 
     field_eval = typical(decode, params, z, c) / (points * steps * 4)
     step = typical(grad, params, jax.random.key(2)) / (batch * PROBE_STEPS)
+    vi_step = VI_FACTOR * step
+    if num_train:  # the trainers themselves on the study's shapes (their epoch overheads)
+        step, vi_step = _trainer_costs(field, int(num_train), batch, compile_s, step, vi_step)
     platform = jax.devices()[0].platform
     return {"field_eval": field_eval, "train_point_step": step,
             "compile": float(np.mean(compile_s)),
-            "vi_point_step": VI_FACTOR * step,
+            "vi_point_step": vi_step,
             "likelihood_point_step": likelihood_evals(field.data_dim) * field_eval,
             "nuts_draw": NUTS_DRAW_CPU * (field_eval / 1.4e-7),
             "parallel": 1 if platform == "cpu" else GPU_COSTS["parallel"],

@@ -101,7 +101,7 @@ def log_budget(cfg, logger=None, threshold_s: float = 600.0, probe: bool = True)
     platform_name = jax.devices()[0].platform
     field = field_from_config(cfg)
     flops = budget.field_flops(field)
-    costs = (budget.probe(field, batch_size=cfg.deterministic.batch_size) if probe else
+    costs = (budget.probe_for(cfg, field) if probe else
              budget.CPU_COSTS if platform_name == "cpu" else budget.GPU_COSTS)
     plans = {"device": budget.budget(cfg, costs, flops)}
     if platform_name == "cpu":
