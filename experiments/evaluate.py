@@ -37,6 +37,7 @@ from experiments import config as cfgmod
 from experiments import convergence, distributed
 from experiments.data import field_from_config, load_holdout, problem_from_config, purpose_key
 from experiments.holdout import MIN_PER_CELL, classifier_summary, holdout_summary
+from experiments.marginals import marginals_summary
 from experiments.report import converged
 from experiments.stages import StudyError, read_json
 from experiments.train import load_run_draws
@@ -111,9 +112,9 @@ def _evaluate_label(study, method, label, hyper, fingerprint, progress):
     if len(sizes) != 1:
         raise ValueError(f"{label}: runs have different numbers of draws {sorted(sizes)}")
     problem = problem_from_config(cfg)._replace(holdout=load_holdout(study))
-    result = ev.evaluate(evaluation_key(cfg), field_from_config(cfg), runs, problem,
-                         evaluation_plan(cfg), num_train=cfg.data.num_train, progress=progress,
-                         output_dir=output_dir)
+    field, plan = field_from_config(cfg), evaluation_plan(cfg)
+    result = ev.evaluate(evaluation_key(cfg), field, runs, problem, plan,
+                         num_train=cfg.data.num_train, progress=progress, output_dir=output_dir)
     if not main:
         shutil.rmtree(output_dir, ignore_errors=True)
         return None
@@ -135,18 +136,15 @@ def _evaluate_label(study, method, label, hyper, fingerprint, progress):
         if e.classifier_events:  # a check that sees every dimension, not only the histograms
             try:
                 summary["classifier"] = classifier_summary(
-                    purpose_key(cfg.seed, 0, "classifier"), field_from_config(cfg), runs,
-                    problem, held_out, num_train=cfg.data.num_train,
-                    num_events=e.classifier_events, num_retrain=e.classifier_retrain,
-                    alpha=e.holdout_alpha, solver=Solver(e.solver, num_steps=e.solver_steps))
+                    purpose_key(cfg.seed, 0, "classifier"), field, runs, problem, held_out,
+                    num_train=cfg.data.num_train, num_events=e.classifier_events,
+                    num_retrain=e.classifier_retrain, alpha=e.holdout_alpha, solver=plan.solver)
             except ValueError as err:  # e.g. too few held-out events for its three splits
                 study.log.warning("evaluate: %s: classifier test skipped: %s", label, err)
                 summary["classifier"] = {"skipped": str(err)}
-    from experiments.marginals import marginals_summary  # generated vs reference, 1-D
     summary["marginals"] = marginals_summary(
-        purpose_key(cfg.seed, 0, "marginals"), field_from_config(cfg), runs, problem, held_out,
-        c=problem.condition,
-        solver=Solver(e.solver, num_steps=e.solver_steps))
+        purpose_key(cfg.seed, 0, "marginals"), field, runs, problem, held_out,
+        c=problem.condition, solver=plan.solver)
     summary["fingerprint"] = fingerprint
     atomic_write_json(results_path(study, label), summary)
     return summary

@@ -32,7 +32,7 @@ from bayesiamp_jax.evaluation.classifier import (
 )
 from bayesiamp_jax.evaluation.generate import SCALED, generate_samples, stack_runs
 from bayesiamp_jax.evaluation.holdout import MIN_DRAWS, holdout_check, holdout_counts
-from bayesiamp_jax.evaluation.summary import binning_key
+from bayesiamp_jax.evaluation.summary import binning_key, ks_summary
 from bayesiamp_jax.evaluation.trust import holdout_entry
 
 PULL_EDGES = np.linspace(-6.0, 6.0, 49)
@@ -139,19 +139,17 @@ def _features(x, c) -> np.ndarray:
     return np.concatenate([x, c], axis=1)
 
 
-def _generate(key, field, params, problem, held_out, num_draws, per_draw, solver):
-    """(S, per_draw, d) physical events of S draws; event i of draw s is generated at the
-    conditions of held-out event s·per_draw + i (its own condition where data are
-    conditional), so generated and held-out features pair up."""
-    cond = None if held_out.c.shape[-1] == 0 else np.asarray(held_out.c, np.float32)
+def generate_physical(key, field, params, problem, cond, num_draws, per_draw, solver):
+    """(S, per_draw, d) events of run 0's S draws in physical units (``problem.transform``
+    inverted); event i of draw s is generated at row s·per_draw + i of the conditions ``cond``
+    (N, k), cycled (None: an unconditional field), so events and conditions pair up."""
     rows = []
     for s in range(num_draws):
         p = jax.tree_util.tree_map(lambda a, s=s: np.asarray(a)[0, s], params)
         c = None if cond is None else np.resize(cond, (num_draws * per_draw, cond.shape[1]))[
             s * per_draw:(s + 1) * per_draw]
         x = generate_samples(key, field, p, per_draw, c=c, solver=solver, draw_index=s)
-        x = np.asarray(x if problem.transform is None else problem.transform.inverse(x))
-        rows.append(_features(x, c))
+        rows.append(np.asarray(x if problem.transform is None else problem.transform.inverse(x)))
     return np.stack(rows)
 
 
@@ -168,10 +166,18 @@ def classifier_summary(key, field, runs, problem, held_out, *, num_train: int,
     per_draw = -(-n // num_draws)
     k_gen, k_fresh, k_test, k_ks = jax.random.split(key, 4)
     ho = _features(held_out.x, held_out.c)[:n]
-    gen = _generate(k_gen, field, params, problem, held_out, num_draws, per_draw, solver)
+    cond = None if held_out.c.shape[-1] == 0 else np.asarray(held_out.c, np.float32)
+    paired = None if cond is None else np.resize(cond, (num_draws * per_draw, cond.shape[1]))
+
+    def features(k):  # (S, per_draw, F): generated events with their held-out conditions
+        x = generate_physical(k, field, params, problem, cond, num_draws, per_draw, solver)
+        return _features(x.reshape(num_draws * per_draw, -1), paired).reshape(
+            num_draws, per_draw, -1)
+
+    gen = features(k_gen)
     test = classifier_test(k_test, gen.reshape(-1, gen.shape[-1])[:n], ho, alpha=alpha,
                            num_retrain=num_retrain)
-    fresh = _generate(k_fresh, field, params, problem, held_out, num_draws, per_draw, solver)
+    fresh = features(k_fresh)
     reference = ho[test.reference_test_index]
     lr = lr_ks_amplification(k_ks, test.log_ratio, fresh, reference, num_train=num_train)
     marg = marginal_ks_amplification(k_ks, fresh, reference, num_train=num_train)
@@ -183,16 +189,6 @@ def classifier_summary(key, field, runs, problem, held_out, *, num_train: int,
             "p_value_retrained": _finite(test.p_value_retrained),
             "num_retrain": int(num_retrain), "num_events": [int(n), int(n)],
             "test_events": list(map(int, test.num_test)), "run": 0,
-            "lr_ks": _ks_entry(lr), "marginal_ks": {nm: _ks_entry(k) for nm, k in
-                                                    zip(names, marg, strict=True)}}
+            "lr_ks": ks_summary(lr), "marginal_ks": {nm: ks_summary(k) for nm, k in
+                                                     zip(names, marg, strict=True)}}
 
-
-def _ks_entry(ks) -> dict:
-    """Medians over draws of a per-draw ``KSAmplification``: N_equiv (inf: indistinguishable
-    at these sizes), amplification, p-value."""
-    n_eq = np.asarray(ks.n_equiv, float).ravel()
-    amp = np.asarray(ks.amplification, float).ravel()
-    return {"n_equiv_median": float(np.median(n_eq)),
-            "amplification_median": float(np.median(amp)),
-            "indistinguishable": float(np.mean(np.isinf(n_eq))),
-            "p_value_median": float(np.median(np.asarray(ks.p_value, float)))}

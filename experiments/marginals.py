@@ -1,11 +1,12 @@
 """Generated vs reference marginals of every observable value: the first figure of a study.
 
 Per draw s of run 0 the posterior generates ``num_events`` events (``generate_samples`` with
-fresh noise per draw, via ``experiments.holdout._generate``; mapped back to physical units with
-``problem.transform.inverse`` when the study preprocesses), and each observable value j is
-histogrammed on ``num_bins`` equal bins between the 0.5 % and 99.5 % quantiles of the reference
-(ring/shell: of exact truth events); events outside the edges are dropped, so the fractions are
-of all events and sum to at most one. Over draws the fractions f_s,b give the posterior band
+fresh noise per draw, via ``experiments.holdout.generate_physical``; mapped back to physical
+units with ``problem.transform.inverse`` when the study preprocesses), and each observable
+value j is histogrammed on ``num_bins`` equal bins between the 0.5 % and 99.5 % quantiles of
+the reference (ring/shell: of exact truth events); events outside the edges are dropped, so the
+fractions are of all events and sum to at most one. Over draws the fractions f_s,b give the
+posterior band
 
     lo, mid, hi = 16, 50, 84 % quantiles of f_s,b over s,   σ_post = (hi − lo) / 2,
 
@@ -22,14 +23,12 @@ covers the held-out law gives pulls of width ≈ 1. The JSON-ready result is the
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import jax
 import numpy as np
 
 from bayesiamp_jax import observables
 from bayesiamp_jax.evaluation.generate import stack_runs
-from experiments.holdout import _generate
+from experiments.holdout import generate_physical
 
 NUM_BINS = 40
 NUM_EVENTS = 10_000  # generated events per draw
@@ -84,15 +83,15 @@ def marginals_summary(key, field, runs, problem, held_out, *, c, solver,
     num_draws = int(jax.tree_util.tree_leaves(params)[0].shape[1])
     truth = truth_values(problem, k_truth, max(num_events, 100_000))
     edges = edges_of(truth, num_bins)
-    # one physical sample per draw at the study's conditions (_generate reads them as the
-    # per-event c of a held-out set: none, the toy's scalar, or per-point conditions cycled)
+    # one physical sample per draw at the study's conditions (none, the toy's scalar for every
+    # event, or the per-point conditions cycled), as rows of an (S·num_events, k) array
     total, k = num_draws * num_events, int(getattr(field, "cond_dim", 0))
-    arr = np.zeros((total, 0), np.float32) if c is None or k == 0 else np.asarray(c, np.float32)
-    cond = (np.resize(arr, (total, k)) if arr.ndim == 2 and k else
-            np.broadcast_to(arr.reshape(1, -1), (total, k)) if k else arr)
-    gen = _generate(k_gen, field, params, problem, SimpleNamespace(c=cond), num_draws,
-                    num_events, solver)
-    gen = gen[..., :field.data_dim]
+    cond = None  # (the evaluation refuses a conditional field without conditions before)
+    if k and c is not None:
+        arr = np.asarray(c, np.float32)
+        cond = (np.resize(arr, (total, k)) if arr.ndim == 2 else
+                np.broadcast_to(arr.reshape(1, -1), (total, k)))
+    gen = generate_physical(k_gen, field, params, problem, cond, num_draws, num_events, solver)
     per_draw = [np.stack(f) for f in zip(*(fractions(np.asarray(
         observables.values(problem.observable, g), np.float64), edges) for g in gen),
         strict=True)]

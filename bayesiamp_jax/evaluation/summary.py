@@ -132,7 +132,7 @@ def summarise(result, deviation_bins: int | str | None = None,
                                      "mean": mean.tolist(), "quantiles": q.tolist()}
     diff = getattr(result, "differential", None)
     if diff:
-        out["differential"] = {name: _ks(ks) for name, ks in diff.items()}
+        out["differential"] = {name: ks_summary(ks) for name, ks in diff.items()}
     names = next((r.names for r in (*result.same_noise.values(), *result.scaled.values())
                   if getattr(r, "names", None)), None)
     if names is not None:
@@ -143,9 +143,10 @@ def summarise(result, deviation_bins: int | str | None = None,
     return out
 
 
-def _ks(ks) -> dict:
-    """Per run (R,): medians over draws of n_equiv and amplification (inf: indistinguishable
-    from the truth at these sample sizes), mean KS statistic, median p-value."""
+def ks_summary(ks) -> dict:
+    """A ``KSAmplification`` with arrays (..., S) (S draws) as plain numbers: medians over
+    draws of n_equiv and amplification (inf: indistinguishable from the truth at these sample
+    sizes), mean KS statistic, median p-value — lists per run for (R, S), floats for (S,)."""
     n_eq = np.asarray(ks.n_equiv, float)
     return {"n_equiv_median": np.median(n_eq, axis=-1).tolist(),
             "amplification_median": np.median(np.asarray(ks.amplification, float),
