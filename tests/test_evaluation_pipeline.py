@@ -206,6 +206,11 @@ def test_figures_draw_undetermined_errors_and_held_out_pulls():
     (stairs,) = [p for p in fig.axes[0].patches if hasattr(p, "get_data")]
     dens, e = stairs.get_data()[:2]
     assert np.sum(dens * np.diff(e)) == pytest.approx(1.0)
+    sparse = dict(entry, verdict="under-confident", sparse=True)  # not read: the legend says so
+    fig = figures.plot_holdout({"vi": {"holdout": {"same_noise": {"50": sparse}}}})
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any("sparse: verdict not used" in t for t in labels)
+    assert not any("under-confident" in t for t in labels)
 
 
 @pytest.mark.parametrize("plan, match", [

@@ -523,8 +523,9 @@ def plot_losses(curves: Mapping[str, np.ndarray], xlabel: str = "epoch") -> Figu
 def plot_holdout(summaries: Mapping[str, Mapping]) -> Figure:
     """Held-out pulls per label and binning (``summary["holdout"]``): the pull distribution of
     each calibration binning against N(0, 1) (the calibrated band: unit width), with the
-    fitted width ± error and the verdict in the legend. Labels without a held-out check are
-    left out; an empty figure when none has one."""
+    fitted width ± error and the verdict in the legend (a ``sparse`` binning, too few events
+    per cell for Gaussian pulls, dotted and its verdict marked not used). Labels without a
+    held-out check are left out; an empty figure when none has one."""
     items = [(label, s["holdout"]) for label, s in summaries.items() if s.get("holdout")]
     with _style():
         fig, axes = _figure(ncols=max(len(items), 1), width=3.6)
@@ -538,8 +539,10 @@ def plot_holdout(summaries: Mapping[str, Mapping]) -> Figure:
                 dens = counts / max(counts.sum(), 1.0) / np.diff(edges)
                 width = c.get("width")
                 tag = "–" if width is None else f"{width:.2f} ± {c.get('width_err') or 0:.2f}"
-                ax.stairs(dens, edges, color=f"C{i}",
-                          label=f"{key_panel(key)}: width {tag}, {c.get('verdict')}")
+                verdict = ("sparse: verdict not used" if c.get("sparse")  # experiments.holdout
+                           else c.get("verdict"))
+                ax.stairs(dens, edges, color=f"C{i}", ls=":" if c.get("sparse") else "-",
+                          label=f"{key_panel(key)}: width {tag}, {verdict}")
             ax.fill_between(z, 0, np.exp(-z**2 / 2) / np.sqrt(2 * np.pi), color="0.85",
                             label="calibrated: N(0, 1)", zorder=0)
             ax.set(xlabel="held-out pull (μ − h)/σ", title=label, xlim=(-6, 6))
