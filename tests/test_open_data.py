@@ -1,10 +1,11 @@
 """The open-data Z -> ee study's pieces: the conversion's split rule and columns, the
-observables against four-vectors, and the reference MLP's default for file data."""
+observables against four-vectors, the pair frame's maps (round trips, four-vectors and the
+Collins-Soper closed forms), and the reference MLP's default for file data."""
 
 import numpy as np
 import pytest
 
-from benchmarks.open_data import make_zee, zee
+from benchmarks.open_data import make_zee, pair_frame, zee
 from experiments import config
 
 FILE = ["data.name=file", "data.path=x.npz", "data.reference=y.npz"]
@@ -29,6 +30,64 @@ def test_mass_and_pair_pt_match_four_vectors():
         assert got[1] == pytest.approx(np.hypot(p[1], p[2]), rel=1e-5)
 
 
+def random_lab_events(rng, n):
+    """n lab events (pT1, eta1, pT2, eta2, dphi) and their absolute phi1 (any rotation)."""
+    pt = rng.uniform(25, 120, (n, 2))
+    eta = rng.uniform(-2.5, 2.5, (n, 2))
+    phi = rng.uniform(-np.pi, np.pi, (n, 2))
+    x = np.stack([pt[:, 0], eta[:, 0], pt[:, 1], eta[:, 1],
+                  np.mod(phi[:, 1] - phi[:, 0], 2 * np.pi)], axis=1)
+    return x, pt, eta, phi
+
+
+def test_pair_frame_round_trips_to_float_precision():
+    rng = np.random.default_rng(3)
+    x = random_lab_events(rng, 500)[0]
+    back = pair_frame.to_lab(pair_frame.to_pair(x))
+    dphi = np.angle(np.exp(1j * (back[:, 4] - x[:, 4])))
+    assert np.allclose(back[:, :4], x[:, :4], rtol=1e-10, atol=1e-10)
+    assert np.abs(dphi).max() < 1e-10
+    # and pair -> lab -> pair from random pair points (boosted, forward and central)
+    p = np.stack([rng.uniform(60, 120, 500), rng.uniform(0.1, 200, 500),
+                  rng.uniform(-2.5, 2.5, 500), rng.uniform(-0.99, 0.99, 500),
+                  rng.uniform(0, 2 * np.pi, 500)], axis=1)
+    again = pair_frame.to_pair(pair_frame.to_lab(p))
+    assert np.allclose(again[:, :4], p[:, :4], rtol=1e-9, atol=1e-9)
+    assert np.abs(np.angle(np.exp(1j * (again[:, 4] - p[:, 4])))).max() < 1e-8
+    one = pair_frame.to_pair(x[0])  # one event (5,) as well as a batch
+    assert one.shape == (5,) and np.allclose(one, pair_frame.to_pair(x)[0])
+
+
+def test_pair_frame_against_four_vectors_and_collins_soper():
+    rng = np.random.default_rng(4)
+    x, pt, eta, phi = random_lab_events(rng, 200)
+    p1 = four_vector(pt[:, 0], eta[:, 0], phi[:, 0])  # absolute phi1: rotation invariance
+    p2 = four_vector(pt[:, 1], eta[:, 1], phi[:, 1])
+    big = p1 + p2
+    m = np.sqrt(big[0] ** 2 - big[1] ** 2 - big[2] ** 2 - big[3] ** 2)
+    qt = np.hypot(big[1], big[2])
+    y = np.arctanh(big[3] / big[0])
+    got = pair_frame.to_pair(x)
+    assert np.allclose(got[:, 0], m, rtol=1e-10) and np.allclose(got[:, 1], qt, rtol=1e-10)
+    assert np.allclose(got[:, 2], y, atol=1e-10)
+    # Collins-Soper (1977): cos theta = 2 (p1+ p2- - p1- p2+) / (m mT), p± = (E ± pz)/√2;
+    # tan phi = (mT/m) (Δ·R̂)/(Δ·Q̂_T), Δ = p1 − p2, R̂ = unit(ẑ × Q) (transverse)
+    mt = np.hypot(m, qt)
+    plus, minus = (p1[0] + p1[3], p2[0] + p2[3]), (p1[0] - p1[3], p2[0] - p2[3])
+    cos_t = (plus[0] * minus[1] - minus[0] * plus[1]) / (m * mt)
+    assert np.allclose(got[:, 3], cos_t, atol=1e-10)
+    qhat = big[1:3] / qt
+    rhat = np.stack([-qhat[1], qhat[0]])
+    delta = (p1 - p2)[1:3]
+    phi_cs = np.arctan2(mt * (delta * rhat).sum(0), m * (delta * qhat).sum(0))
+    assert np.abs(np.angle(np.exp(1j * (got[:, 4] - phi_cs)))).max() < 1e-9
+    assert np.all((got[:, 4] >= 0) & (got[:, 4] < 2 * np.pi))
+    # the study's observables agree in both frames
+    lab = np.asarray([zee.MASS_PT(e) for e in x[:20].astype(np.float32)])
+    pair = np.asarray([zee.PAIR_MASS_PT(e) for e in got[:20].astype(np.float32)])
+    assert np.allclose(lab, pair, rtol=1e-4)
+
+
 def test_conversion_columns_and_split(tmp_path, monkeypatch):
     monkeypatch.setattr(make_zee, "NUM_TRAIN", 40)
     monkeypatch.setattr(make_zee, "NUM_HOLDOUT", 60)
@@ -48,6 +107,16 @@ def test_conversion_columns_and_split(tmp_path, monkeypatch):
     assert np.allclose(events[:, 4], np.mod(-6.0, 2 * np.pi), atol=1e-6)
     pts = np.sort(np.concatenate([events[:, 0], ref[:, 0]]))
     assert np.array_equal(pts, np.sort([30 + i % 50 for i in range(n)]).astype(np.float32))
+    # the pair frame: the same rows in the same order, mapped by pair_frame.to_pair
+    make_zee.main([str(path), "--out", str(tmp_path), "--frame", "pair"])
+    pair = np.load(tmp_path / "zee_pair_events.npz")["x"]
+    pair_ref = np.load(tmp_path / "zee_pair_reference.npz")["x"]
+    assert pair.shape == events.shape and pair_ref.shape == ref.shape
+    want = pair_frame.to_pair(events.astype(np.float64))
+    assert np.allclose(pair[:, :4], want[:, :4], rtol=1e-5, atol=1e-5)
+    # pT1 = 30..79, pT2 = 40, Δη = 0.3, Δφ = 2π − 6: m² = 2 pT1 pT2 (cosh Δη − cos Δφ)
+    m = np.sqrt(2 * events[:, 0] * 40.0 * (np.cosh(0.3) - np.cos(2 * np.pi - 6.0)))
+    assert np.allclose(pair[:, 0], m, rtol=1e-5)
 
 
 def test_file_data_default_to_the_measured_field():

@@ -22,6 +22,10 @@ Split rule: the events are sorted by (Run, Event), permuted with ``numpy.random.
 ``zee_reference.npz`` holds the reference (``data.reference``, the truth stand-in).
 
     python -m benchmarks.open_data.make_zee Zee_Run2011A.csv [--out benchmarks/open_data]
+
+``--frame pair`` writes the same events, rows and split in the dilepton frame instead,
+p = (m_ee, pT_ee, y_ee, cos θ*, φ*) (Collins–Soper; ``pair_frame``), to ``zee_pair_events.npz``
+and ``zee_pair_reference.npz`` (computed in float64 from the CSV, stored as float32).
 """
 
 from __future__ import annotations
@@ -31,10 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.open_data import pair_frame
+
 NUM_TRAIN = 4_000
 NUM_HOLDOUT = 7_000
 SEED = 2011
 COLUMNS = ("pt1", "eta1", "pt2", "eta2", "dphi")
+FRAMES = {"lab": ("zee", COLUMNS), "pair": ("zee_pair", pair_frame.COLUMNS)}
 
 
 def read_csv(path) -> np.ndarray:
@@ -47,17 +54,23 @@ def read_csv(path) -> np.ndarray:
     return d
 
 
-def physical_columns(d) -> np.ndarray:
-    """(N, 5) float32: pT₁, η₁, pT₂, η₂, Δφ = (φ₂ − φ₁) mod 2π."""
+def physical_columns(d, frame: str = "lab") -> np.ndarray:
+    """(N, 5) float32: pT₁, η₁, pT₂, η₂, Δφ = (φ₂ − φ₁) mod 2π (frame "lab"), or those mapped
+    to (m_ee, pT_ee, y_ee, cos θ*, φ*) in float64 first (frame "pair")."""
+    if frame not in FRAMES:
+        raise ValueError(f"frame must be one of {tuple(FRAMES)}, got {frame!r}")
     dphi = np.mod(d["phi2"].astype(np.float64) - d["phi1"], 2 * np.pi)
-    x = np.stack([d["pt1"], d["eta1"], d["pt2"], d["eta2"], dphi], axis=1)
+    x = np.stack([d["pt1"], d["eta1"], d["pt2"], d["eta2"], dphi], axis=1).astype(np.float64)
+    if frame == "pair":
+        x = pair_frame.to_pair(x)
     return x.astype(np.float32)
 
 
-def split(d) -> tuple[np.ndarray, np.ndarray]:
-    """(events = train then held-out, reference) by the module's rule."""
+def split(d, frame: str = "lab") -> tuple[np.ndarray, np.ndarray]:
+    """(events = train then held-out, reference) by the module's rule (the same rows in both
+    frames)."""
     order = np.lexsort((d["Event"], d["Run"]))
-    x = physical_columns(d[order])
+    x = physical_columns(d[order], frame)
     x = x[np.random.default_rng(SEED).permutation(len(x))]
     n = NUM_TRAIN + NUM_HOLDOUT
     if len(x) <= n:
@@ -69,15 +82,18 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("csv", help="Zee_Run2011A.csv")
     p.add_argument("--out", default=str(Path(__file__).parent), help="output folder")
+    p.add_argument("--frame", default="lab", choices=tuple(FRAMES),
+                   help="lab: (pT1, eta1, pT2, eta2, dphi); pair: (m, pT, y, cos theta*, phi*)")
     a = p.parse_args(argv)
-    events, reference = split(read_csv(a.csv))
+    events, reference = split(read_csv(a.csv), a.frame)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "zee_events.npz", x=events)
-    np.savez_compressed(out / "zee_reference.npz", x=reference)
-    print(f"{out}/zee_events.npz: {len(events)} events (train {NUM_TRAIN}, held-out "
-          f"{len(events) - NUM_TRAIN}); {out}/zee_reference.npz: {len(reference)} events; "
-          f"columns {', '.join(COLUMNS)}")
+    stem, columns = FRAMES[a.frame]
+    np.savez_compressed(out / f"{stem}_events.npz", x=events)
+    np.savez_compressed(out / f"{stem}_reference.npz", x=reference)
+    print(f"{out}/{stem}_events.npz: {len(events)} events (train {NUM_TRAIN}, held-out "
+          f"{len(events) - NUM_TRAIN}); {out}/{stem}_reference.npz: {len(reference)} events; "
+          f"columns {', '.join(columns)}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Massless electrons: m_ee² = 2 pT₁ pT₂ (cosh Δη − cos Δφ) (PDG, "Kinematics", invariant mass of
 two massless particles), pair pT² = pT₁² + pT₂² + 2 pT₁ pT₂ cos Δφ. Use it in a study with
-``--set data.observable=benchmarks.open_data.zee:MASS_PT``.
+``--set data.observable=benchmarks.open_data.zee:MASS_PT``. Events in the pair frame
+(``make_zee --frame pair``: x = (m_ee, pT_ee, y_ee, cos θ*, φ*), ``pair_frame``) carry both as
+columns: ``benchmarks.open_data.zee:PAIR_MASS_PT``.
 """
 
 from __future__ import annotations
@@ -36,3 +38,16 @@ class MassPt:
 
 
 MASS_PT = MassPt()  # --set data.observable=benchmarks.open_data.zee:MASS_PT
+
+
+@dataclasses.dataclass(frozen=True)
+class PairMassPt:
+    """(m_ee, pair pT) of one pair-frame event x = (m, pT, y, cos θ*, φ*) (5,) -> (2,)."""
+
+    names: tuple[str, ...] = ("m_ee", "pt_ee")
+
+    def __call__(self, x):
+        return jnp.stack([x[0], x[1]], axis=-1)
+
+
+PAIR_MASS_PT = PairMassPt()  # --set data.observable=benchmarks.open_data.zee:PAIR_MASS_PT
