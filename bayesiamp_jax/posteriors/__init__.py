@@ -22,6 +22,12 @@ from bayesiamp_jax.posteriors.draws import (
     stack_params,
     to_inference_data,
 )
+from bayesiamp_jax.posteriors.laplace import (
+    fit_laplace,
+    fit_laplace_cnf,
+    laplace_approximation,
+    sample_laplace,
+)
 from bayesiamp_jax.posteriors.model import (
     WeightSpace,
     build_weight_model,
@@ -68,6 +74,8 @@ __all__ = [
     "driver",
     "draws_diagnostics",
     "exact_nll_loss_fn",
+    "fit_laplace",
+    "fit_laplace_cnf",
     "fit_repulsive",
     "fit_repulsive_cnf",
     "fit_vi",
@@ -75,9 +83,11 @@ __all__ = [
     "init_guide_params",
     "init_vi_state",
     "kl_site_scale",
+    "laplace_approximation",
     "load_draws",
     "sample_adammcmc",
     "sample_adammcmc_cnf",
+    "sample_laplace",
     "sample_nuts",
     "sample_nuts_cnf",
     "sample_vi",
