@@ -9,6 +9,9 @@ Work per stage (``work``), in units whose cost is measured or documented:
   solver_steps; one RK4 step of the exact log-likelihood gradient of one point = 4 stages ×
   (1 + d) (exact divergence, d = 2) × 3 (reverse mode) = 36 field evaluations.
 - nuts: draws × 2^(tree depth) likelihood gradients of num_points points (as adammcmc).
+- laplace, ensemble, bootstrap, sgld, sghmc, swag: *training point-steps* (value and
+  gradient of the flow-matching loss of one point), counted per unit by ``unit_cost`` (the
+  formula is in its result and in report.json's ``cost``).
 - evaluate: *generated points* (same-noise calib_samples, scaled scaled_factor · n² per
   binning, or scaled_factor · max n² with ``scaled_shared``) per run and draw, each
   ``Solver.num_evals`` field evaluations (RK4: solver_steps × 4; Adams–Bashforth "abk":
@@ -34,7 +37,8 @@ import numpy as np
 import optax
 
 import bayesiamp_jax as bj
-from experiments.config import method_grid
+from experiments import config as cfgmod
+from experiments.config import NEW_METHODS, method_grid
 from experiments.data import data_dims, field_from_config
 
 # One H100, seconds per unit. field_eval: MEASURED.md, plain-XLA fixed-step RK4 (32 steps)
@@ -75,7 +79,9 @@ PROBE_EPOCHS = 10  # epochs per timed call of a trainer (probe with num_train)
 TRAINER_PROBE_S = 10.0  # studies predicted longer are probed with the trainer too
 EVALUATE_PROGRAMS = 2
 TIMING_KEYS = {"deterministic": "deterministic", "vi": "train_vi", "adammcmc": "train_adammcmc",
-               "nuts": "train_nuts", "repulsive": "train_repulsive", "evaluate": "evaluate"}
+               "nuts": "train_nuts", "repulsive": "train_repulsive", "evaluate": "evaluate",
+               **{m: f"train_{m}" for m in NEW_METHODS}}
+FM_EVALS = 3  # field evaluations of the value and gradient of the flow-matching loss per point
 
 
 def field_flops(field) -> float:
@@ -230,10 +236,13 @@ def work(cfg) -> dict:
         out["nuts"] = {"unit": "nuts_draw", "units": float(draws * runs), "parallel_units": 1,
                        "programs": TRAIN_PROGRAMS,
                        "field_evals": float(grads * 3)}
-    draws = 0
-    for method, _, _ in method_grid(cfg):
-        draws += {"vi": cfg.vi.num_draws, "adammcmc": cfg.adammcmc.num_samples,
-                  "nuts": cfg.nuts.num_samples, "repulsive": cfg.repulsive.num_members}[method]
+    for method in NEW_METHODS:
+        if getattr(cfg, method).enabled:
+            labels = sum(m == method for m, _, _ in method_grid(cfg))
+            u = unit_cost(cfg, method)
+            out[method] = _train("train_point_step", u["field_evals"] / FM_EVALS,
+                                 runs * labels, FM_EVALS)
+    draws = sum(cfgmod.num_draws(cfg, method) for method, _, _ in method_grid(cfg))
     e = cfg.evaluation
     per_sample = (e.solver_steps * ADAPTIVE_EVALS_PER_STEP if e.solver in bj.integrate.ADAPTIVE
                   else bj.Solver(e.solver, e.solver_steps).num_evals)
@@ -244,6 +253,53 @@ def work(cfg) -> dict:
                        "field_evals": points * per_sample, "samples": points,
                        "samples_calibration": float(runs * draws * e.calib_samples),
                        "samples_scaled": float(runs * draws * scaled_points(e))}
+    return out
+
+
+def unit_cost(cfg, method: str) -> dict:
+    """Field evaluations of one unit of ``method`` (one label, one run), counted from the
+    settings: {"field_evals", "formula", "pretrain_field_evals", "pretrain_formula"}. A
+    flow-matching point-step (value and gradient of the loss of one point) is ``FM_EVALS`` = 3
+    evaluations; methods started at the deterministic params add its training
+    (``pretrain_*``, shared by every label of the run). N = data.num_train, d = the data
+    dimension, B = the section's batch size."""
+    n, d = cfg.data.num_train, data_dims(cfg)[0]
+    s = getattr(cfg, method)
+    if method == "vi":
+        evals = s.num_epochs * n * FM_EVALS * VI_FACTOR
+        formula = "epochs × N × 3 × 2 (weight sampling and KL)"
+    elif method == "repulsive":
+        evals, formula = s.num_epochs * n * s.num_members * FM_EVALS, "epochs × N × members × 3"
+    elif method == "adammcmc":
+        steps = s.num_samples * s.thinning + s.num_adam_steps
+        evals = steps * 2 * s.batch_size * s.solver_steps * likelihood_evals(d)
+        formula = "(S × thinning + Adam steps) × 2 × B × RK4 steps × 4 (1 + d) × 3"
+    elif method == "nuts":
+        evals = (s.num_warmup + s.num_samples) * 2**s.max_tree_depth * s.num_points * FM_EVALS
+        formula = "(warm-up + S) × 2^depth × points × 3"
+    elif method == "laplace":
+        evals = (s.num_points or n) * (1 + 2 * d)
+        formula = "curvature events × (1 + 2 d) (the field's Jacobian: d reverse passes)"
+    elif method in ("ensemble", "bootstrap"):
+        evals = s.num_members * cfgmod.num_epochs(cfg, method) * n * FM_EVALS
+        formula = "members × epochs × N × 3"
+    elif method == "sgld":
+        evals = (s.num_burnin + s.num_samples * s.thinning) * cfgmod.batch_size(cfg, method) \
+            * FM_EVALS
+        formula = "(burn-in + S × thinning) × B × 3"
+    elif method == "sghmc":
+        evals = (s.num_burnin + s.num_samples * s.thinning) * s.num_integration_steps \
+            * cfgmod.batch_size(cfg, method) * FM_EVALS
+        formula = "(burn-in + S × thinning) × integration steps × B × 3"
+    elif method == "swag":
+        evals, formula = s.num_epochs * n * FM_EVALS, "epochs × N × 3"
+    else:
+        raise ValueError(f"method must be one of {list(cfgmod.METHODS)}, got {method!r}")
+    out = {"field_evals": float(evals), "formula": formula,
+           "pretrain_field_evals": 0.0, "pretrain_formula": ""}
+    if method in cfgmod.FROM_DETERMINISTIC:
+        out["pretrain_field_evals"] = float(cfg.deterministic.num_epochs * n * FM_EVALS)
+        out["pretrain_formula"] = "deterministic epochs × N × 3"
     return out
 
 

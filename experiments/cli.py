@@ -3,6 +3,8 @@
     bayesiamp paper --preset quick                 # the whole study (writes outputs/quick/)
     bayesiamp paper --preset paper -o runs/paper --set num_runs=2   # the paper's sizes (GPU)
     bayesiamp dimension --preset quick             # the study on the d-dimensional shell
+    bayesiamp compare --preset quick               # every posterior family at its cost
+    bayesiamp train --method sgld --set sgld.enabled=true   # one family's training only
     bayesiamp regression --preset quick            # uncertainty-aware regression
     bayesiamp budget --preset paper                # predicted work and time per stage
     bayesiamp figures outputs/quick                # redraw a study's figures from its files
@@ -12,6 +14,7 @@ Every study command takes ``--preset NAME``, ``--set KEY=VALUE`` (repeatable), `
 and ``--show-config [text|json]`` (every setting with a one-line description);
 ``bayesiamp COMMAND --help`` documents every option of a command. The module forms
 (``python -m experiments.paper``, ``python -m experiments.dimension``,
+``python -m experiments.compare``,
 ``python -m experiments.regression``, ``python -m experiments.figures``,
 ``python -m experiments.budget``, ``python -m experiments.demo``, ``python -m benchmarks.run``)
 are this parser with the command filled in.
@@ -79,6 +82,12 @@ def _config(argv) -> int:
 
 def _dimension(argv) -> int:
     from experiments.dimension import main as run
+
+    return run(argv)
+
+
+def _compare(argv) -> int:
+    from experiments.compare import main as run
 
     return run(argv)
 
@@ -249,6 +258,8 @@ COMMANDS = {
     "config": ("print a study's resolved configuration (every setting, described)", _config),
     "dimension": ("the study on the d-dimensional shell for several d (--dims 2,4,6,8)",
                   _dimension),
+    "compare": ("every posterior family on one problem, against its cost (one study)",
+                _compare),
     "regression": ("uncertainty-aware regression: VI and repulsive ensemble vs replica truth",
                    _regression),
     "budget": ("predicted samples, FLOPs and time per stage of a study, from a short probe",

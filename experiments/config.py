@@ -15,6 +15,12 @@ Presets:
 - ``replicate``: the headline labels (VI k=10, AdamMCMC σ=0.1) at the paper's training length
   for one run on a 2-core CPU, evaluated with fewer samples per cell.
 - ``tiny``: seconds-sized smoke test of every stage (used by the test suite).
+
+The families of issue 24 (``laplace``, ``ensemble``, ``bootstrap``, ``sgld``, ``sghmc``,
+``swag``) are off in every preset (``--set laplace.enabled=true``); their defaults are sized for
+the quick preset (10 members × the deterministic epochs, 20 draws or kept states). Laplace,
+SGLD, SGHMC and SWAG start from the deterministic params and carry a ``temperatures`` grid
+(one label per T, e.g. ``sgld_T1``), the knob the held-out check chooses among.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from bayesiamp_jax.integrate import ADAMS_BASHFORTH, ADAPTIVE, FIXED_STEP
 from experiments import settings
 from experiments.settings import ConfigError, apply_override, setting, to_dict
 
-__all__ = ["PRESETS", "Config", "ConfigError", "apply_override", "fingerprint", "from_dict",
-           "load", "method_grid", "resolve", "setting", "to_dict"]
+__all__ = ["CHAIN_METHODS", "FROM_DETERMINISTIC", "METHODS", "PRESETS", "Config", "ConfigError",
+           "apply_override", "batch_size", "fingerprint", "from_dict", "laplace_labels", "load",
+           "method_grid", "num_draws", "num_epochs", "resolve", "setting", "to_dict"]
 
 PAPER_SCALED_BINS = (2, 3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 200, 500)
 PAPER_FIT_BINS = (15, 20, 30, 40, 50, 70, 100, 200)
@@ -44,6 +51,14 @@ FILE_HIDDEN, FILE_FREQUENCIES = (128, 128, 128), 3  # m_ee KS 0.051 at 12,000 ep
 DATA_NAMES = ("ring", "shell", "file")
 OBSERVABLES = ("polar", "radius_cosine", "coordinates")
 GENERATION_SOLVERS = tuple(FIXED_STEP) + tuple(ADAPTIVE)
+# the weight-posterior methods (config sections, ``--method`` choices, training stages), in
+# the order of the method grid; the families of issue 24 come after the paper's
+NEW_METHODS = ("laplace", "ensemble", "bootstrap", "sgld", "sghmc", "swag")
+METHODS = ("vi", "adammcmc", "nuts", "repulsive", *NEW_METHODS)
+# methods started at the run's deterministic (flow-matching) params
+FROM_DETERMINISTIC = ("adammcmc", "nuts", "laplace", "sgld", "sghmc", "swag")
+# methods whose draws are states of one Markov chain per run (ESS and R-hat apply)
+CHAIN_METHODS = ("adammcmc", "nuts", "sgld", "sghmc")
 
 
 @dataclass(frozen=True)
@@ -255,6 +270,173 @@ class RepulsiveConfig:
         _checks.positive_int("repulsive.batch_size", self.batch_size)
 
 
+def _temperatures(section, temperatures):
+    _nonempty(f"{section}.temperatures", temperatures)
+    for i, t in enumerate(temperatures):
+        _checks.positive(f"{section}.temperatures[{i}]", t)
+    if len(set(temperatures)) != len(temperatures):
+        raise ValueError(f"{section}.temperatures must be distinct (one label each), got "
+                         f"{list(temperatures)!r}")
+
+
+def _or_deterministic(name, value):
+    """-1 (the deterministic section's value) or a positive integer."""
+    if value != -1 and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"{name} must be -1 (deterministic's) or a positive integer, got "
+                         f"{value!r}")
+
+
+LAPLACE_STRUCTURES = ("diag", "last_layer", "full", "lowrank")  # posteriors.laplace.STRUCTURES
+BOOTSTRAP_KINDS = ("multinomial", "poisson")
+
+
+@dataclass(frozen=True)
+class LaplaceConfig:
+    """Laplace approximation around each run's deterministic params (``fit_laplace_cnf``):
+    one posterior per curvature structure, temperature and run."""
+
+    enabled: bool = setting(False, "run the Laplace approximation around the deterministic "
+                                   "params")
+    structures: tuple[str, ...] = setting(("diag",),
+        "curvature structures, one label each: diag (full-network diagonal GGN), last_layer "
+        "(full GGN of the last layer), full (full-network GGN: small networks), lowrank")
+    temperatures: tuple[float, ...] = setting((1.0,),
+        "posterior temperatures T (likelihood N/T; larger T: wider), one label each")
+    num_draws: int = setting(20, "weight draws per posterior (S)")
+    prior_precision: float = setting(-1.0,
+        "prior precision of the weights; < 0: chosen by the marginal likelihood")
+    num_points: int = setting(0, "training events in the curvature; 0: all of the run's")
+
+    def validate(self):
+        _nonempty("laplace.structures", self.structures)
+        for i, s in enumerate(self.structures):
+            _checks.one_of(f"laplace.structures[{i}]", s, LAPLACE_STRUCTURES)
+        if len(set(self.structures)) != len(self.structures):
+            raise ValueError(f"laplace.structures must be distinct, got "
+                             f"{list(self.structures)!r}")
+        _temperatures("laplace", self.temperatures)
+        _at_least_two("laplace.num_draws", self.num_draws)
+        _checks.finite("laplace.prior_precision", [self.prior_precision])
+        if self.prior_precision == 0:
+            raise ValueError("laplace.prior_precision must be > 0, or < 0 for the marginal "
+                             "likelihood's choice, got 0.0")
+        if not isinstance(self.num_points, int) or self.num_points < 0:
+            raise ValueError(f"laplace.num_points must be 0 (all) or a positive integer, got "
+                             f"{self.num_points!r}")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Deep ensemble: ``num_members`` independently initialised flow-matching networks per
+    run (``fit_ensemble_cnf``; the members are the draws)."""
+
+    enabled: bool = setting(False, "train a deep ensemble (independent initialisations)")
+    num_members: int = setting(10, "ensemble members (the draws, S)")
+    num_epochs: int = setting(-1, "flow-matching epochs per member; -1: deterministic.num_epochs")
+    batch_size: int = setting(-1, "mini-batch size; -1: deterministic.batch_size")
+    chunk_epochs: int = setting(100,
+        "epochs per compiled call (progress and checkpoint between chunks)")
+    early_stop: int = setting(0,
+        "early stop: patience in held-out records (~1 % of the epochs each) without an "
+        "improvement of early_stop_min_delta; 0: off")
+    early_stop_min_delta: float = setting(0.0, "early stop: the held-out loss improvement "
+                                               "that counts (loss units)")
+
+    def validate(self, name="ensemble"):
+        _early_stop(name, self)
+        _at_least_two(f"{name}.num_members", self.num_members)
+        _or_deterministic(f"{name}.num_epochs", self.num_epochs)
+        _or_deterministic(f"{name}.batch_size", self.batch_size)
+        _checks.positive_int(f"{name}.chunk_epochs", self.chunk_epochs)
+
+
+@dataclass(frozen=True)
+class BootstrapConfig(EnsembleConfig):
+    """Bootstrap ensemble: members trained on resampled training weights (multinomial or
+    Poisson) of the run's events (``fit_ensemble_cnf(..., bootstrap=resampling)``)."""
+
+    enabled: bool = setting(False, "train a bootstrap ensemble (resampled training weights)")
+    resampling: str = setting("multinomial",
+        "the members' training weights: multinomial (N draws with replacement) or poisson "
+        "(independent Poisson(1) per event)")
+
+    def validate(self, name="bootstrap"):
+        super().validate(name)
+        _checks.one_of("bootstrap.resampling", self.resampling, BOOTSTRAP_KINDS)
+
+
+@dataclass(frozen=True)
+class SGLDConfig:
+    """Stochastic-gradient Langevin dynamics (``sample_sgld_cnf``), one chain per temperature
+    and run, started at the run's deterministic params."""
+
+    enabled: bool = setting(False, "run SGLD chains from the deterministic params")
+    temperatures: tuple[float, ...] = setting((1.0,),
+        "posterior temperatures T (likelihood N/T; larger T: wider), one label each")
+    step_size: float = setting(1e-6, "step size (learning rate) of the Langevin update")
+    num_samples: int = setting(20, "kept chain states per chain (S)")
+    thinning: int = setting(10, "chain steps (kernel calls) between kept states")
+    num_burnin: int = setting(200, "chain steps (kernel calls) before the first kept state")
+    batch_size: int = setting(-1, "mini-batch size of the gradient; -1: deterministic.batch_size")
+    prior_scale: float = setting(1.0, "standard deviation of the Gaussian weight prior")
+
+    def validate(self, name="sgld"):
+        _temperatures(name, self.temperatures)
+        _checks.positive(f"{name}.step_size", self.step_size)
+        _at_least_two(f"{name}.num_samples", self.num_samples)
+        _checks.positive_int(f"{name}.thinning", self.thinning)
+        if not isinstance(self.num_burnin, int) or self.num_burnin < 0:
+            raise ValueError(f"{name}.num_burnin must be an integer >= 0, got "
+                             f"{self.num_burnin!r}")
+        _or_deterministic(f"{name}.batch_size", self.batch_size)
+        _checks.positive(f"{name}.prior_scale", self.prior_scale)
+
+
+@dataclass(frozen=True)
+class SGHMCConfig(SGLDConfig):
+    """Stochastic-gradient Hamiltonian Monte Carlo (``sample_sghmc_cnf``), one chain per
+    temperature and run, started at the run's deterministic params. A kernel call draws a fresh
+    momentum and takes ``num_integration_steps`` steps of time step ε (SGLD's ε ~ ε² / 2)."""
+
+    enabled: bool = setting(False, "run SGHMC chains from the deterministic params")
+    step_size: float = setting(1e-3, "time step ε of the integration (SGLD's ε ~ ε² / 2)")
+    thinning: int = setting(2, "kernel calls between kept states")
+    num_burnin: int = setting(20, "kernel calls before the first kept state")
+    friction: float = setting(0.01, "friction α >= 0: p ← (1 − α ε) p + ε ∇log p + √(2αε) ξ")
+    num_integration_steps: int = setting(10, "integration steps per kernel call")
+
+    def validate(self, name="sghmc"):
+        super().validate(name)
+        _checks.non_negative("sghmc.friction", self.friction)
+        _checks.positive_int("sghmc.num_integration_steps", self.num_integration_steps)
+
+
+@dataclass(frozen=True)
+class SWAGConfig:
+    """SWAG (Maddox et al. 2019): SGD continued from the run's deterministic params, one
+    iterate per epoch; a Gaussian of diagonal plus low-rank covariance (``fit_swag_cnf``)."""
+
+    enabled: bool = setting(False, "run SWAG from the deterministic params")
+    temperatures: tuple[float, ...] = setting((1.0,),
+        "temperatures T scaling the covariance (larger T: wider), one label each")
+    num_epochs: int = setting(40, "SGD epochs, one collected iterate each")
+    learning_rate: float = setting(1e-3, "constant SGD learning rate")
+    rank: int = setting(10, "deviations kept for the low-rank covariance (<= num_epochs)")
+    num_draws: int = setting(20, "weight draws per posterior (S)")
+    batch_size: int = setting(-1, "mini-batch size; -1: deterministic.batch_size")
+
+    def validate(self):
+        _temperatures("swag", self.temperatures)
+        _at_least_two("swag.num_epochs", self.num_epochs)
+        _checks.positive("swag.learning_rate", self.learning_rate)
+        _checks.positive_int("swag.rank", self.rank)
+        if self.rank > self.num_epochs:
+            raise ValueError(f"swag.rank={self.rank} exceeds swag.num_epochs="
+                             f"{self.num_epochs} (one deviation per collected iterate)")
+        _at_least_two("swag.num_draws", self.num_draws)
+        _or_deterministic("swag.batch_size", self.batch_size)
+
+
 @dataclass(frozen=True)
 class EvaluationConfig:
     """Calibration (same noise for every draw) and scaled (fresh scaled_factor·n² per draw)
@@ -381,6 +563,12 @@ class Config:
     adammcmc: AdamMCMCConfig = setting(default_factory=AdamMCMCConfig)
     nuts: NUTSConfig = setting(default_factory=NUTSConfig)
     repulsive: RepulsiveConfig = setting(default_factory=RepulsiveConfig)
+    laplace: LaplaceConfig = setting(default_factory=LaplaceConfig)
+    ensemble: EnsembleConfig = setting(default_factory=EnsembleConfig)
+    bootstrap: BootstrapConfig = setting(default_factory=BootstrapConfig)
+    sgld: SGLDConfig = setting(default_factory=SGLDConfig)
+    sghmc: SGHMCConfig = setting(default_factory=SGHMCConfig)
+    swag: SWAGConfig = setting(default_factory=SWAGConfig)
     evaluation: EvaluationConfig = setting(default_factory=EvaluationConfig)
     figures: FiguresConfig = setting(default_factory=FiguresConfig)
 
@@ -397,21 +585,22 @@ class Config:
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
                 section.validate()
-        for name in ("deterministic", "vi", "adammcmc", "repulsive"):
+        for name in ("deterministic", "vi", "adammcmc", "repulsive", *NEW_METHODS):
             section = getattr(self, name)
-            if section.enabled and section.batch_size > self.data.num_train:
-                raise ValueError(f"{name}.batch_size={section.batch_size} exceeds data.num_train="
-                                 f"{self.data.num_train}")
-        for m in ("adammcmc", "nuts"):
+            if not (section.enabled and hasattr(section, "batch_size")):
+                continue
+            if batch_size(self, name) > self.data.num_train:
+                raise ValueError(f"{name}.batch_size={batch_size(self, name)} exceeds "
+                                 f"data.num_train={self.data.num_train}")
+        for m in FROM_DETERMINISTIC:
             if getattr(self, m).enabled and not self.deterministic.enabled:
                 raise ValueError(f"{m}.enabled=true needs deterministic.enabled=true "
                                  "(it starts from the pretrained network)")
         if self.nuts.enabled and self.nuts.num_points > self.data.num_train:
             raise ValueError(f"nuts.num_points={self.nuts.num_points} exceeds data.num_train="
                              f"{self.data.num_train}")
-        if not any(getattr(self, m).enabled for m in ("vi", "adammcmc", "nuts", "repulsive")):
-            raise ValueError("no weight-posterior method is enabled "
-                             "(vi, adammcmc, nuts, repulsive)")
+        if not any(getattr(self, m).enabled for m in METHODS):
+            raise ValueError(f"no weight-posterior method is enabled ({', '.join(METHODS)})")
         return self
 
 
@@ -546,4 +735,40 @@ def method_grid(cfg: Config) -> list[tuple[str, str, float | None]]:
         grid.append(("nuts", "nuts", None))
     if cfg.repulsive.enabled:
         grid.append(("repulsive", f"repulsive_m{cfg.repulsive.num_members}", None))
+    if cfg.laplace.enabled:
+        grid += [("laplace", label, t) for label, _, t in laplace_labels(cfg)]
+    for m in ("ensemble", "bootstrap"):
+        if getattr(cfg, m).enabled:
+            grid.append((m, f"{m}_m{getattr(cfg, m).num_members}", None))
+    for m in ("sgld", "sghmc", "swag"):
+        if getattr(cfg, m).enabled:
+            grid += [(m, f"{m}_T{t:g}", float(t)) for t in getattr(cfg, m).temperatures]
     return grid
+
+
+def laplace_labels(cfg: Config) -> list[tuple[str, str, float]]:
+    """(label, curvature structure, temperature) of every Laplace posterior, e.g.
+    ("laplace_diag_T1", "diag", 1.0)."""
+    return [(f"laplace_{s}_T{t:g}", s, float(t))
+            for s in cfg.laplace.structures for t in cfg.laplace.temperatures]
+
+
+def num_epochs(cfg: Config, method: str) -> int:
+    """Training epochs of ``method``'s section, -1 resolved to deterministic.num_epochs."""
+    n = getattr(cfg, method).num_epochs
+    return cfg.deterministic.num_epochs if n == -1 else n
+
+
+def batch_size(cfg: Config, method: str) -> int:
+    """Mini-batch size of ``method``'s section, -1 resolved to deterministic.batch_size."""
+    n = getattr(cfg, method).batch_size
+    return cfg.deterministic.batch_size if n == -1 else n
+
+
+def num_draws(cfg: Config, method: str) -> int:
+    """Weight draws S per posterior of ``method``."""
+    section = getattr(cfg, method)
+    for name in ("num_draws", "num_samples", "num_members"):
+        if hasattr(section, name):
+            return getattr(section, name)
+    raise ValueError(f"method {method!r} has no number of draws")

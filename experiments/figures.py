@@ -17,6 +17,7 @@ from bayesiamp_jax.checkpoint import atomic_write_json, load_pytree
 from bayesiamp_jax.evaluation.summary import key_cells, key_panel
 from bayesiamp_jax.posteriors.draws import load_draws
 from experiments import config as cfgmod
+from experiments import report
 from experiments.evaluate import load_results
 from experiments.stages import read_json
 
@@ -25,10 +26,20 @@ PAPER_FITS = {"vi": (0.0043, 0.99), "adammcmc": (0.0121, 0.986)}
 
 
 def headline_labels(cfg) -> list[str]:
+    """The labels of the headline figures: VI and AdamMCMC at figures.headline_*, every label
+    without a knob, and the families of issue 24 at temperature 1 (or their first T)."""
     f = cfg.figures
     wanted = {("vi", f.headline_vi_k), ("adammcmc", f.headline_adammcmc_sigma)}
-    return [label for m, label, h in cfgmod.method_grid(cfg)
-            if (m, h) in wanted or m in ("nuts", "repulsive")]
+    grid = cfgmod.method_grid(cfg)
+    first_t = {}
+    for m, label, h in grid:
+        if m in cfgmod.NEW_METHODS and h is not None:
+            first_t.setdefault(report.family(label, h), label)
+    for m, label, h in grid:
+        if m in cfgmod.NEW_METHODS and h == 1.0:
+            first_t[report.family(label, h)] = label
+    return [label for m, label, h in grid
+            if (m, h) in wanted or h is None or label in first_t.values()]
 
 
 def _loss_curves(study, labels) -> dict:
@@ -84,7 +95,7 @@ def plot_convergence(study):
         if lows and max(highs) > min(lows):
             pad = 0.05 * (max(highs) - min(lows))
             ax.set_ylim(min(lows) - pad, max(highs) + pad)
-        ax.set(xlabel="chain step" if method == "adammcmc" else "epoch",
+        ax.set(xlabel="chain step" if method in cfgmod.CHAIN_METHODS else "epoch",
                ylabel="held-out potential" if method == "adammcmc" else "held-out loss",
                title=method)
         ax.legend(fontsize=7)
@@ -128,7 +139,8 @@ def draw_all(study, labels=None) -> list[str]:
         written.append(save(convergence_fig, "convergence"))
     if any(r.get("holdout") for r in results.values()):  # the check without a truth
         written.append(save(ev.plot_holdout(results), "holdout"))
-    for method in ("vi", "adammcmc", "nuts", "repulsive"):  # paper Fig. 2/3 per method
+    # paper Fig. 2/3 per method, in the order of the method grid (any method name)
+    for method in dict.fromkeys(r["method"] for r in results.values()):
         family = {label: r for label, r in results.items() if r["method"] == method}
         if family:
             first = next(iter(family.values()))

@@ -4,6 +4,7 @@
     python -m experiments.paper --preset paper --output runs/paper   # the paper's sizes (GPU)
     python -m experiments.paper --preset paper --set vi.num_epochs=2000 --set num_runs=2
     python -m experiments.paper --preset tiny --method vi      # one method only
+    python -m experiments.paper --preset quick --set sgld.enabled=true --method sgld
     python -m experiments.paper --config runs/paper/config.json --set seed=1 -o runs/seed1
     python -m experiments.paper --preset paper -o /shared/paper \
         --coordinator host0:12345 --num-processes 4 --process-id I   # on each of 4 machines
@@ -42,10 +43,10 @@ from experiments import (
 )
 from experiments.stages import FolderLock, Study, StudyError, check_no_clobber, prepare_folder
 
-METHODS = ("vi", "adammcmc", "nuts", "repulsive")
+METHODS = cfgmod.METHODS
 UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
-STAGE_ORDER = ("data", "deterministic", "train_vi", "train_adammcmc", "train_nuts",
-               "train_repulsive", "evaluate", "figures", "report")
+STAGE_ORDER = ("data", "deterministic", *(f"train_{m}" for m in METHODS), "evaluate", "figures",
+               "report")
 
 
 def build_parser(prog: str = "python -m experiments.paper",
@@ -107,6 +108,13 @@ def fingerprints(cfg, methods=None) -> dict:
         fp[f"train_{m}"] = cfgmod.fingerprint(fp["data"], cfg.network, getattr(cfg, m))
     for m in ("adammcmc", "nuts"):  # start from the deterministic network
         fp[f"train_{m}"] = cfgmod.fingerprint(fp["deterministic"], getattr(cfg, m))
+    for m in ("ensemble", "bootstrap"):  # epochs and batch size may be the deterministic's
+        fp[f"train_{m}"] = cfgmod.fingerprint(fp["data"], cfg.network, getattr(cfg, m),
+                                              cfgmod.num_epochs(cfg, m), cfgmod.batch_size(cfg, m))
+    for m in ("laplace", "sgld", "sghmc", "swag"):  # start from the deterministic network
+        fp[f"train_{m}"] = cfgmod.fingerprint(
+            fp["deterministic"], getattr(cfg, m),
+            cfgmod.batch_size(cfg, m) if hasattr(getattr(cfg, m), "batch_size") else None)
     chosen = [f"train_{m}" for m in selected(cfg, methods)]
     fp["evaluate"] = cfgmod.fingerprint([fp[s] for s in chosen], cfg.evaluation)
     fp["figures"] = cfgmod.fingerprint(fp["evaluate"], cfg.figures)

@@ -10,7 +10,19 @@ report.json layout::
          "coverage": {n: {"nominal": [...], "empirical": [...]}},
          "amplification": {n: [float per run]},
          "fit": {"a": float, "a_err": float, "b": float, "b_err": float},
-         "closure": {n: {"model": float, "truth": float}}}}}
+         "closure": {n: {"model": float, "truth": float}},
+         "cost": {"seconds", "train_s", "pretrain_s", "field_evals", "pretrain_field_evals",
+                  "formula", "pretrain_formula", "num_runs"}}},
+     "selection": {family: {"chosen": label, "labels": {label: {"hyper", "verdict",
+                   "scale", "binning"}}}}}
+
+``cost`` (``label_costs``): the label's share of its training stage's measured seconds (the
+labels of one method train together in one program: the stage time split evenly) plus, for
+methods started at the deterministic params, that stage's seconds; field evaluations counted
+from the settings (``experiments.budget.unit_cost``, its formula given) over all runs.
+``selection`` (``select_by_holdout``): per family of labels that differ only in their knob
+(VI k, AdamMCMC σ, the temperature T of Laplace / SGLD / SGHMC / SWAG) the label
+``evaluation.holdout.select_knob`` picks from the held-out checks, no truth used.
 
 Per-n dictionaries are keyed by the number of bins per dimension n as a string ("50").
 """
@@ -22,8 +34,10 @@ import re
 from pathlib import Path
 
 from bayesiamp_jax.checkpoint import atomic_write_json, atomic_write_text
+from bayesiamp_jax.evaluation.holdout import HoldoutCheck, select_knob
 from bayesiamp_jax.evaluation.summary import key_cells, key_panel
 from bayesiamp_jax.evaluation.trust import assess, holdout_entry
+from experiments.config import FROM_DETERMINISTIC
 
 TOP_LEVEL = {"preset": str, "config": dict, "timings": dict, "versions": dict, "device": dict,
              "methods": dict}
@@ -69,6 +83,112 @@ def validate_report(report: dict, *, calib_bins=None, scaled_bins=None, num_runs
                     raise ReportSchemaError(f"{where}.closure[{n!r}] lacks {k!r}")
                 _number(c[k], f"{where}.closure[{n!r}].{k}", allow_nan=True)
         _keys(m["closure"], f"{where}.closure", scaled_bins)
+
+
+def label_costs(report: dict, cfg) -> dict:
+    """{label: cost} of every label of ``report`` (see the module doc) from the stage timings
+    in ``report["timings"]`` and the settings of ``cfg`` (a ``Config``)."""
+    from experiments.budget import unit_cost  # budget probes with JAX; imported when used
+
+    timings = report["timings"]
+    per_method = {}
+    for m in report["methods"].values():
+        per_method[m["method"]] = per_method.get(m["method"], 0) + 1
+    out = {}
+    for label, m in report["methods"].items():
+        method = m["method"]
+        u = unit_cost(cfg, method)
+        stage = timings.get(f"train_{method}")
+        train_s = None if stage is None else stage / per_method[method]
+        pre = method in FROM_DETERMINISTIC
+        pretrain_s = timings.get("deterministic") if pre else 0.0
+        seconds = (None if train_s is None or pretrain_s is None else train_s + pretrain_s)
+        out[label] = {"seconds": seconds, "train_s": train_s, "pretrain_s": pretrain_s,
+                      "field_evals": u["field_evals"] * cfg.num_runs,
+                      "pretrain_field_evals": u["pretrain_field_evals"] * cfg.num_runs,
+                      "formula": u["formula"] + " per run", "num_runs": cfg.num_runs,
+                      "pretrain_formula": u["pretrain_formula"] + " per run" if pre else ""}
+    return out
+
+
+def family(label: str, hyper) -> str:
+    """The labels that differ only in their knob: "vi_k10" -> "vi", "laplace_diag_T1" ->
+    "laplace_diag", "sgld_T0.5" -> "sgld"; a label without a knob is its own family."""
+    return label if hyper is None else label.rsplit("_", 1)[0]
+
+
+def _densest_check(ho: dict) -> tuple[str, dict] | None:
+    """(binning key, check) of the same-noise binning with the most cells that is not sparse
+    (scaled binnings if none is), the most demanding check the label's verdict reads."""
+    for kind in ("same_noise", "scaled"):
+        dense = {k: c for k, c in (ho.get(kind) or {}).items() if not c.get("sparse")}
+        if dense:
+            key = max(dense, key=key_cells)
+            return key, dense[key]
+    return None
+
+
+def select_by_holdout(methods: dict) -> dict:
+    """{family: {"chosen", "labels"}}: per family (``family``) the label that
+    ``select_knob`` picks from the held-out checks (verdict and recalibration s of its
+    densest dense binning, ``_densest_check``); families without a held-out check are left
+    out."""
+    groups = {}
+    for label, m in methods.items():
+        found = _densest_check(m.get("holdout") or {})
+        if found is None:
+            continue
+        key, c = found
+        groups.setdefault(family(label, m.get("hyper")), {})[label] = {
+            "hyper": m.get("hyper"), "verdict": c["verdict"], "binning": key,
+            "scale": c.get("scale")}
+    out = {}
+    for name, labels in groups.items():
+        stand_ins = {label: HoldoutCheck(**dict.fromkeys(HoldoutCheck._fields) | {
+            "verdict": e["verdict"],
+            "scale": float("nan") if e["scale"] is None else float(e["scale"])})
+            for label, e in labels.items()}
+        out[name] = {"chosen": select_knob(stand_ins), "labels": labels}
+    return out
+
+
+def _selection_table(selection: dict) -> list[str]:
+    if not selection:
+        return []
+    lines = ["", "## Knob chosen by the held-out check", "",
+             "Per family of labels that differ only in their knob (VI k, AdamMCMC σ, the "
+             "temperature T): the held-out verdict and recalibration s of each label's densest "
+             "binning that is not sparse, and the label `evaluation.holdout.select_knob` "
+             "chooses (consistent with s closest to 1; no truth used).", "",
+             "| family | label | knob | binning | verdict | s | chosen |",
+             "|---|---|---|---|---|---|---|"]
+    for name, sel in selection.items():
+        for label, e in sel["labels"].items():
+            lines.append("| " + " | ".join([
+                name, f"`{label}`", _f(e["hyper"]), key_panel(e["binning"]), e["verdict"],
+                _f(e["scale"], ".3g"), "**yes**" if label == sel["chosen"] else ""]) + " |")
+    return lines
+
+
+def _cost_table(methods: dict) -> list[str]:
+    costs = {label: m["cost"] for label, m in methods.items() if m.get("cost")}
+    if not costs:
+        return []
+    lines = ["", "## Cost per label", "",
+             "Seconds: the label's share of its training stage (labels of one method train "
+             "together) plus the deterministic training it starts from, where it does. Field "
+             "evaluations counted from the settings over all runs (formula per run; one "
+             "flow-matching point-step = 3 evaluations).", "",
+             "| method | seconds (own + pretraining) | field evaluations (own + pretraining) | "
+             "formula |", "|---|---|---|---|"]
+    for label, c in costs.items():
+        lines.append("| " + " | ".join([
+            f"`{label}`", f"{_f(c['seconds'], '.3g')} ({_f(c['train_s'], '.3g')} + "
+            f"{_f(c['pretrain_s'], '.3g')})",
+            f"{_f(c['field_evals'], '.3g')} + {_f(c['pretrain_field_evals'], '.3g')}",
+            c["formula"] + (f"; + {c['pretrain_formula']}" if c["pretrain_formula"] else "")])
+            + " |")
+    return lines
 
 
 def _require(d, fields, where):
@@ -176,7 +296,7 @@ def _diagnostics_table(methods: dict) -> list[str]:
 def converged(label: str, method: str, convergence: dict) -> bool | None:
     """False if a held-out loss curve of the label's training (or of the flow-matching
     pretraining its chains start from) still falls; None when nothing was recorded."""
-    names = [label] + (["deterministic"] if method in ("adammcmc", "nuts") else [])
+    names = [label] + (["deterministic"] if method in FROM_DETERMINISTIC else [])
     runs = [d for n in names for d in (convergence.get(n) or {}).values()]
     if not runs:
         return None
@@ -394,6 +514,8 @@ def render_markdown(report: dict, figures=()) -> str:
             row.append("–" if c is None else f"{_f(c['model'])} / {_f(c['truth'])}")
         lines.append("| " + " | ".join(row) + " |")
     lines += _diagnostics_table(methods)
+    lines += _selection_table(report.get("selection") or {})
+    lines += _cost_table(methods)
     if figures:
         lines += ["", "## Figures", ""]
         for fig in figures:

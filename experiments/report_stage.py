@@ -6,7 +6,7 @@ from experiments import budget, convergence, runtime
 from experiments import config as cfgmod
 from experiments.evaluate import load_results
 from experiments.figures import figure_paths
-from experiments.report import validate_report, write_report
+from experiments.report import label_costs, select_by_holdout, validate_report, write_report
 
 
 def build(study, labels=None) -> dict:
@@ -27,6 +27,9 @@ def build(study, labels=None) -> dict:
         "estimate_s": runtime.estimate_seconds(cfg),
         "methods": results,
     }
+    for label, cost in label_costs(report, cfg).items():  # seconds and field evaluations
+        results[label]["cost"] = cost
+    report["selection"] = select_by_holdout(results)  # the knob the held-out check picks
     judged = convergence.load(study)  # held-out loss curves of every training
     if judged:
         report["convergence"] = {name: {str(r): d for r, d in runs.items()}

@@ -42,7 +42,7 @@ from experiments.data import field_from_config, load_all_data, load_data, purpos
 from experiments.deterministic import load_deterministic
 from experiments.stages import naming_units
 
-METHODS = ("vi", "adammcmc", "nuts", "repulsive")
+METHODS = cfgmod.METHODS
 
 
 def draws_path(study, label: str, run: int):
@@ -147,15 +147,17 @@ def _verdict(draws: PosteriorDraws) -> str:
     return f", held-out loss {float(c.final_loss):.4g}: {c.verdict}"
 
 
-def _holdout_kwargs(study, section, epochs: bool = True) -> dict:
+def _holdout_kwargs(study, section, epochs: bool = True, num_epochs: int | None = None) -> dict:
     """The held-out curve (and, for epoch-based trainers, early-stop) arguments of a
-    library trainer; none without held-out events."""
+    library trainer; none without held-out events. ``num_epochs``: the section's epochs
+    resolved (default ``section.num_epochs``)."""
     held = convergence.holdout(study)
     if held is None:
         return {}
     if not epochs:
         return {"holdout": held}
-    return {"holdout": held, "holdout_every": convergence.holdout_every(section.num_epochs),
+    epochs_n = section.num_epochs if num_epochs is None else num_epochs
+    return {"holdout": held, "holdout_every": convergence.holdout_every(epochs_n),
             "early_stop": convergence.plateau(section)}
 
 
@@ -244,5 +246,145 @@ def train_repulsive(study, progress: bool = True) -> None:
     _save_units(study, units, draws, lambda d: f"final loss {float(d.info['losses'][-1]):.4f}")
 
 
+# ----------------------------------------------------------------------------- issue 24 families
+
+
+def _starts(study, field, run_idx):
+    """The deterministic params of the runs ``run_idx`` stacked on a unit axis (U, ...)."""
+    pretrained, _ = load_deterministic(study, jax.jit(field.init)(jax.random.key(0)))
+    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[run_idx]), pretrained)
+
+
+def _hypers(units) -> np.ndarray:
+    """The units' temperatures (U,) as one settings array of the library call."""
+    return np.array([h for _, h, _ in units], np.float32)
+
+
+def _describe_evidence(d: PosteriorDraws) -> str:
+    parts = [f"{k.replace('_', ' ')} {float(np.mean(d.info[k])):.4g}"
+             for k in ("prior_precision", "log_evidence") if k in d.info]
+    return ", ".join(parts) or "done"
+
+
+def train_laplace(study, progress: bool = True) -> None:
+    """Laplace posteriors around each run's deterministic params: one library call per
+    curvature structure over its pending (temperature, run) units."""
+    cfg, lc = study.cfg, study.cfg.laplace
+    todo = _pending(study, "laplace")
+    if todo is None:
+        return
+    field = field_from_config(cfg)
+    starts = _starts(study, field, todo.run_idx)
+    structure = {label: s for label, s, _ in cfgmod.laplace_labels(cfg)}
+    for kind in dict.fromkeys(structure[label] for label, _, _ in todo.units):
+        idx = np.array([i for i, u in enumerate(todo.units) if structure[u[0]] == kind])
+        units = [todo.units[i] for i in idx]
+        with _named("laplace", units):
+            draws = posteriors.fit_laplace_cnf(
+                todo.keys[idx], field, jax.tree_util.tree_map(lambda a, i=idx: a[i], starts),
+                todo.x[idx], todo.c[idx], num_draws=lc.num_draws, structure=kind,
+                prior_precision=None if lc.prior_precision < 0 else lc.prior_precision,
+                temperature=_hypers(units), num_points=lc.num_points or None,
+                progress=progress)
+        _save_units(study, units, draws, _describe_evidence)
+
+
+def _train_members(method):
+    """The trainer of a deep (``ensemble``) or bootstrap (``bootstrap``) ensemble: the
+    members of every pending run in one library call (one unit per run)."""
+
+    def trainer(study, progress: bool = True) -> None:
+        cfg, e = study.cfg, getattr(study.cfg, method)
+        todo = _pending(study, method)
+        if todo is None:
+            return
+        units = todo.units
+        epochs, batch = cfgmod.num_epochs(cfg, method), cfgmod.batch_size(cfg, method)
+        with _named(method, units):
+            draws = posteriors.fit_ensemble_cnf(
+                todo.keys, field_from_config(cfg), todo.x, todo.c, num_members=e.num_members,
+                bootstrap=getattr(e, "resampling", None), num_epochs=epochs,
+                batch_size=batch, chunk_epochs=e.chunk_epochs, progress=progress,
+                checkpoint_path=_checkpoint(study, method, units, e, epochs, batch),
+                **_holdout_kwargs(study, e, num_epochs=epochs))
+        _save_units(study, units, draws, _describe_loss)
+
+    trainer.__name__ = f"train_{method}"
+    trainer.__doc__ = (f"{'Bootstrap' if method == 'bootstrap' else 'Deep'} ensembles of all "
+                       "pending runs at once (one unit per run; the members are the draws).")
+    return trainer
+
+
+def _describe_loss(d: PosteriorDraws) -> str:
+    for k in ("final_loss", "losses", "loss"):
+        if k in d.info and np.size(d.info[k]):
+            return f"final loss {float(np.ravel(d.info[k])[-1]):.4f}"
+    return "done"
+
+
+def _train_sgmcmc(method):
+    """The trainer of SGLD (``sgld``) or SGHMC (``sghmc``): one chain per pending
+    (temperature, run) unit, all advanced together, each started at its run's deterministic
+    params."""
+
+    def trainer(study, progress: bool = True) -> None:
+        cfg, s = study.cfg, getattr(study.cfg, method)
+        todo = _pending(study, method)
+        if todo is None:
+            return
+        units = todo.units
+        field = field_from_config(cfg)
+        batch = cfgmod.batch_size(cfg, method)
+        sample = posteriors.sample_sgld_cnf if method == "sgld" else posteriors.sample_sghmc_cnf
+        extra = {} if method == "sgld" else {
+            "friction": s.friction, "num_integration_steps": s.num_integration_steps}
+        with _named(method, units):
+            draws = sample(
+                todo.keys, field, _starts(study, field, todo.run_idx), todo.x, todo.c,
+                step_size=s.step_size, num_samples=s.num_samples, thinning=s.thinning,
+                num_burnin=s.num_burnin, batch_size=batch, temperature=_hypers(units),
+                prior_scale=s.prior_scale, progress=progress,
+                checkpoint_path=_checkpoint(study, method, units, cfg.deterministic, s, batch),
+                **extra, **_holdout_kwargs(study, s, epochs=False))
+        _save_units(study, units, draws, _describe_acceptance)
+
+    trainer.__name__ = f"train_{method}"
+    trainer.__doc__ = (f"{method.upper()} chains of all pending (temperature, run) units at "
+                       "once, each started at its run's deterministic params.")
+    return trainer
+
+
+def _describe_acceptance(d: PosteriorDraws) -> str:
+    for k in ("acceptance_rate", "accept_prob"):
+        if k in d.info:
+            return f"mean acceptance {float(np.mean(d.info[k])):.3f}"
+    return _describe_loss(d)
+
+
+def train_swag(study, progress: bool = True) -> None:
+    """SWAG of all pending (temperature, run) units at once: SGD continued from each run's
+    deterministic params, one iterate per epoch, draws from the diagonal + low-rank Gaussian
+    with its covariance scaled by the temperature."""
+    cfg, w = study.cfg, study.cfg.swag
+    todo = _pending(study, "swag")
+    if todo is None:
+        return
+    units = todo.units
+    field = field_from_config(cfg)
+    batch = cfgmod.batch_size(cfg, "swag")
+    with _named("swag", units):
+        draws = posteriors.fit_swag_cnf(
+            todo.keys, field, _starts(study, field, todo.run_idx), todo.x, todo.c,
+            num_epochs=w.num_epochs, learning_rate=w.learning_rate, rank=w.rank,
+            num_draws=w.num_draws, batch_size=batch, temperature=_hypers(units),
+            progress=progress,
+            checkpoint_path=_checkpoint(study, "swag", units, cfg.deterministic, w, batch),
+            **_holdout_kwargs(study, w, epochs=False))
+    _save_units(study, units, draws, _describe_loss)
+
+
 TRAINERS = {"vi": train_vi, "adammcmc": train_adammcmc, "nuts": train_nuts,
-            "repulsive": train_repulsive}
+            "repulsive": train_repulsive, "laplace": train_laplace,
+            "ensemble": _train_members("ensemble"), "bootstrap": _train_members("bootstrap"),
+            "sgld": _train_sgmcmc("sgld"), "sghmc": _train_sgmcmc("sghmc"),
+            "swag": train_swag}
