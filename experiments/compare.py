@@ -95,13 +95,16 @@ def _median_ess(m: dict) -> float | None:
 
 
 def rows_of(report: dict) -> list[dict]:
-    """One row per label of a study's report.json (see the module doc); every number is read
-    from the report (run means where the report has one value per run)."""
+    """One row per label of a study's report.json (see the module doc), in the order of the
+    method grid; every number is read from the report (run means where the report has one
+    value per run)."""
     calib = [str(n) for n in report["config"]["evaluation"]["calib_bins"]]
     selection = report.get("selection") or {}
     trend = {r["label"]: r for r in trend_rows({0: report})}
     rows = []
-    for label, m in report["methods"].items():
+    order = {label: i for i, (_, label, _) in enumerate(
+        cfgmod.method_grid(cfgmod.from_dict(report["config"])))}
+    for label, m in sorted(report["methods"].items(), key=lambda lm: order.get(lm[0], 1e9)):
         largest = max(m["amplification"], key=key_cells)
         ho = m.get("holdout") or {}
         recal = (ho.get("amplification_recalibrated") or {}).get(largest)

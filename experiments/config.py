@@ -420,7 +420,8 @@ class SWAGConfig:
     temperatures: tuple[float, ...] = setting((1.0,),
         "temperatures T scaling the covariance (larger T: wider), one label each")
     num_epochs: int = setting(40, "SGD epochs, one collected iterate each")
-    learning_rate: float = setting(1e-3, "constant SGD learning rate")
+    learning_rate: float = setting(1e-2, "constant SGD learning rate (plain SGD, not Adam: "
+                                         "its stationary spread is the posterior's)")
     rank: int = setting(10, "deviations kept for the low-rank covariance (<= num_epochs)")
     num_draws: int = setting(20, "weight draws per posterior (S)")
     batch_size: int = setting(-1, "mini-batch size; -1: deterministic.batch_size")

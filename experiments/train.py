@@ -10,7 +10,11 @@ goes to process u mod N) and writes their files.
 Key scheme: unit (label, run) uses ``purpose_key(seed, run, label)`` as the key of the one-unit
 library call (``fit_vi_cnf`` + ``sample_vi`` with ``purpose_key(seed, run, label + "/draws")``,
 ``sample_adammcmc_cnf(..., num_pretrain_epochs=0, params_init=<deterministic params of the run>)``,
-``fit_repulsive_cnf``), so a unit equals the one-call API.
+``fit_repulsive_cnf``), so a unit equals the one-call API. The families of issue 24 follow the
+same scheme: ``fit_laplace_cnf`` (one call per curvature structure), ``fit_ensemble_cnf``
+(``ensemble`` and ``bootstrap``: the members are the draws), ``sample_sgld_cnf``,
+``sample_sghmc_cnf`` and ``fit_swag_cnf``; Laplace, SGLD, SGHMC and SWAG start at the run's
+deterministic params and take the label's temperature as a (U,) settings array.
 
 A damaged draws file (truncated, garbage) is a cache miss: the stage (or, for a finished stage,
 ``repair_draws``, which ``experiments.paper`` calls before the evaluation) deletes it with a
@@ -361,6 +365,13 @@ def _describe_acceptance(d: PosteriorDraws) -> str:
     return _describe_loss(d)
 
 
+def _held_out_curve(study, num_epochs: int) -> dict:
+    """The held-out curve arguments of an epoch-based trainer without an early stop."""
+    held = convergence.holdout(study)
+    return {} if held is None else {"holdout": held,
+                                    "holdout_every": convergence.holdout_every(num_epochs)}
+
+
 def train_swag(study, progress: bool = True) -> None:
     """SWAG of all pending (temperature, run) units at once: SGD continued from each run's
     deterministic params, one iterate per epoch, draws from the diagonal + low-rank Gaussian
@@ -379,7 +390,7 @@ def train_swag(study, progress: bool = True) -> None:
             num_draws=w.num_draws, batch_size=batch, temperature=_hypers(units),
             progress=progress,
             checkpoint_path=_checkpoint(study, "swag", units, cfg.deterministic, w, batch),
-            **_holdout_kwargs(study, w, epochs=False))
+            **_held_out_curve(study, w.num_epochs))
     _save_units(study, units, draws, _describe_loss)
 
 

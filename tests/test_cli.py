@@ -33,6 +33,7 @@ PAPER = [*STUDY, "--output", "--method", "--overwrite", "--no-progress", "--coor
 OPTIONS = {
     "paper": PAPER, "train": PAPER, "evaluate": PAPER, "config": STUDY,
     "dimension": [*STUDY, "--dims", "--output", "--overwrite"],
+    "compare": [*STUDY, "--families", "--repulsive", "--output", "--overwrite", "--no-progress"],
     "regression": [*STUDY, "--output", "--seed", "--space"],
     "budget": [*STUDY, "--json"],
     "figures": ["outdir"], "report": ["outdir"],
@@ -40,6 +41,7 @@ OPTIONS = {
 }
 # the module forms and the command each is (benchmarks.run: `benchmark run`)
 MODULE_FORMS = {"experiments.paper": ["paper"], "experiments.dimension": ["dimension"],
+                "experiments.compare": ["compare"],
                 "experiments.regression": ["regression"], "experiments.figures": ["figures"],
                 "experiments.budget": ["budget"], "experiments.demo": ["demo"],
                 "experiments.cli": [], "benchmarks.run": ["benchmark", "run"]}
