@@ -21,14 +21,14 @@ import optax
 
 from bayesiamp_jax import _checks, _units
 from bayesiamp_jax import convergence as conv
-from bayesiamp_jax.flow import SIGMA_MIN, cfm_loss
+from bayesiamp_jax.flow import SIGMA_MIN, cfm_loss, cfm_loss_from_noise, draw_cfm_noise
 from bayesiamp_jax.optim import BETAS, LEARNING_RATE, adam, minibatch_indices
 from bayesiamp_jax.posteriors import driver
 from bayesiamp_jax.posteriors.driver import Algorithm, bind
 
 __all__ = ["BETAS", "LEARNING_RATE", "EpochInfo", "TrainResult", "TrainState", "adam",
            "build_epochs", "fit", "flow_matching", "flow_matching_loss_fn", "init_train_state",
-           "minibatch_indices"]
+           "minibatch_indices", "weighted_cfm_loss"]
 
 
 class TrainState(NamedTuple):
@@ -57,7 +57,8 @@ def build_epochs(
     """Build ``run(key, state, x, c, num_epochs) -> (state, EpochInfo)``, jitted.
 
     ``loss_fn(key, params, x_batch, c_batch) -> scalar``. The key of epoch e is
-    ``fold_in(key, e)``, so chunking and resuming do not change the result.
+    ``fold_in(key, e)``, so chunking and resuming do not change the result. ``x`` and ``c``
+    may be pytrees of arrays with leading axis n (e.g. (x, weights)); they are batched leafwise.
     """
     batch_size = _checks.positive_int("batch_size", batch_size)
 
@@ -70,10 +71,11 @@ def build_epochs(
 
     def one_epoch(state, key, x, c):
         k_perm, k_loss = jax.random.split(jax.random.fold_in(key, state.epoch))
-        idx = minibatch_indices(k_perm, x.shape[0], batch_size)
+        idx = minibatch_indices(k_perm, jax.tree_util.tree_leaves(x)[0].shape[0], batch_size)
         keys = jax.random.split(k_loss, idx.shape[0])
+        take = lambda tree: jax.tree_util.tree_map(lambda a: a[idx], tree)
         (params, opt_state), losses = jax.lax.scan(
-            one_step, (state.params, state.opt_state), (keys, x[idx], c[idx])
+            one_step, (state.params, state.opt_state), (keys, take(x), take(c))
         )
         return TrainState(params, opt_state, state.epoch + 1), jnp.mean(losses)
 
@@ -121,6 +123,33 @@ def _fm_run_epochs(key, state, ctx, num_active, num_epochs, *, field, sigma_min,
     return state, {"loss": info.loss}
 
 
+def weighted_cfm_loss(key, field, params, x, c, weights, sigma_min: float = SIGMA_MIN):
+    """Σ_i w_i ℓ_i / n: the flow-matching loss with per-event weights w (n,) (a Poisson
+    bootstrap), ℓ_i = ``cfm_loss_from_noise`` of event i alone (the mean over its coordinates)
+    with t, z drawn from ``key`` as ``cfm_loss`` draws them; w ≡ 1 gives ``cfm_loss``."""
+    t, z = draw_cfm_noise(key, x)
+    one = lambda xi, ci, ti, zi: cfm_loss_from_noise(field, params, xi[None], ci[None],
+                                                     ti[None], zi[None], sigma_min)
+    return jnp.mean(weights * jax.vmap(one)(x, c, t, z))
+
+
+class _WeightedFMLoss(NamedTuple):
+    field: object
+    sigma_min: float
+
+    def __call__(self, key, params, xw, c):
+        return weighted_cfm_loss(key, self.field, params, xw[0], c, xw[1], self.sigma_min)
+
+
+def _fm_weighted_run_epochs(key, state, ctx, num_active, num_epochs, *, field, sigma_min,
+                            optimizer, batch_size):
+    """``_fm_run_epochs`` on data (x, c, w): the loss weights event i by w_i."""
+    run = build_epochs(_WeightedFMLoss(field, sigma_min), optimizer, batch_size)
+    x, c, w = ctx.data
+    state, info = run(jax.random.split(key)[1], state, (x, w), c, num_epochs, num_active)
+    return state, {"loss": info.loss}
+
+
 def _fm_holdout(state, ctx, held, *, field, sigma_min):
     """Flow-matching loss on the held-out events with their fixed key (common random numbers
     along the curve)."""
@@ -129,14 +158,18 @@ def _fm_holdout(state, ctx, held, *, field, sigma_min):
 
 def flow_matching(field, *, sigma_min: float = SIGMA_MIN,
                   optimizer: optax.GradientTransformation | None = None,
-                  batch_size: int = 1000) -> Algorithm:
+                  batch_size: int = 1000, weighted: bool = False) -> Algorithm:
     """Flow matching (the deterministic training) as a ``driver.Algorithm``: data (x, c),
-    ``start`` the initial parameters (``field.init`` of the first half of ``split(key)``)."""
+    ``start`` the initial parameters (``field.init`` of the first half of ``split(key)``).
+    ``weighted=True``: data (x, c, w) with per-event loss weights w (n,) (``weighted_cfm_loss``;
+    the Poisson bootstrap); the held-out loss stays unweighted."""
     optimizer = optimizer or _DEFAULT_OPTIMIZER
     statics = dict(field=field, sigma_min=float(sigma_min))
+    epochs = _fm_weighted_run_epochs if weighted else _fm_run_epochs
     return Algorithm(
-        "flow matching", bind(_fm_init, optimizer=optimizer),
-        bind(_fm_run_epochs, optimizer=optimizer, batch_size=batch_size, **statics),
+        "weighted flow matching" if weighted else "flow matching",
+        bind(_fm_init, optimizer=optimizer),
+        bind(epochs, optimizer=optimizer, batch_size=batch_size, **statics),
         holdout_loss=bind(_fm_holdout, **statics))
 
 

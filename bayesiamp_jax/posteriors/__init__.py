@@ -22,6 +22,7 @@ from bayesiamp_jax.posteriors.draws import (
     stack_params,
     to_inference_data,
 )
+from bayesiamp_jax.posteriors.ensemble import fit_ensemble, fit_ensemble_cnf
 from bayesiamp_jax.posteriors.laplace import (
     fit_laplace,
     fit_laplace_cnf,
@@ -41,6 +42,7 @@ from bayesiamp_jax.posteriors.model import (
 from bayesiamp_jax.posteriors.numpyro_kernel import AdamMCMC
 from bayesiamp_jax.posteriors.nuts import sample_nuts, sample_nuts_cnf
 from bayesiamp_jax.posteriors.repulsive import fit_repulsive, fit_repulsive_cnf
+from bayesiamp_jax.posteriors.swag import fit_swag, fit_swag_cnf, mandt_learning_rate
 from bayesiamp_jax.posteriors.vi import (
     VIResult,
     VIState,
@@ -74,10 +76,14 @@ __all__ = [
     "driver",
     "draws_diagnostics",
     "exact_nll_loss_fn",
+    "fit_ensemble",
+    "fit_ensemble_cnf",
     "fit_laplace",
     "fit_laplace_cnf",
     "fit_repulsive",
     "fit_repulsive_cnf",
+    "fit_swag",
+    "fit_swag_cnf",
     "fit_vi",
     "fit_vi_cnf",
     "init_guide_params",
@@ -85,6 +91,7 @@ __all__ = [
     "kl_site_scale",
     "laplace_approximation",
     "load_draws",
+    "mandt_learning_rate",
     "sample_adammcmc",
     "sample_adammcmc_cnf",
     "sample_laplace",
