@@ -95,7 +95,7 @@ def test_full_covariance_is_the_conjugate_posterior(correlated):
 
 
 def test_diag_is_exact_on_an_orthogonal_design_and_lambda_maximises_the_evidence():
-    x, y = _design(30, 4, seed=1, orthogonal=True)
+    x, y = _design(40, 3, seed=1, orthogonal=True)  # shapes of ``correlated``
     lam = _best_lambda(x, y)
     mean, cov = _posterior(x, y, lam)
     res = _approx({"w": jnp.asarray(mean, jnp.float32)}, linear_residual, (x, y),
@@ -199,6 +199,7 @@ def test_draws_match_mean_and_covariance_within_monte_carlo_error(correlated):
 # --- the CNF: the GGN against jacfwd, units, save/load, resume -------------------------------
 
 FIELD = VectorField(data_dim=2, cond_dim=1, hidden=(5,), num_frequencies=1)
+CNF_KW = dict(progress=False, batch_size=4, chunk_batches=2)  # 9 points: 3 batches, 2 calls
 
 
 @pytest.fixture(scope="module")
@@ -219,8 +220,7 @@ def test_ggn_of_a_network_equals_explicit_jacobian_products(cnf):
     jac = np.asarray(jax.jacfwd(stacked)(flat), np.float64)  # (n m, P)
     n, m, big_n, temp = 9, 2, 100, 0.5
     ggn = (big_n / temp) * 2 / (n * m) * jac.T @ jac
-    kw = dict(num_data=big_n, temperature=temp, progress=False, batch_size=4,
-              prior_precision=1.0)  # 3 batches, the last padded
+    kw = dict(num_data=big_n, temperature=temp, prior_precision=1.0, **CNF_KW)
     res = laplace.laplace_approximation(jax.random.key(0), params, residual, points,
                                         structure="diag", **kw)
     np.testing.assert_allclose(res.curvature.diag, np.diag(ggn), rtol=1e-4,
@@ -239,7 +239,7 @@ def test_units_save_load_and_bad_arguments(cnf, tmp_path):
     params, x, c = cnf
     keys = jax.random.split(jax.random.key(11), 2)
     both = jax.tree_util.tree_map(lambda a: jnp.stack([a, 1.1 * a]), params)
-    kw = dict(num_draws=3, structure="diag", num_points=7, batch_size=4, progress=False)
+    kw = dict(num_draws=3, structure="diag", **CNF_KW)
     draws = laplace.fit_laplace_cnf(keys, FIELD, both, x, c, temperature=[1.0, 2.0], **kw)
     assert draws.params["Dense_0"]["kernel"].shape == (2, 3, 5, 5)
     for u, unit in enumerate(split_units(draws)):
@@ -273,7 +273,7 @@ def test_units_save_load_and_bad_arguments(cnf, tmp_path):
 
 def test_resumed_run_equals_an_uninterrupted_one(cnf, tmp_path, monkeypatch):
     params, x, c = cnf
-    kw = dict(structure="diag", num_draws=2, batch_size=2, chunk_batches=2, progress=False)
+    kw = dict(structure="diag", num_draws=3, **CNF_KW)
     full = laplace.fit_laplace_cnf(jax.random.key(12), FIELD, params, x[0], c[0], **kw)
     path = tmp_path / "ggn.msgpack"
     save = resumable.save_pytree
@@ -285,7 +285,7 @@ def test_resumed_run_equals_an_uninterrupted_one(cnf, tmp_path, monkeypatch):
         save(*args)
         raise Stop
 
-    with monkeypatch.context() as patch:  # interrupted after the first call (2 of 5 batches)
+    with monkeypatch.context() as patch:  # interrupted after the first call (2 of 3 batches)
         patch.setattr(resumable, "save_pytree", save_then_stop)
         with pytest.raises(Stop):
             laplace.fit_laplace_cnf(jax.random.key(12), FIELD, params, x[0], c[0],

@@ -486,11 +486,14 @@ class CFMResidual(NamedTuple):
 
 @partial(jax.jit, static_argnames=("num_points", "vmapped"))
 def _cfm_points(key, x, c, *, num_points, vmapped):
-    """A random subset of ``num_points`` events and its noise (t, z), drawn once."""
+    """A random subset of ``num_points`` events (all N in their order if ``num_points`` is
+    N) and its noise (t, z), drawn once."""
     def one(key, x, c):
         key_subset, key_noise = jax.random.split(key)
-        rows = jax.random.permutation(key_subset, x.shape[0])[:num_points]
-        xs, cs = x[rows], c[rows]
+        xs, cs = x, c
+        if num_points < x.shape[0]:
+            rows = jax.random.permutation(key_subset, x.shape[0])[:num_points]
+            xs, cs = x[rows], c[rows]
         t, z = draw_cfm_noise(key_noise, xs)
         return xs, cs, t, z
 
