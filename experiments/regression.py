@@ -15,13 +15,17 @@ training-set size N:
    recalibration of σ_total from held-out pulls; σ_stat / truth per input; bias apart from spread;
    the uncertainty spectrum and the inputs it flags.
 
-The analysis, report and figures are ``bayesiamp_jax.regression.report`` / ``.figures``; this
-module holds the configuration, the cached fit stages and the command line. Writes figures
-(PNG + PDF), report.md, report.json and config.json to the output folder. Fits
-are cached under cache/ keyed on a signature of everything that determines them (settings,
-seed, training data), so an interrupted run resumes and a changed setting recomputes.
+The analysis and report are ``experiments.regression_report``, the figures
+``experiments.regression_figures``; this module holds the configuration (``experiments.settings``,
+like every study), the fit stages and the command line. The output folder is a study folder
+(``experiments.stages``): one run at a time (study.lock), log.txt, config.json, one stage per
+fit (``stages/<fit>_N<n>.json``, its draws in ``cache/<fit>_N<n>.msgpack``) whose fingerprint
+(``experiments.config.fingerprint``) covers everything that determines it (settings, seed,
+training data): an interrupted run resumes, a changed setting refits only the fits it changes,
+and a damaged draws file is refitted. The ``report`` stage (always rerun) writes figures (PNG +
+PDF), report.md and report.json.
 
-    python -m experiments.regression --preset quick [--output DIR] [--set key=value ...]
+    bayesiamp regression --preset quick [-o DIR] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -29,8 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import hashlib
-import json
 import os
 import sys
 import time
@@ -42,35 +44,34 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from bayesiamp_jax import _checks
-from bayesiamp_jax.checkpoint import (
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    json_default,
-)
+from bayesiamp_jax import _checks, resumable
+from bayesiamp_jax.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
 from bayesiamp_jax.evaluation.figures import save_figure
 from bayesiamp_jax.posteriors.draws import load_draws, save_draws
 from bayesiamp_jax.regression import (
-    METHODS,
     RegressionNet,
     ResponseToy,
-    build_report,
-    evaluate_predictions,
-    evaluation_sets,
-    final_loss,
     fit_repulsive_regression,
     fit_vi_regression,
     nll_loss_fn,
-    plot_study,
-    predictions,
-    ratio_summary,
-    report_markdown,
 )
 from bayesiamp_jax.regression.calibration import matched_setting
 from bayesiamp_jax.regression.methods import SPACES
 from bayesiamp_jax.regression.replicas import bootstrap_sample_fn, fit_replicas
 from bayesiamp_jax.regression.uncertainty import decompose
+from experiments import runtime
+from experiments.config import fingerprint
+from experiments.regression_figures import plot_study
+from experiments.regression_report import (
+    METHODS,
+    build_report,
+    evaluate_predictions,
+    evaluation_sets,
+    final_loss,
+    predictions,
+    ratio_summary,
+    report_markdown,
+)
 from experiments.settings import (
     ConfigError,
     add_config_arguments,
@@ -79,9 +80,20 @@ from experiments.settings import (
     setting,
     to_dict,
 )
+from experiments.stages import FolderLock, Study, StudyError, prepare_folder
 
 PROG = "bayesiamp regression"
-CACHE_VERSION = 2
+FIT_VERSION = 3  # in every fit's fingerprint: raise it when a fit's code changes
+# the settings each fit depends on (besides N, its training data and its knob value): all fits,
+# then per kind of fit; a setting outside them changes no fit (only the report)
+FIT_SETTINGS = {
+    "all": ("seed", "num_steps", "batch_size", "learning_rate", "hidden", "prior_scale",
+            "gap_lo", "gap_hi", "gap_efficiency"),
+    "replicas": ("num_replicas",),
+    "bootstrap": ("num_bootstrap",),
+    "vi": ("num_draws", "vi_init_rho"),
+    "repulsive": ("num_members", "space", "num_measurement", "measure_batch"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,63 +194,33 @@ PRESETS = {
 }
 
 
-class OutputError(ValueError):
-    """A bad output folder (the message names it)."""
+# ----------------------------------------------------------------------------- fit stages
 
 
-# ----------------------------------------------------------------------------- files
+def fit_stage(study: Study, name: str, fp: str, compute, template):
+    """Draws of fit ``name``: stage ``name`` of ``study`` (marker ``stages/<name>.json`` with
+    fingerprint ``fp``), its draws in ``cache/<name>.msgpack``. A completed stage is loaded; a
+    damaged or missing draws file is refitted (the stage runs again)."""
+    path = study.outdir / "cache" / f"{name}.msgpack"
+    fitted = []
 
+    def fit():
+        fitted.append(compute())
+        save_draws(path, fitted[0])
 
-def prepare_output(path: Path) -> Path:
-    """Create the output folder; a file in the way, an uncreatable or unwritable folder is an
-    ``OutputError`` naming it."""
-    path = Path(path)
-    for p in [path, *path.parents]:
-        if p.exists() and not p.is_dir():
-            where = "is a file" if p == path else f"lies under {str(p)!r}, which is a file"
-            raise OutputError(f"--output {str(path)!r} {where}, not a folder")
+    def clean():
+        path.unlink(missing_ok=True)
+
+    study.run_stage(name, fp, fit, clean)
+    if fitted:
+        return fitted[0]
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"--output {str(path)!r} cannot be created: {e.strerror}") from None
-    probe = path / f".write-test-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"--output {str(path)!r} is not writable: {e.strerror}") from None
-    return path
-
-
-def signature(**parts) -> str:
-    """Hex digest of everything that determines a cached result."""
-    text = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=json_default)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def digest(*arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(str((a.shape, a.dtype.str)).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:20]
-
-
-def cached(output: Path, name: str, sig: str, compute, template):
-    """Draws under cache/<name>-<sig>.msgpack: loaded if present and readable, else computed
-    (a damaged file is recomputed) and saved."""
-    path = output / "cache" / f"{name}-{sig}.msgpack"
-    if path.is_file():
-        try:
-            return load_draws(path, template=template), True
-        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
-            pass
-    t0 = time.perf_counter()
-    draws = compute()
-    draws = draws._replace(info={**draws.info, "fit_seconds": time.perf_counter() - t0})
-    save_draws(path, draws)
-    return draws, False
+        return load_draws(path, template=template)
+    except Exception as e:  # noqa: BLE001 - a damaged cache entry is refitted
+        study.log.warning("stage %s: its draws cannot be read (%s); refitting", name, e)
+    study.marker_path(name).unlink(missing_ok=True)
+    study.run_stage(name, fp, fit, clean)
+    return fitted[0]
 
 
 # ----------------------------------------------------------------------------- fits
@@ -293,10 +275,24 @@ def fit_deterministic_replicas(cfg: Config, key, net, n: int, sample_fn, num: in
 
 
 def run(cfg: Config, output: Path, progress: bool = True) -> dict:
-    """Run (or resume) the study into ``output``; returns the report dict."""
+    """Run (or resume) the study into ``output``; returns the report dict. The folder is locked
+    for the run (``StudyError`` while another run holds it)."""
     cfg = _validated(cfg)
-    output = prepare_output(output)
-    atomic_write_json(output / "config.json", to_dict(cfg))
+    output = prepare_folder(output)
+    with FolderLock(output):
+        runtime.setup_logging(output / "log.txt")
+        study = Study(output, cfg)
+        study.log.info("regression study %s: output %s", time.strftime("%Y-%m-%d %H:%M:%S"),
+                       output)
+        atomic_write_json(output / "config.json", to_dict(cfg))
+        report = _run_stages(study, progress)
+        study.log.info("done: %s (fits run: %d; loaded: %d)", output / "report.md",
+                       len(study.ran) - 1, len(study.skipped))
+    return report
+
+
+def _run_stages(study: Study, progress: bool) -> dict:
+    cfg, output = study.cfg, study.outdir
     toy = cfg.toy()
     net = RegressionNet(hidden=cfg.hidden, input_shift=1.5, input_scale=1.0)
     template = net.init(jax.random.key(0))
@@ -305,29 +301,26 @@ def run(cfg: Config, output: Path, progress: bool = True) -> dict:
                            jax.random.fold_in(root, 2 * 10**6), cfg.num_test,
                            cfg.num_validation)
     rng = np.random.default_rng(cfg.seed)
-    fit_settings = {k: v for k, v in to_dict(cfg).items()
-                    if k not in ("sizes", "num_validation", "num_test", "figures",
-                                 "flag_factor", "prior_scan", "measure_batch", "calibration")}
-    re_settings = {"measure_batch": cfg.measure_batch} if cfg.measure_batch else {}
+    settings = to_dict(cfg)
     results: dict = {m: {} for m in METHODS}
     rule: dict = {m: {} for m in METHODS}
     truths: dict = {}
-    timings: dict = {}
     scan: dict = {}
+    timings: dict = {}
     jobs = [(n, j) for n in cfg.sizes for j in ("replicas", "bootstrap", "vi", "repulsive")]
     bar = tqdm(total=len(jobs), desc="fits", disable=not progress)
 
-    def job(name, n, sig_parts, compute):
-        t0 = time.perf_counter()
-        draws, hit = cached(output, f"{name}_N{n}", signature(**fit_settings, **sig_parts),
-                            compute, template)
-        took = draws.info.get("fit_seconds", time.perf_counter() - t0)
-        timings[f"{name}_N{n}"] = round(float(took), 2)
+    def job(name, n, parts, compute):
+        stage = f"{name}_N{n}"
+        own = {k: settings[k] for k in FIT_SETTINGS["all"] + FIT_SETTINGS[name.split("_")[0]]}
+        draws = fit_stage(study, stage, fingerprint(FIT_VERSION, own, parts), compute, template)
+        # seconds as first fitted (the stage's marker keeps them; a loaded fit costs nothing)
+        timings[stage] = round(float(study.marker(stage)["seconds"]), 2)
         return draws
 
     for n in cfg.sizes:
         train = toy.sample(jax.random.fold_in(root, n), n)
-        data_sig = digest(train.x, train.y)
+        data_sig = resumable.digest((train.x, train.y))
         # 1. replica truth
         reps = job("replicas", n, {"n": n, "what": "replicas"}, lambda n=n: (
             fit_deterministic_replicas(cfg, jax.random.fold_in(root, 3 * 10**6 + n), net, n,
@@ -353,9 +346,8 @@ def run(cfg: Config, output: Path, progress: bool = True) -> dict:
                     return fit_vi(cfg, key, net, train, value, cfg.prior_scale, rho)
                 return fit_re(cfg, key, net, train, value, toy)
 
-            extra = re_settings if m == "repulsive" else {}
             draws = job(f"{m}_default", n, {"n": n, "data": data_sig, "method": m,
-                                            "value": default, **extra},
+                                            "value": default},
                         lambda v=default, f=fit: f(v))
             pred = predictions(net, draws, sets)
             results[m][n] = evaluate_predictions(pred, sets, truths[n]["test"],
@@ -373,7 +365,7 @@ def run(cfg: Config, output: Path, progress: bool = True) -> dict:
                 value = matched_setting(default, np.asarray(decompose(*pred["val"]).stat),
                                         target)
                 draws = job(f"{m}_rule", n, {"n": n, "data": data_sig, "method": m,
-                                             "value": value, "rho": rho, **extra},
+                                             "value": value, "rho": rho},
                             lambda v=value, f=fit, rho=rho: f(v, rho))
                 r = evaluate_predictions(predictions(net, draws, sets), sets,
                                          truths[n]["test"], cfg.flag_factor, rng)
@@ -397,16 +389,24 @@ def run(cfg: Config, output: Path, progress: bool = True) -> dict:
                            "stat_ratio_to_replica": ratio_summary(np.asarray(stat),
                                                                   truths[n]["test"], rng)}
     bar.close()
-    figures = []
-    if cfg.figures:
-        for name, fig in plot_study(toy, sets, results, rule, truths, cfg.flag_factor).items():
-            save_figure(fig, output / name)
-            figures.append(name)
-    report = build_report(to_dict(cfg), net.num_params(), results, rule, truths, sets, scan,
-                          timings, figures)
-    atomic_write_json(output / "report.json", report)
-    atomic_write_bytes(output / "report.md", report_markdown(report).encode())
-    return report
+    out: dict = {}
+
+    def write_report():
+        figures = []
+        if cfg.figures:
+            for name, fig in plot_study(toy, sets, results, rule, truths,
+                                        cfg.flag_factor).items():
+                save_figure(fig, output / name)
+                figures.append(name)
+        out["report"] = build_report(to_dict(cfg), net.num_params(), results, rule, truths,
+                                     sets, scan, timings, figures)
+        atomic_write_json(output / "report.json", out["report"])
+        atomic_write_bytes(output / "report.md", report_markdown(out["report"]).encode())
+
+    # the report is cheap and carries every fit's time: always rewritten
+    study.marker_path("report").unlink(missing_ok=True)
+    study.run_stage("report", "always", write_report)
+    return out["report"]
 
 
 def _sample(toy, n, key):
@@ -439,9 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings: --show-config lists every key of --set with its value and "
                "description. Examples: --set sizes=250,1000 --set num_replicas=40.")
     add_config_arguments(parser, presets=PRESETS, default_preset="quick")
-    parser.add_argument("--output", type=Path, default=None, metavar="DIR",
-                        help="output folder (default: results/regression_<preset>); fits are "
-                             "cached in DIR/cache and reused only when their settings match")
+    parser.add_argument("--output", "-o", type=Path, default=None, metavar="DIR",
+                        help="output folder (default: results/regression_<preset>); a study "
+                             "folder: fits are cached in DIR/cache, each reused only when its "
+                             "settings match (stages/ marks them), log in DIR/log.txt")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of data and fits (same as --set seed=N)")
     parser.add_argument("--space", choices=SPACES, default=None,
@@ -464,13 +465,13 @@ def main(argv=None) -> int:
         if args.show_config:
             print_config(cfg, args.show_config)
             return 0
-        prepare_output(output)
+        prepare_folder(output)
         if args.config is None:
             atomic_write_text(output / "preset.txt", f"{args.preset or saved or 'quick'}\n")
         t0, c0 = time.perf_counter(), os.times()
         report = run(cfg, output, progress=not args.no_progress)
         c1 = os.times()
-    except (ConfigError, OutputError, FloatingPointError) as e:
+    except (ConfigError, StudyError, FloatingPointError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

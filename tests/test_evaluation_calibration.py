@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from bayesiamp_jax.evaluation import NOMINAL_LEVELS, calibrate, interval_coverage, pulls
+from bayesiamp_jax.evaluation import (
+    NOMINAL_LEVELS,
+    calibrate,
+    central_interval,
+    interval_coverage,
+    pulls,
+)
 
 
 def test_nominal_levels_are_the_papers():
@@ -18,7 +24,7 @@ def test_tiny_example_matches_hand_computation():
     # (inclusive upper bound = max). Truth 0.3 (the median) is inside at every level.
     draws = np.array([0.3, 0.1, 0.5, 0.2, 0.4])[:, None] * np.ones((1, 3))
     truth = np.array([0.15, 0.5, 0.3])
-    inside = interval_coverage(draws, truth)
+    inside = interval_coverage(truth, *central_interval(draws))
     np.testing.assert_array_equal(inside[:, 0], np.arange(50) >= 37)
     np.testing.assert_array_equal(inside[:, 1], np.arange(50) == 49)
     assert inside[:, 2].all()
@@ -99,7 +105,7 @@ def test_mad_equals_row_mad_when_rows_agree():
 def test_pulls_match_definition():
     x = np.array([[[[1.0]], [[3.0]]]])  # one run, two draws, cells (1, 1)
     x = np.concatenate([x, x + 1.0], axis=-1)  # cells (1, 2): means 2 and 3, std 1
-    p = pulls(x, np.array([[1.0, 4.0]]))
+    p = pulls(x.mean(axis=1), np.array([[1.0, 4.0]]), x.std(axis=1))
     np.testing.assert_allclose(p, [[[1.0, -1.0]]])
 
 

@@ -19,6 +19,7 @@ import optax
 import pytest
 import scipy.stats
 
+from bayesiamp_jax.evaluation.calibration import pulls
 from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.posteriors.repulsive import fit_repulsive
 from bayesiamp_jax.posteriors.vi import fit_vi, sample_vi
@@ -26,12 +27,11 @@ from bayesiamp_jax.regression import (
     RegressionNet,
     ResponseToy,
     decompose,
+    gaussian_coverage,
     gaussian_nll,
-    interval_coverage,
     nll_loss_fn,
     predictive_uncertainty,
     pull_summary,
-    pulls,
 )
 
 NOISE, PRIOR, N_LIN = 0.5, 1.0, 200
@@ -184,13 +184,13 @@ def test_coverage_and_pulls_of_the_truth_are_calibrated(toy_sample):
     toy, s = toy_sample
     e = s.x[:, 0]
     levels = np.array([0.5, 0.683, 0.9, 0.954])
-    cov = interval_coverage(s.y, toy.mean(e), toy.std(e), levels)
+    cov = gaussian_coverage(s.y, toy.mean(e), toy.std(e), levels)
     np.testing.assert_allclose(cov, levels, atol=4 * np.sqrt(0.25 / e.shape[0]))
     summ = pull_summary(pulls(s.y, toy.mean(e), toy.std(e)))
     assert abs(summ.mean) < 0.02 and abs(summ.width - 1) < 0.02
     assert abs(summ.within_1 - 0.6827) < 0.01 and abs(summ.within_2 - 0.9545) < 0.005
     with pytest.raises(ValueError, match="sigma"):
-        pulls([1.0], [0.0], [0.0])
+        gaussian_coverage([1.0], [0.0], [0.0])
 
 
 def test_network_shapes_variance_and_nll():
@@ -203,6 +203,27 @@ def test_network_shapes_variance_and_nll():
                                -scipy.stats.norm.logpdf(1.1, 0.3, 0.5), rtol=1e-6)
     with pytest.raises(ValueError, match="activation"):
         RegressionNet(activation="relu6")
+    with pytest.raises(ValueError, match="precision"):
+        RegressionNet(precision="double")
+
+
+@pytest.mark.parametrize("activation", ["elu", "tanh"])
+def test_network_is_the_projects_mlp_computed_by_hand(activation):
+    """The layers are ``bayesiamp_jax.network``'s MLP: Dense_0 … Dense_2 with the activation
+    between them, mean = out[0], variance = softplus(out[1]) + min_variance (float64 by hand)."""
+    net = RegressionNet(hidden=(5, 4), activation=activation, input_shift=1.5, input_scale=2.0)
+    params = net.init(jax.random.key(1))
+    assert sorted(params) == ["Dense_0", "Dense_1", "Dense_2"]
+    x = np.linspace(0.2, 4.0, 7)[:, None]
+    act = {"elu": lambda a: np.where(a > 0, a, np.expm1(np.minimum(a, 0))), "tanh": np.tanh}
+    h = (x - 1.5) / 2.0
+    for i in range(3):
+        layer = {k: np.asarray(v, np.float64) for k, v in params[f"Dense_{i}"].items()}
+        h = h @ layer["kernel"] + layer["bias"]
+        h = act[activation](h) if i < 2 else h
+    mean, var = net(params, jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(mean, h[:, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, np.logaddexp(0.0, h[:, 1]) + net.min_variance, rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -1,11 +1,12 @@
-"""The regression experiment's command line and caches: errors, --help, --set, and caches keyed
-on everything that determines them."""
+"""The regression experiment's command line and study folder: errors, --help, --set, the lock,
+and fit stages whose fingerprints cover everything that determines them."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import socket
 import stat
 
 import pytest
@@ -58,13 +59,22 @@ def test_bad_settings_and_output_paths_are_one_line_errors(capsys, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
     _one_line_error(capsys, ["--output", str(afile)], "is a file")
-    _one_line_error(capsys, ["--output", str(afile / "sub")], "lies under")
+    _one_line_error(capsys, ["-o", str(afile / "sub")], "cannot create output folder")
     if os.geteuid() != 0:  # root may write anywhere
         locked = tmp_path / "locked"
         locked.mkdir()
         locked.chmod(0o500)
         _one_line_error(capsys, ["--output", str(locked)], "not writable")
-        _one_line_error(capsys, ["--output", str(locked / "new")], "cannot be created")
+        _one_line_error(capsys, ["--output", str(locked / "new")], "cannot create")
+
+
+def test_a_folder_in_use_by_another_run_is_refused(capsys, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "study.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                "started": "now"}))
+    _one_line_error(capsys, ["-o", str(out), "--preset", "tiny"], "in use by another run")
+    assert not (out / "stages").exists()
 
 
 def test_a_changed_seed_recomputes_and_a_damaged_cache_entry_is_refitted(tmp_path):
@@ -83,6 +93,18 @@ def test_a_changed_seed_recomputes_and_a_damaged_cache_entry_is_refitted(tmp_pat
         assert _numbers(again) == _numbers(fresh)
     finally:
         os.umask(old)
+    # a study folder: one marker per fit, a log, no lock left behind
+    fresh = tmp_path / "fresh"
+    assert {p.stem for p in (fresh / "stages").glob("*.json")} == {
+        "replicas_N64", "vi_default_N64", "repulsive_default_N64", "report"}
+    assert "stage vi_default_N64" in (fresh / "log.txt").read_text()
+    assert not (fresh / "study.lock").exists()
+    # a setting that only the ensemble's fit depends on refits that one alone
+    before = {p.stem: json.loads(p.read_text()) for p in (fresh / "stages").glob("*.json")}
+    run(dataclasses.replace(MICRO, seed=1, repulsion=2.0), fresh, progress=False)
+    after = {p.stem: json.loads(p.read_text()) for p in (fresh / "stages").glob("*.json")}
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"repulsive_default_N64", "report"}, changed
     saved = json.loads((tmp_path / "fresh" / "report.json").read_text())
     assert saved["config"]["seed"] == 1 and "stat_ratio_to_replica" in (
         saved["methods"]["vi"]["per_size"]["64"])

@@ -1,5 +1,6 @@
-"""The regression study's analysis, report and figures (``bayesiamp_jax.regression.report`` /
-``.figures``) on hand-made predictions whose numbers are known in closed form."""
+"""The regression study's analysis, report and figures (``experiments.regression_report`` /
+``experiments.regression_figures``) on hand-made predictions whose numbers are known in closed
+form."""
 
 from __future__ import annotations
 
@@ -9,16 +10,15 @@ import pytest
 import scipy.stats
 
 from bayesiamp_jax.evaluation.figures import STYLE
-from bayesiamp_jax.regression import (
+from bayesiamp_jax.regression import ResponseToy
+from experiments.regression_figures import plot_coverage, plot_study
+from experiments.regression_report import (
     METHODS,
-    ResponseToy,
     build_report,
     evaluate_predictions,
     evaluation_sets,
-    plot_study,
     report_markdown,
 )
-from bayesiamp_jax.regression.figures import plot_coverage
 
 D, T = 0.01, 0.02  # half-spread of the two draws' means; half-spread of the two replicas
 

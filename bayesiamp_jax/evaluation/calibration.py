@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import scipy.stats
 
 NOMINAL_LEVELS = (2.0 * np.arange(50) + 1.0) / 99.0
 
@@ -90,23 +91,43 @@ def check_levels(levels) -> np.ndarray:
     return lv
 
 
-def interval_coverage(draws, truth, levels=NOMINAL_LEVELS) -> np.ndarray:
-    """Whether the central interval of the draws covers the truth: draws (S, *cells), truth
-    (*cells) -> bool (L, *cells). Empirical quantiles with linear interpolation, inclusive."""
+def central_interval(draws, levels=NOMINAL_LEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """Central intervals [Q((1 − c)/2), Q((1 + c)/2)] of draws (S, *cells) at levels c (L,):
+    (lower, upper), each (L, *cells). Empirical quantiles with linear interpolation."""
     lv = check_levels(levels)
-    x = np.asarray(draws, np.float64)
+    q = np.quantile(np.asarray(draws, np.float64),
+                    np.concatenate([(1.0 - lv) / 2.0, (1.0 + lv) / 2.0]), axis=0)
+    return q[: lv.size], q[lv.size:]
+
+
+def gaussian_interval(mean, sigma, levels=NOMINAL_LEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """Central intervals mean ∓ z σ of N(mean, σ²), z = Φ⁻¹((1 + c)/2), at levels c (L,):
+    (lower, upper), each (L, *shape) with shape that of mean and σ broadcast."""
+    lv = check_levels(levels)
+    mean, sigma = np.broadcast_arrays(np.asarray(mean, np.float64),
+                                      np.asarray(sigma, np.float64))
+    z = scipy.stats.norm.ppf(0.5 + lv / 2).reshape((-1,) + (1,) * mean.ndim)
+    return mean - z * sigma, mean + z * sigma
+
+
+def interval_coverage(truth, lower, upper) -> np.ndarray:
+    """Whether intervals cover the truth, bounds inclusive: lower <= truth <= upper, broadcast
+    (e.g. truth (*cells) against the (L, *cells) bounds of ``central_interval`` or
+    ``gaussian_interval``) -> bool. A NaN anywhere counts as not covered."""
     t = np.asarray(truth, np.float64)
-    q = np.quantile(x, np.concatenate([(1.0 - lv) / 2.0, (1.0 + lv) / 2.0]), axis=0)
-    lo, hi = q[: lv.size], q[lv.size:]
-    return (lo <= t) & (t <= hi)
+    return (np.asarray(lower, np.float64) <= t) & (t <= np.asarray(upper, np.float64))
 
 
-def pulls(fractions, truth) -> np.ndarray:
-    """(μ − truth)/σ per run and cell from fractions (R, S, n_r, n_φ): (R, n_r, n_φ)."""
-    f, t = check_fractions(fractions, truth)
-    mu, sd = f.mean(axis=1), f.std(axis=1)
+def pulls(value, reference, sigma) -> np.ndarray:
+    """(value − reference)/σ elementwise in float64, broadcast; NaN where σ = 0.
+
+    Histograms: pulls(μ, truth, σ) with μ, σ the mean and std over draws; regression:
+    pulls(y, prediction, σ). A negative or NaN σ is a ValueError."""
+    v, r, s = (np.asarray(a, np.float64) for a in (value, reference, sigma))
+    if np.any(~(s >= 0)):
+        raise ValueError("sigma must be >= 0 everywhere (NaN or negative values found)")
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(sd > 0, (mu - t) / sd, np.nan)
+        return np.where(s > 0, (v - r) / s, np.nan)
 
 
 def widen_for_truth(fractions, truth_std) -> np.ndarray:
@@ -133,7 +154,8 @@ def calibrate(fractions, truth, levels=NOMINAL_LEVELS, truth_std=None) -> Calibr
             raise ValueError(f"truth_std must be finite, >= 0 and of shape {t.shape}, got "
                              f"shape {st.shape}")
         f = widen_for_truth(f, st)
-    inside = np.stack([interval_coverage(run, t, lv) for run in f])  # (R, L, n_r, n_φ)
+    inside = np.stack([interval_coverage(t, *central_interval(run, lv))
+                       for run in f])  # (R, L, n_r, n_φ)
     coverage = inside.mean(axis=0)
     curve = coverage.mean(axis=(1, 2))
     curve_r = coverage.mean(axis=2)
@@ -148,7 +170,7 @@ def calibrate(fractions, truth, levels=NOMINAL_LEVELS, truth_std=None) -> Calibr
         mad_r=np.mean(np.abs(curve_r - lv[:, None])),
         mad_phi=np.mean(np.abs(curve_phi - lv[:, None])),
         deviation_r=np.mean(curve_r - lv[:, None], axis=0),
-        pulls=pulls(f, t),
+        pulls=pulls(f.mean(axis=1), t, f.std(axis=1)),
     )
 
 
@@ -188,8 +210,8 @@ def mad_floor(num_draws: int, num_runs: int, num_cells: int, levels=NOMINAL_LEVE
     for _ in range(num_repeats):
         draws = sample(size=(num_runs, num_draws, num_cells))
         truth = sample(size=(num_runs, num_cells))
-        inside = np.stack([interval_coverage(d, t, lv) for d, t in zip(draws, truth,
-                                                                        strict=True)])
+        inside = np.stack([interval_coverage(t, *central_interval(d, lv))
+                           for d, t in zip(draws, truth, strict=True)])
         curve = inside.mean(axis=(0, 2))
         mads.append(np.mean(np.abs(curve - lv)))
     return MADFloor(float(np.mean(mads)), float(np.std(mads)))

@@ -1,32 +1,21 @@
 """Second use case: uncertainty-aware regression (heteroscedastic Bayesian network).
 
-Toy with known truth (``toy``), the mean/variance network (``network``), weight posteriors by VI
-and repulsive ensembles (``methods``), the stat/syst decomposition (``uncertainty``) and
-calibration diagnostics (``diagnostics``); the study's analysis and report (``report``) and its
-figures (``figures``).
+Toy with known truth (``toy``), the mean/variance network (``network``, on the project's one
+MLP of ``bayesiamp_jax.network``), weight posteriors by VI and repulsive ensembles
+(``methods``), the replica truth (``replicas``), the stat/syst decomposition (``uncertainty``),
+recalibration (``calibration``) and calibration diagnostics (``diagnostics``; pulls and interval
+coverage are ``bayesiamp_jax.evaluation.calibration``'s). The study built on them — its
+analysis, report and figures — is ``experiments.regression``.
 """
 
 from bayesiamp_jax.regression.diagnostics import (
     PullSummary,
     coverage_mad,
-    interval_coverage,
+    gaussian_coverage,
     pull_summary,
-    pulls,
 )
-from bayesiamp_jax.regression.figures import plot_study
 from bayesiamp_jax.regression.methods import fit_repulsive_regression, fit_vi_regression
 from bayesiamp_jax.regression.network import RegressionNet, gaussian_nll, nll_loss_fn
-from bayesiamp_jax.regression.report import (
-    METHODS,
-    EvaluationSets,
-    build_report,
-    evaluate_predictions,
-    evaluation_sets,
-    final_loss,
-    predictions,
-    ratio_summary,
-    report_markdown,
-)
 from bayesiamp_jax.regression.toy import RegressionSample, ResponseToy
 from bayesiamp_jax.regression.uncertainty import (
     Decomposition,
@@ -36,30 +25,19 @@ from bayesiamp_jax.regression.uncertainty import (
 )
 
 __all__ = [
-    "METHODS",
     "Decomposition",
-    "EvaluationSets",
     "PullSummary",
     "RegressionNet",
     "RegressionSample",
     "ResponseToy",
-    "build_report",
     "coverage_mad",
     "decompose",
-    "evaluate_predictions",
-    "evaluation_sets",
-    "final_loss",
     "fit_repulsive_regression",
     "fit_vi_regression",
+    "gaussian_coverage",
     "gaussian_nll",
-    "interval_coverage",
     "nll_loss_fn",
-    "plot_study",
     "predict_draws",
-    "predictions",
     "predictive_uncertainty",
     "pull_summary",
-    "pulls",
-    "ratio_summary",
-    "report_markdown",
 ]

@@ -1,8 +1,10 @@
 """Calibration diagnostics of a predictive mean and uncertainty against truth.
 
-- pulls (truth − prediction) / σ: for test targets y with σ_total they should be N(0, 1); for the
-  truth mean μ(x) with σ_stat they test the statistical part alone.
-- coverage of central Gaussian predictive intervals mean ± z_{(1+c)/2} σ at nominal levels c.
+- pulls (y − prediction) / σ (``evaluation.calibration.pulls``, the project's one definition):
+  for test targets y with σ_total they should be N(0, 1); for the truth mean μ(x) with σ_stat
+  they test the statistical part alone.
+- coverage of central Gaussian predictive intervals mean ± z_{(1+c)/2} σ at nominal levels c
+  (``gaussian_coverage``, through ``evaluation.calibration.interval_coverage``).
 - a Gaussian fitted to the histogram of pulls (mean and width of its core, as in ATLAS pull plots).
 """
 
@@ -15,6 +17,7 @@ import scipy.optimize
 import scipy.stats
 
 from bayesiamp_jax import _checks
+from bayesiamp_jax.evaluation.calibration import gaussian_interval, interval_coverage, pulls
 
 DEFAULT_LEVELS = np.linspace(0.05, 0.95, 19)
 
@@ -63,14 +66,6 @@ def gaussian_fit(values, edges=PULL_EDGES) -> GaussianFit:
     return GaussianFit(float(popt[1]), float(abs(popt[2])), float(err[1]), float(err[2]))
 
 
-def pulls(truth, prediction, sigma) -> np.ndarray:
-    """(truth − prediction) / σ elementwise; σ must be > 0."""
-    truth, prediction, sigma = (np.asarray(a, np.float64) for a in (truth, prediction, sigma))
-    if np.any(~(sigma > 0)):
-        raise ValueError("sigma must be > 0 everywhere")
-    return (truth - prediction) / sigma
-
-
 def pull_summary(values) -> PullSummary:
     """Summary statistics of a 1-D array of pulls."""
     v = np.asarray(values, np.float64).ravel()
@@ -82,14 +77,15 @@ def pull_summary(values) -> PullSummary:
                        float(np.mean(a < 2)), int(v.size))
 
 
-def interval_coverage(truth, prediction, sigma, levels=DEFAULT_LEVELS) -> np.ndarray:
-    """Empirical coverage (L,) of central Gaussian intervals at nominal ``levels`` (L,), (0, 1)."""
-    levels = np.asarray(levels, np.float64)
-    if levels.ndim != 1 or np.any((levels <= 0) | (levels >= 1)):
-        raise ValueError(f"levels must be a 1-D array in (0, 1), got {levels!r}")
-    z = scipy.stats.norm.ppf(0.5 + levels / 2)
-    a = np.abs(pulls(truth, prediction, sigma)).ravel()
-    return np.mean(a[None, :] <= z[:, None], axis=1)
+def gaussian_coverage(value, mean, sigma, levels=DEFAULT_LEVELS) -> np.ndarray:
+    """Fraction (L,) of ``value`` inside the central Gaussian intervals mean ± z σ at nominal
+    ``levels`` (L,): the pulls (value − mean)/σ against N(0, 1)'s central intervals (the
+    general ``evaluation.calibration.interval_coverage``). σ must be > 0."""
+    if np.any(~(np.asarray(sigma) > 0)):
+        raise ValueError("sigma must be > 0 everywhere")
+    p = pulls(value, mean, sigma).ravel()
+    lower, upper = gaussian_interval(0.0, np.ones_like(p), levels)
+    return interval_coverage(p, lower, upper).mean(axis=1)
 
 
 def coverage_mad(levels, coverage) -> float:

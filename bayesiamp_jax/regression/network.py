@@ -1,8 +1,9 @@
 """Uncertainty-aware regression network: a small MLP predicting a mean and a variance per input.
 
 Heteroscedastic Gaussian likelihood y ~ N(m_θ(x), v_θ(x)), with v = softplus(raw) + min_variance.
-Parameters are a plain flax linen params pytree; ``net(params, x)`` is written for one point and
-broadcasts over leading axes.
+The layers are the project's one MLP (``bayesiamp_jax.network``: Dense_0 … Dense_L, the same
+activations), so its parameters are a plain flax linen params pytree; ``net(params, x)`` is
+written for one point and broadcasts over leading axes.
 """
 
 from __future__ import annotations
@@ -12,32 +13,20 @@ import functools
 import math
 from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from bayesiamp_jax import _checks
-
-ACTIVATIONS = {"elu": nn.elu, "tanh": jnp.tanh, "gelu": nn.gelu}
-
-
-class _MLP(nn.Module):
-    hidden: tuple[int, ...]
-    activation: str
-
-    @nn.compact
-    def __call__(self, h):
-        act = ACTIVATIONS[self.activation]
-        for width in self.hidden:
-            h = act(nn.Dense(width)(h))
-        return nn.Dense(2)(h)
+from bayesiamp_jax.network import _MLP, ACTIVATIONS, PRECISIONS
 
 
 @dataclasses.dataclass(frozen=True)
 class RegressionNet:
     """in_dim → hidden → 2 (mean, raw variance). Hashable: usable as a jit static argument.
 
-    Inputs are standardised inside as (x − input_shift) / input_scale.
+    Inputs are standardised inside as (x − input_shift) / input_scale. ``activation``: one of
+    ``bayesiamp_jax.network.ACTIVATIONS``; ``precision``: the float32 matmul precision of
+    ``bayesiamp_jax.network`` ("default": the backend's, as before the shared MLP).
     """
 
     in_dim: int = 1
@@ -46,6 +35,7 @@ class RegressionNet:
     min_variance: float = 1e-6
     input_shift: float = 0.0
     input_scale: float = 1.0
+    precision: str = "default"
 
     def __post_init__(self):
         _checks.positive_int("in_dim", self.in_dim)
@@ -55,10 +45,11 @@ class RegressionNet:
         _checks.one_of("activation", self.activation, tuple(ACTIVATIONS))
         _checks.non_negative("min_variance", self.min_variance)
         _checks.positive("input_scale", self.input_scale)
+        _checks.one_of("precision", self.precision, PRECISIONS)
 
     @property
     def _module(self) -> _MLP:
-        return _MLP(self.hidden, self.activation)
+        return _MLP(self.hidden, 2, self.precision, self.activation)
 
     def init(self, key: jax.Array):
         """Initial parameters (flax default initialisers) as a nested dict pytree."""

@@ -2,7 +2,7 @@
 
 Every function returns a matplotlib ``Figure`` (no pyplot state; save with
 ``evaluation.figures.save_figure``). They read the ``evaluate_predictions`` entries of
-``bayesiamp_jax.regression.report``: ``results[m][N]`` at the default settings, ``rule[m][N]``
+``experiments.regression_report``: ``results[m][N]`` at the default settings, ``rule[m][N]``
 under the bootstrap rule (empty: not fitted; the figures then show the defaults), and the replica
 means ``truths[N]["grid"|"test"]`` (K, n). ``plot_study`` draws them all.
 """
@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 from bayesiamp_jax.evaluation.figures import STYLE
 from bayesiamp_jax.regression.diagnostics import DEFAULT_LEVELS
 from bayesiamp_jax.regression.replicas import replica_truth
-from bayesiamp_jax.regression.report import LABELS, METHODS, EvaluationSets, poor_region
 from bayesiamp_jax.regression.toy import ResponseToy
+from experiments.regression_report import LABELS, METHODS, EvaluationSets, poor_region
 
 COLORS = {"vi": "C0", "repulsive": "C3"}
 

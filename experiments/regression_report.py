@@ -1,12 +1,12 @@
-"""Analysis and report of the regression study: predictions of fitted weight posteriors on test,
-held-out and grid inputs, their evaluation against the toy's truth and the replica truth of
-σ_stat, the report dict (JSON-ready) and its markdown.
+"""Analysis and report of the regression study (``experiments.regression``; the library's
+``bayesiamp_jax.regression`` holds the model, toy, methods and uncertainty maths): predictions
+of fitted weight posteriors on test, held-out and grid inputs, their evaluation against the
+toy's truth and the replica truth of σ_stat, the report dict (JSON-ready) and its markdown.
 
 ``evaluate_predictions`` gives one (method, settings, N) entry: public numbers plus ``_``-prefixed
 per-input arrays (test inputs, (n,)) for the figures; ``build_report`` keeps the public numbers of
 every entry and adds the replica truth, agreement and done criteria; ``report_markdown`` renders
-that dict.
-"""
+that dict."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesiamp_jax.evaluation.calibration import pulls
 from bayesiamp_jax.regression.calibration import pull_scale
 from bayesiamp_jax.regression.diagnostics import (
     DEFAULT_LEVELS,
     coverage_mad,
+    gaussian_coverage,
     gaussian_fit,
-    interval_coverage,
     pull_summary,
-    pulls,
 )
 from bayesiamp_jax.regression.replicas import replica_truth
 from bayesiamp_jax.regression.toy import RegressionSample, ResponseToy
@@ -106,7 +106,7 @@ def evaluate_predictions(pred: dict, sets: EvaluationSets, truth_means: np.ndarr
     mean, stat, syst, total = (np.asarray(a) for a in dec)
     total_pulls = pulls(sets.test.y, mean, total)
     stat_pulls = pulls(sets.mu, mean, stat)
-    cov = interval_coverage(sets.test.y, mean, total)
+    cov = gaussian_coverage(sets.test.y, mean, total)
     val = decompose(*pred["val"])
     scale = pull_scale(np.asarray(sets.val.y) - np.asarray(val.mean), np.asarray(val.total))
     recal_pulls = total_pulls / scale
