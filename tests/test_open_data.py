@@ -2,6 +2,8 @@
 observables against four-vectors, the pair frame's maps (round trips, four-vectors and the
 Collins-Soper closed forms), and the reference MLP's default for file data."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -86,6 +88,40 @@ def test_pair_frame_against_four_vectors_and_collins_soper():
     lab = np.asarray([zee.MASS_PT(e) for e in x[:20].astype(np.float32)])
     pair = np.asarray([zee.PAIR_MASS_PT(e) for e in got[:20].astype(np.float32)])
     assert np.allclose(lab, pair, rtol=1e-4)
+
+
+def test_ks_p_at_the_training_precision():
+    """With an exact generator (n_generated -> inf) it is the two-sample asymptotic p of the
+    training sample against the held-out; a finite training set only raises it."""
+    from scipy import stats
+
+    from benchmarks.open_data.measure_field import p_train_precision
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=4000), rng.normal(0.05, 1.0, size=7000)
+    ks = stats.ks_2samp(a, b, method="asymp")
+    # scipy's asymp uses the finite-n Kolmogorov law at n = mn/(m+n): 1 % from the limit
+    assert p_train_precision(ks.statistic, 4000, 7000, 10**15) == pytest.approx(ks.pvalue,
+                                                                                rel=0.03)
+    plain = stats.ks_2samp(rng.normal(size=20000), b, method="asymp")
+    assert p_train_precision(plain.statistic, 4000, 7000, 20000) > plain.pvalue
+
+
+def test_cosine_adam_rate_and_the_study_wrapper_refuses_bad_steps():
+    from benchmarks.open_data import study_cosine
+
+    opt = study_cosine.cosine_adam(100)
+    params = {"w": jnp.zeros(1)}
+    update = jax.jit(opt.update)
+    state, grad, rates = opt.init(params), {"w": jnp.ones(1)}, []
+    for _ in range(101):  # at a constant gradient Adam's bias-corrected step is exactly lr(t)
+        upd, state = update(grad, state, params)
+        rates.append(-float(upd["w"][0]))
+    # cosine decay lr(t) = 1e-3 (0.01 + 0.99 (1 + cos(pi t / 100)) / 2)
+    want = [1e-3 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t / 100))) for t in (0, 50, 100)]
+    assert np.allclose([rates[0], rates[50], rates[100]], want, rtol=1e-3)
+    with pytest.raises(ValueError, match="decay_steps"):
+        study_cosine.cosine_adam(0)
 
 
 def test_conversion_columns_and_split(tmp_path, monkeypatch):
