@@ -278,7 +278,9 @@ def _diagnostics_table(methods: dict) -> list[str]:
              "`split_gelman_rubin`). ESS median / 5 % quantile and split R-hat median / max "
              "over runs and quantities: the chain's loss per draw and the generated bin "
              "fractions of every cell (same-noise evaluation). Independent draws give ESS ≈ S "
-             "and R-hat ≈ 1.", "",
+             "and R-hat ≈ 1. As mixing diagnostics they apply to the chains (AdamMCMC, NUTS, "
+             "SGLD, SGHMC); for independent draws (VI, Laplace, ensembles, SWAG) they only "
+             "check that independence.", "",
              "| method | S | acceptance | divergences | loss: ESS, R-hat | "
              + " | ".join(f"bins {key_panel(n)}: ESS, R-hat" for n in binnings) + " |",
              "|---|---|---|---|---|" + "---|" * len(binnings)]
