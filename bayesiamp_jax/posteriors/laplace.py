@@ -203,23 +203,27 @@ def _nystrom(sketch, omega, rank):
 
 
 def _lowrank_parts(curv, lam):
-    """D' = d + λ, and the thin SVD (U, S) of W = D'^{-1/2} V e^{1/2}."""
+    """D' = d + λ, W = D'^{-1/2} V e^{1/2} (Q, k) and the eigh (R, s²) of WᵀW (k, k): the
+    thin SVD of W is (W R s⁻¹, s, R), without a Q × k SVD."""
     dp = curv.diag + lam
     w = curv.eigvecs * jnp.sqrt(curv.eigvals) / jnp.sqrt(dp)[:, None]
-    u, s, _ = jnp.linalg.svd(w, full_matrices=False)
-    return dp, u, s
+    s2, r = jnp.linalg.eigh(w.T @ w)
+    return dp, w, r, jnp.maximum(s2, 0.0)
 
 
 def _gamma_logdet(curv, lam, structure):
-    """γ(λ) = tr(G (G + λI)⁻¹) and log det(G + λI)."""
+    """γ(λ) = tr(G (G + λI)⁻¹) and log det(G + λI).
+
+    Low rank: G + λI = D'^{1/2} (I + W Wᵀ) D'^{1/2}, so log det = Σ log D' + Σ log(1 + s²)
+    and tr (G + λI)⁻¹ = Σ 1/D' − Σ_j (Rᵀ Wᵀ D'⁻¹ W R)_jj / (1 + s_j²) (Woodbury)."""
     if structure == "diag":
         return jnp.sum(curv.diag / (curv.diag + lam)), jnp.sum(jnp.log(curv.diag + lam))
     if structure in ("full", "last_layer"):
         e = curv.eigvals
         return jnp.sum(e / (e + lam)), jnp.sum(jnp.log(e + lam))
-    dp, u, s = _lowrank_parts(curv, lam)
-    s2 = s**2
-    trace_inv = jnp.sum(1.0 / dp) - jnp.sum(s2 / (1.0 + s2) * jnp.sum(u**2 / dp[:, None], 0))
+    dp, w, r, s2 = _lowrank_parts(curv, lam)
+    wr = w @ r
+    trace_inv = jnp.sum(1.0 / dp) - jnp.sum(jnp.sum(wr**2 / dp[:, None], 0) / (1.0 + s2))
     return dp.shape[0] - lam * trace_inv, jnp.sum(jnp.log(dp)) + jnp.sum(jnp.log1p(s2))
 
 
@@ -404,8 +408,11 @@ def _offset(curv, lam, z, structure):
     if structure in ("full", "last_layer"):
         v = curv.eigvecs
         return v @ ((v.T @ z) / jnp.sqrt(curv.eigvals + lam))
-    dp, u, s = _lowrank_parts(curv, lam)
-    return (z + u @ ((1.0 / jnp.sqrt(1.0 + s**2) - 1.0) * (u.T @ z))) / jnp.sqrt(dp)
+    # (I + W Wᵀ)^{-1/2} = I + U diag((1 + s²)^{-1/2} − 1) Uᵀ with U = W R s⁻¹
+    dp, w, r, s2 = _lowrank_parts(curv, lam)
+    root = jnp.sqrt(1.0 + s2)
+    wr = w @ r
+    return (z - wr @ ((wr.T @ z) / (root * (1.0 + root)))) / jnp.sqrt(dp)
 
 
 @partial(jax.jit, static_argnames=("structure", "last_layer", "num_draws", "vmapped"))
