@@ -42,6 +42,12 @@ from bayesiamp_jax.posteriors.model import (
 from bayesiamp_jax.posteriors.numpyro_kernel import AdamMCMC
 from bayesiamp_jax.posteriors.nuts import sample_nuts, sample_nuts_cnf
 from bayesiamp_jax.posteriors.repulsive import fit_repulsive, fit_repulsive_cnf
+from bayesiamp_jax.posteriors.sgmcmc import (
+    sample_sghmc,
+    sample_sghmc_cnf,
+    sample_sgld,
+    sample_sgld_cnf,
+)
 from bayesiamp_jax.posteriors.swag import fit_swag, fit_swag_cnf, mandt_learning_rate
 from bayesiamp_jax.posteriors.vi import (
     VIResult,
@@ -97,6 +103,10 @@ __all__ = [
     "sample_laplace",
     "sample_nuts",
     "sample_nuts_cnf",
+    "sample_sghmc",
+    "sample_sghmc_cnf",
+    "sample_sgld",
+    "sample_sgld_cnf",
     "sample_vi",
     "save_draws",
     "split_units",
