@@ -264,6 +264,42 @@ def test_units_equal_one_unit_calls(conj):
         np.testing.assert_allclose(both[u].info["loss"], one.info["loss"], rtol=1e-5)
 
 
+def flat_loss(params, batch):
+    """A loss without data dependence: SGLD is then a random walk θ' = θ + √(2ε) ξ."""
+    return 0.0 * jnp.sum(params["w"]) * jnp.sum(batch)
+
+
+def test_cyclical_step_size_is_the_cosine_schedule():
+    """Random walk (zero loss, prior s = 10⁶) over P = 2,000 weights, one call per draw, 3
+    burn-in calls: the increment of draw s has variance 2 ε_s per weight, ε = ε0 in the
+    burn-in and ε0 / 2 (cos(π mod(s, C) / C) + 1) after it (C = 8 calls), within 4 √(2 / P)."""
+    eps0, cycle, burn = 1e-2, 8, 3
+    draws = sample_sgld(jax.random.key(7), {"w": jnp.zeros(2000)}, flat_loss,
+                        jnp.zeros((4, 1)), step_size=eps0, num_samples=16, thinning=1,
+                        num_burnin=burn, prior_scale=1e6, cycle_length=cycle,
+                        chunk_samples=16, progress=False)
+    s = np.arange(16)
+    eps = eps0 / 2 * (np.cos(np.pi * (s % cycle) / cycle) + 1)
+    want = 2 * eps
+    want[0] += 2 * eps0 * burn  # the burn-in calls before draw 0
+    inc = np.diff(np.concatenate([np.zeros((1, 2000)), draws.params["w"]]), axis=0)
+    np.testing.assert_allclose(inc.var(1), want, rtol=4 * np.sqrt(2 / 2000))
+    assert want.max() / want[1:].min() > 20  # the schedule is far from constant
+    np.testing.assert_allclose(draws.info["cycle_fraction"], (s % cycle) / cycle)
+    assert int(draws.info["cycle_length"]) == cycle
+
+
+def test_diverging_unit_is_named(conj):
+    """A step size far past stability (ε λ_max ≈ 100) makes unit 1 overflow; the error names
+    it (the same compiled program as the 4-unit mini-batch run: the step size is traced)."""
+    steps = SGLD_STEP * TEMPS * np.array([1.0, 3000.0, 1.0, 1.0])
+    with pytest.raises(FloatingPointError, match=r"SGLD x4 units: the loss at the kept "
+                       r"sample \(sample 0: after the burn-in\) is non-finite .* unit 1"):
+        sample_sgld(jax.random.split(jax.random.key(0), 4), stack(conj.template), mean_loss,
+                    stack((conj.x, conj.y)), step_size=steps, temperature=TEMPS,
+                    num_samples=400, batch_size=8, **SGLD)
+
+
 def test_resume_equals_uninterrupted_and_draws_round_trip(conj, tmp_path):
     full = _RUNS.get(("one", 0)) or sgld_one_unit(conj, 0)
     path = tmp_path / "sgld.msgpack"
@@ -340,6 +376,7 @@ def test_registered():
     (dict(temperature=0.0), "temperature must be"),
     (dict(num_burnin=-1), "num_burnin must be an integer >= 0, got -1"),
     (dict(num_samples=0), "num_samples must be a positive integer"),
+    (dict(cycle_length=0), "cycle_length must be a positive integer, got 0"),
 ])
 def test_bad_settings_raise_one_line(conj, bad, match):
     kw = dict(step_size=1e-3, num_samples=2, thinning=1, progress=False) | bad

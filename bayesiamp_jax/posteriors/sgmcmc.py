@@ -50,8 +50,8 @@ from bayesiamp_jax.posteriors.draws import PosteriorDraws
 from bayesiamp_jax.posteriors.driver import Algorithm, bind
 from bayesiamp_jax.posteriors.model import cfm_fixed_noise_loss_fn, with_cfm_noise
 
-__all__ = ["SGState", "sample_sghmc", "sample_sghmc_cnf", "sample_sgld", "sample_sgld_cnf",
-           "sghmc_algorithm", "sgld_algorithm"]
+__all__ = ["SGState", "cyclical_step_size", "sample_sghmc", "sample_sghmc_cnf", "sample_sgld",
+           "sample_sgld_cnf", "sghmc_algorithm", "sgld_algorithm"]
 
 
 def _blackjax():
@@ -84,6 +84,19 @@ class _Sampler(NamedTuple):
     batch_noise: Callable | None
     friction: float = 0.0
     num_integration_steps: int = 1
+    num_burnin: int = 0
+    cycle_length: int | None = None  # kernel calls per cosine cycle (None: constant ε)
+
+
+def cyclical_step_size(step_size, call, num_burnin: int, cycle_length: int | None):
+    """The step size of kernel call ``call`` (0-based, burn-in included): ε0 during the burn-in
+    and, with ``cycle_length`` C, ε0 / 2 · (cos(π · mod(k, C) / C) + 1) at sampling call
+    k = call − num_burnin (Zhang et al. 2020, cSG-MCMC, eq. 1 with C = ⌈K / M⌉)."""
+    if cycle_length is None:
+        return step_size
+    k = call - num_burnin
+    phase = jnp.mod(jnp.maximum(k, 0), cycle_length) / cycle_length
+    return jnp.where(k < 0, step_size, step_size / 2 * (jnp.cos(jnp.pi * phase) + 1))
 
 
 def _grad_estimator(sampler: _Sampler, data_size: int, temperature):
@@ -132,7 +145,9 @@ def _advance(state: SGState, ctx, num_steps: int, sampler: _Sampler) -> SGState:
 
     def one(state, _):
         batch, k = _batch(sampler, ctx.data, state, state.step)
-        position = kernel(k, state.position, batch, step_size)
+        eps = cyclical_step_size(step_size, state.step, sampler.num_burnin,
+                                 sampler.cycle_length)
+        position = kernel(k, state.position, batch, eps)
         return state._replace(position=position, step=state.step + 1), None
 
     return jax.lax.scan(one, state, None, length=num_steps)[0]
@@ -165,11 +180,18 @@ def _sg_run(key, state, ctx, num_active, num_epochs, *, sampler, thinning, num_b
         calls = thinning + jnp.where(state.step == 0, num_burnin, 0) if num_burnin else thinning
         state = jax.lax.fori_loop(0, calls, lambda i, s: _advance(s, ctx, 1, sampler), state)
         loss = _sample_loss(state, ctx, sampler).astype(jnp.float32)
-        return state, {"position": ravel_pytree(state.position)[0], "loss": loss}
+        rec = {"position": ravel_pytree(state.position)[0], "loss": loss}
+        if sampler.cycle_length is not None:  # the cycle's phase at the draw's last call
+            k = state.step - 1 - sampler.num_burnin
+            rec["cycle_fraction"] = (jnp.mod(k, sampler.cycle_length)
+                                     / sampler.cycle_length).astype(jnp.float32)
+        return state, rec
 
     def body(state, i):
         skip = lambda s: (s, {"position": jnp.zeros_like(ravel_pytree(s.position)[0]),
-                              "loss": jnp.asarray(jnp.nan, jnp.float32)})
+                              "loss": jnp.asarray(jnp.nan, jnp.float32)}
+                          | ({} if sampler.cycle_length is None else
+                             {"cycle_fraction": jnp.asarray(jnp.nan, jnp.float32)}))
         return jax.lax.cond(i < num_active, make, skip, state)
 
     return jax.lax.scan(body, state, jnp.arange(num_epochs))
@@ -193,21 +215,25 @@ def _algorithm(name, sampler: _Sampler, thinning: int, num_burnin: int) -> Algor
 
 def sgld_algorithm(loss_fn: Callable, *, thinning: int, num_burnin: int = 0,
                    batch_size: int | None = None, prior_scale: float = 1.0,
-                   batch_noise: Callable | None = None) -> Algorithm:
+                   batch_noise: Callable | None = None,
+                   cycle_length: int | None = None) -> Algorithm:
     """SGLD as a ``driver.Algorithm``: one item = one kept sample = ``thinning`` SGLD steps;
     hyper (step_size, temperature), start the unit's params_init."""
-    sampler = _Sampler("sgld", loss_fn, batch_size, float(prior_scale), batch_noise)
+    sampler = _Sampler("sgld", loss_fn, batch_size, float(prior_scale), batch_noise,
+                       num_burnin=num_burnin, cycle_length=cycle_length)
     return _algorithm("sgld", sampler, thinning, num_burnin)
 
 
 def sghmc_algorithm(loss_fn: Callable, *, thinning: int, num_burnin: int = 0,
                     batch_size: int | None = None, prior_scale: float = 1.0,
                     batch_noise: Callable | None = None, friction: float = 0.01,
-                    num_integration_steps: int = 10) -> Algorithm:
+                    num_integration_steps: int = 10,
+                    cycle_length: int | None = None) -> Algorithm:
     """SGHMC as a ``driver.Algorithm``: one item = one kept sample = ``thinning`` kernel calls
     of ``num_integration_steps`` steps each (friction α); hyper (step_size, temperature)."""
     sampler = _Sampler("sghmc", loss_fn, batch_size, float(prior_scale), batch_noise,
-                       float(friction), int(num_integration_steps))
+                       float(friction), int(num_integration_steps), num_burnin=num_burnin,
+                       cycle_length=cycle_length)
     return _algorithm("sghmc", sampler, thinning, num_burnin)
 
 
@@ -241,8 +267,8 @@ def _check_data(data, batch_size):
 
 
 def _sample(kind, key, params_init, loss_fn, data, *, step_size, num_samples, thinning,
-            num_burnin, batch_size, temperature, prior_scale, batch_noise, chunk_samples,
-            checkpoint_path, progress, holdout, extra) -> PosteriorDraws:
+            num_burnin, batch_size, temperature, prior_scale, batch_noise, cycle_length,
+            chunk_samples, checkpoint_path, progress, holdout, extra) -> PosteriorDraws:
     """The shared body of ``sample_sgld`` / ``sample_sghmc`` (``extra``: SGHMC's settings)."""
     _blackjax()
     num_samples = _checks.positive_int("num_samples", num_samples)
@@ -252,6 +278,8 @@ def _sample(kind, key, params_init, loss_fn, data, *, step_size, num_samples, th
             or num_burnin < 0:
         raise ValueError(f"num_burnin must be an integer >= 0, got {num_burnin!r}")
     num_burnin = int(num_burnin)
+    if cycle_length is not None:
+        cycle_length = _checks.positive_int("cycle_length", cycle_length)
     units = _units.num_units(key)
     step_arr = _positive_per_unit("step_size", step_size, units)
     temp_arr = _positive_per_unit("temperature", temperature, units)
@@ -266,7 +294,8 @@ def _sample(kind, key, params_init, loss_fn, data, *, step_size, num_samples, th
     params_init = jax.tree_util.tree_map(jnp.asarray, params_init)
     settings = dict(loss_fn=loss_fn, thinning=thinning, num_burnin=num_burnin,
                     batch_size=None if batch_size is None else int(batch_size),
-                    prior_scale=prior_scale, batch_noise=batch_noise)
+                    prior_scale=prior_scale, batch_noise=batch_noise,
+                    cycle_length=cycle_length)
     if kind == "sgld":
         algorithm = sgld_algorithm(**settings)
         label = "SGLD"
@@ -292,6 +321,9 @@ def _sample(kind, key, params_init, loss_fn, data, *, step_size, num_samples, th
             "temperature": as_info(temperature), "prior_scale": as_info(prior_scale),
             "thinning": tile(np.asarray(thinning)), "num_burnin": tile(np.asarray(num_burnin))}
     info |= {k: tile(np.asarray(v)) for k, v in extra.items()}
+    if cycle_length is not None:
+        info |= {"cycle_length": tile(np.asarray(cycle_length)),
+                 "cycle_fraction": np.asarray(out.records["cycle_fraction"])}
     if holdout is not None:
         held = out.holdout_losses  # (…, 1 + S): the start, then every kept sample
         info["holdout_loss"] = held[..., 1:]
@@ -317,6 +349,10 @@ _DOC_ARGS = """
         batch_size: events per kernel call (None: all N).
         prior_scale: s of the N(0, s² I) prior.
         batch_noise: optional static ``batch_noise(key, batch) -> batch`` (fresh every call).
+        cycle_length: None (constant ε) or C kernel calls per cosine cycle of the step size
+            after the burn-in (``cyclical_step_size``, Zhang et al. 2020): then info
+            "cycle_length" and, per draw, "cycle_fraction" (the phase of its last call; keep
+            draws past a fraction β of the cycle, the sampling stage).
         chunk_samples: draws per compiled call (progress and checkpoint between).
         checkpoint_path: saved atomically after every chunk and resumed from (its signature —
             key, data, start, settings — must match); a resumed run equals an uninterrupted one.
@@ -332,12 +368,14 @@ _DOC_ARGS = """
 def sample_sgld(key, params_init, loss_fn: Callable, data, *, step_size, num_samples: int,
                 thinning: int = 1, num_burnin: int = 0, batch_size: int | None = None,
                 temperature=1.0, prior_scale: float = 1.0, batch_noise: Callable | None = None,
-                chunk_samples: int = 10, checkpoint_path: str | Path | None = None,
+                cycle_length: int | None = None, chunk_samples: int = 10,
+                checkpoint_path: str | Path | None = None,
                 progress: bool = True, holdout=None) -> PosteriorDraws:
     return _sample("sgld", key, params_init, loss_fn, data, step_size=step_size,
                    num_samples=num_samples, thinning=thinning, num_burnin=num_burnin,
                    batch_size=batch_size, temperature=temperature, prior_scale=prior_scale,
-                   batch_noise=batch_noise, chunk_samples=chunk_samples,
+                   batch_noise=batch_noise, cycle_length=cycle_length,
+                   chunk_samples=chunk_samples,
                    checkpoint_path=checkpoint_path, progress=progress, holdout=holdout,
                    extra={})
 
@@ -350,14 +388,16 @@ def sample_sghmc(key, params_init, loss_fn: Callable, data, *, step_size, num_sa
                  thinning: int = 1, num_burnin: int = 0, batch_size: int | None = None,
                  temperature=1.0, prior_scale: float = 1.0, friction: float = 0.01,
                  num_integration_steps: int = 10, batch_noise: Callable | None = None,
-                 chunk_samples: int = 10, checkpoint_path: str | Path | None = None,
+                 cycle_length: int | None = None, chunk_samples: int = 10,
+                 checkpoint_path: str | Path | None = None,
                  progress: bool = True, holdout=None) -> PosteriorDraws:
     friction = _checks.non_negative("friction", friction)
     num_integration_steps = _checks.positive_int("num_integration_steps", num_integration_steps)
     return _sample("sghmc", key, params_init, loss_fn, data, step_size=step_size,
                    num_samples=num_samples, thinning=thinning, num_burnin=num_burnin,
                    batch_size=batch_size, temperature=temperature, prior_scale=prior_scale,
-                   batch_noise=batch_noise, chunk_samples=chunk_samples,
+                   batch_noise=batch_noise, cycle_length=cycle_length,
+                   chunk_samples=chunk_samples,
                    checkpoint_path=checkpoint_path, progress=progress, holdout=holdout,
                    extra=dict(friction=friction, num_integration_steps=num_integration_steps))
 
@@ -392,7 +432,8 @@ def _sample_cnf(kind, key, field, params_init, x, c, *, sigma_min, **kw) -> Post
 def sample_sgld_cnf(key, field, params_init, x, c, *, step_size, num_samples: int,
                     thinning: int, num_burnin: int, batch_size: int | None, temperature=1.0,
                     prior_scale: float = 1.0, sigma_min: float = SIGMA_MIN,
-                    chunk_samples: int = 10, checkpoint_path: str | Path | None = None,
+                    cycle_length: int | None = None, chunk_samples: int = 10,
+                    checkpoint_path: str | Path | None = None,
                     progress: bool = True, holdout=None) -> PosteriorDraws:
     """SGLD of a CNF vector field on (x (N, d), c (N, cond_dim)) with the stochastic
     flow-matching loss (fresh t, z every step): log p(θ | D) = −(N / T) L_FM − |θ|² / (2 s²).
@@ -405,15 +446,17 @@ def sample_sgld_cnf(key, field, params_init, x, c, *, step_size, num_samples: in
     return _sample_cnf("sgld", key, field, params_init, x, c, sigma_min=sigma_min,
                        step_size=step_size, num_samples=num_samples, thinning=thinning,
                        num_burnin=num_burnin, batch_size=batch_size, temperature=temperature,
-                       prior_scale=prior_scale, chunk_samples=chunk_samples,
-                       checkpoint_path=checkpoint_path, progress=progress, holdout=holdout)
+                       prior_scale=prior_scale, cycle_length=cycle_length,
+                       chunk_samples=chunk_samples, checkpoint_path=checkpoint_path,
+                       progress=progress, holdout=holdout)
 
 
 def sample_sghmc_cnf(key, field, params_init, x, c, *, step_size, num_samples: int,
                      thinning: int, num_burnin: int, batch_size: int | None, temperature=1.0,
                      prior_scale: float = 1.0, friction: float = 0.01,
                      num_integration_steps: int = 10, sigma_min: float = SIGMA_MIN,
-                     chunk_samples: int = 10, checkpoint_path: str | Path | None = None,
+                     cycle_length: int | None = None, chunk_samples: int = 10,
+                     checkpoint_path: str | Path | None = None,
                      progress: bool = True, holdout=None) -> PosteriorDraws:
     """SGHMC of a CNF vector field (as ``sample_sgld_cnf``; ``friction`` α and
     ``num_integration_steps`` as in ``sample_sghmc``)."""
@@ -422,5 +465,5 @@ def sample_sghmc_cnf(key, field, params_init, x, c, *, step_size, num_samples: i
                        num_burnin=num_burnin, batch_size=batch_size, temperature=temperature,
                        prior_scale=prior_scale, friction=friction,
                        num_integration_steps=num_integration_steps,
-                       chunk_samples=chunk_samples, checkpoint_path=checkpoint_path,
-                       progress=progress, holdout=holdout)
+                       cycle_length=cycle_length, chunk_samples=chunk_samples,
+                       checkpoint_path=checkpoint_path, progress=progress, holdout=holdout)
