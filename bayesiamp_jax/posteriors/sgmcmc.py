@@ -19,7 +19,11 @@ without blackjax):
 * SGHMC (Chen et al. 2014, blackjax's Euler scheme): each kernel call draws a fresh momentum
   p ~ N(0, I) and takes ``num_integration_steps`` steps θ ← θ + ε p,
   p ← (1 − α ε) p + ε ∇log p̂(θ) + √(2 α ε) ξ on ONE mini-batch (α = ``friction``); ε is the
-  time step, so SGHMC's ε is not SGLD's (SGLD's ε ~ SGHMC's ε² / 2).
+  time step, so SGHMC's ε is not SGLD's (SGLD's ε ~ SGHMC's ε² / 2). Its biases on a Gaussian
+  target (computed exactly in tests/test_sgmcmc.py): the first Euler step moves θ with the
+  fresh momentum before any force, so short calls (ε L ω ≪ 1) are a Langevin step whose
+  variances are ≈ 1 / (L − 1) too wide; the call's one mini-batch acts for the whole call and
+  adds ≈ (ε L)² · Var(gradient) (9 % at N / B = 1.2 and ε L ω = 0.5-1 there).
 
 One driver item = one kept sample = ``thinning`` kernel calls; ``num_burnin`` kernel calls run
 once before the first sample, inside the first item's compiled program (no second program to
