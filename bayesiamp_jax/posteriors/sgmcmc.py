@@ -142,19 +142,14 @@ def _data_size(data) -> int:
     return int(jax.tree_util.tree_leaves(data)[0].shape[0])
 
 
-def _advance(state: SGState, ctx, num_steps: int, sampler: _Sampler) -> SGState:
-    """``num_steps`` kernel calls of one chain (ctx.hyper = (step_size, temperature))."""
+def _call(state: SGState, ctx, sampler: _Sampler) -> SGState:
+    """One kernel call of one chain (ctx.hyper = (step_size, temperature))."""
     step_size, temperature = ctx.hyper
     kernel = _kernel(sampler, _data_size(ctx.data), temperature)
-
-    def one(state, _):
-        batch, k = _batch(sampler, ctx.data, state, state.step)
-        eps = cyclical_step_size(step_size, state.step, sampler.num_burnin,
-                                 sampler.cycle_length)
-        position = kernel(k, state.position, batch, eps)
-        return state._replace(position=position, step=state.step + 1), None
-
-    return jax.lax.scan(one, state, None, length=num_steps)[0]
+    batch, k = _batch(sampler, ctx.data, state, state.step)
+    eps = cyclical_step_size(step_size, state.step, sampler.num_burnin, sampler.cycle_length)
+    position = kernel(k, state.position, batch, eps)
+    return state._replace(position=position, step=state.step + 1)
 
 
 def _sample_loss(state: SGState, ctx, sampler: _Sampler):
@@ -174,15 +169,16 @@ def _sg_init(key, ctx, start):
     return SGState(position, rng_key, data_key, jnp.asarray(0, jnp.int32))
 
 
-def _sg_run(key, state, ctx, num_active, num_epochs, *, sampler, thinning, num_burnin):
+def _sg_run(key, state, ctx, num_active, num_epochs, *, sampler, thinning):
     """``num_epochs`` kept samples (the first ``num_active`` made), ``thinning`` calls each;
-    the first sample of a chain (step 0) comes after ``num_burnin`` more calls: the burn-in
+    the first sample of a chain (step 0) comes after ``sampler.num_burnin`` more calls: the burn-in
     runs once, in the same compiled program (a resumed chain has step > 0)."""
     del key  # the chain carries its keys
 
     def make(state):
-        calls = thinning + jnp.where(state.step == 0, num_burnin, 0) if num_burnin else thinning
-        state = jax.lax.fori_loop(0, calls, lambda i, s: _advance(s, ctx, 1, sampler), state)
+        burn = sampler.num_burnin
+        calls = thinning + jnp.where(state.step == 0, burn, 0) if burn else thinning
+        state = jax.lax.fori_loop(0, calls, lambda i, s: _call(s, ctx, sampler), state)
         loss = _sample_loss(state, ctx, sampler).astype(jnp.float32)
         rec = {"position": ravel_pytree(state.position)[0], "loss": loss}
         if sampler.cycle_length is not None:  # the cycle's phase at the draw's last call
@@ -210,9 +206,9 @@ def _sg_holdout(state, ctx, held, *, sampler):
     return sampler.loss_fn(state.position, batch)
 
 
-def _algorithm(name, sampler: _Sampler, thinning: int, num_burnin: int) -> Algorithm:
+def _algorithm(name, sampler: _Sampler, thinning: int) -> Algorithm:
     return Algorithm(
-        name, _sg_init, bind(_sg_run, sampler=sampler, thinning=thinning, num_burnin=num_burnin),
+        name, _sg_init, bind(_sg_run, sampler=sampler, thinning=thinning),
         holdout_loss=bind(_sg_holdout, sampler=sampler), checked="loss", item="sample",
         what="the loss at the kept sample (sample 0: after the burn-in)")
 
@@ -225,7 +221,7 @@ def sgld_algorithm(loss_fn: Callable, *, thinning: int, num_burnin: int = 0,
     hyper (step_size, temperature), start the unit's params_init."""
     sampler = _Sampler("sgld", loss_fn, batch_size, float(prior_scale), batch_noise,
                        num_burnin=num_burnin, cycle_length=cycle_length)
-    return _algorithm("sgld", sampler, thinning, num_burnin)
+    return _algorithm("sgld", sampler, thinning)
 
 
 def sghmc_algorithm(loss_fn: Callable, *, thinning: int, num_burnin: int = 0,
@@ -238,7 +234,7 @@ def sghmc_algorithm(loss_fn: Callable, *, thinning: int, num_burnin: int = 0,
     sampler = _Sampler("sghmc", loss_fn, batch_size, float(prior_scale), batch_noise,
                        float(friction), int(num_integration_steps), num_burnin=num_burnin,
                        cycle_length=cycle_length)
-    return _algorithm("sghmc", sampler, thinning, num_burnin)
+    return _algorithm("sghmc", sampler, thinning)
 
 
 driver.register("sgld", sgld_algorithm)
@@ -337,7 +333,14 @@ def _sample(kind, key, params_init, loss_fn, data, *, step_size, num_samples, th
     return PosteriorDraws(jax.device_get(params), kind, info)
 
 
-_DOC_ARGS = """
+def sample_sgld(key, params_init, loss_fn: Callable, data, *, step_size, num_samples: int,
+                thinning: int = 1, num_burnin: int = 0, batch_size: int | None = None,
+                temperature=1.0, prior_scale: float = 1.0, batch_noise: Callable | None = None,
+                cycle_length: int | None = None, chunk_samples: int = 10,
+                checkpoint_path: str | Path | None = None,
+                progress: bool = True, holdout=None) -> PosteriorDraws:
+    """SGLD draws of the weights (blackjax.sgld): θ ← θ + ε ∇log p̂(θ) + √(2ε) ξ.
+
     Args:
         key: seeds the chain. Keys of shape (U,) run U independent chains (units: runs × grid
             points) in one vmapped program: ``params_init`` and every data leaf then carry a
@@ -366,15 +369,8 @@ _DOC_ARGS = """
     Returns:
         ``PosteriorDraws`` with params (S, ...) — (U, S, ...) for units — and info "loss" (L at
         the draw on the batch of its last call), "step_size", "temperature", "prior_scale",
-        "thinning", "num_burnin" (each with a leading U for units)"""
-
-
-def sample_sgld(key, params_init, loss_fn: Callable, data, *, step_size, num_samples: int,
-                thinning: int = 1, num_burnin: int = 0, batch_size: int | None = None,
-                temperature=1.0, prior_scale: float = 1.0, batch_noise: Callable | None = None,
-                cycle_length: int | None = None, chunk_samples: int = 10,
-                checkpoint_path: str | Path | None = None,
-                progress: bool = True, holdout=None) -> PosteriorDraws:
+        "thinning", "num_burnin" (each with a leading U for units).
+    """
     return _sample("sgld", key, params_init, loss_fn, data, step_size=step_size,
                    num_samples=num_samples, thinning=thinning, num_burnin=num_burnin,
                    batch_size=batch_size, temperature=temperature, prior_scale=prior_scale,
@@ -384,10 +380,6 @@ def sample_sgld(key, params_init, loss_fn: Callable, data, *, step_size, num_sam
                    extra={})
 
 
-sample_sgld.__doc__ = ("SGLD draws of the weights (blackjax.sgld): θ ← θ + ε ∇log p̂(θ) + "
-                       "√(2ε) ξ.\n" + _DOC_ARGS + ".\n")
-
-
 def sample_sghmc(key, params_init, loss_fn: Callable, data, *, step_size, num_samples: int,
                  thinning: int = 1, num_burnin: int = 0, batch_size: int | None = None,
                  temperature=1.0, prior_scale: float = 1.0, friction: float = 0.01,
@@ -395,6 +387,13 @@ def sample_sghmc(key, params_init, loss_fn: Callable, data, *, step_size, num_sa
                  cycle_length: int | None = None, chunk_samples: int = 10,
                  checkpoint_path: str | Path | None = None,
                  progress: bool = True, holdout=None) -> PosteriorDraws:
+    """SGHMC draws of the weights (blackjax.sghmc): every kernel call draws p ~ N(0, I) and
+    takes ``num_integration_steps`` L steps θ ← θ + ε p, p ← (1 − α ε) p + ε ∇log p̂(θ) +
+    √(2αε) ξ on one mini-batch (α = ``friction`` >= 0; ε is a time step: see the module
+    docstring for its biases). ``thinning`` and ``num_burnin`` count kernel calls. Other
+    arguments and the result as ``sample_sgld``, with info "friction" and
+    "num_integration_steps" too.
+    """
     friction = _checks.non_negative("friction", friction)
     num_integration_steps = _checks.positive_int("num_integration_steps", num_integration_steps)
     return _sample("sghmc", key, params_init, loss_fn, data, step_size=step_size,
@@ -404,13 +403,6 @@ def sample_sghmc(key, params_init, loss_fn: Callable, data, *, step_size, num_sa
                    chunk_samples=chunk_samples,
                    checkpoint_path=checkpoint_path, progress=progress, holdout=holdout,
                    extra=dict(friction=friction, num_integration_steps=num_integration_steps))
-
-
-sample_sghmc.__doc__ = (
-    "SGHMC draws of the weights (blackjax.sghmc): every kernel call draws p ~ N(0, I) and takes "
-    "``num_integration_steps`` steps θ ← θ + ε p, p ← (1 − α ε) p + ε ∇log p̂(θ) + √(2αε) ξ on "
-    "one mini-batch (α = ``friction`` >= 0).\n" + _DOC_ARGS
-    + ", \"friction\", \"num_integration_steps\".\n")
 
 
 def _cfm_noise(key, batch):
