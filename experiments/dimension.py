@@ -9,6 +9,13 @@ any study — and the results are collected into ``dimension.json``, ``dimension
 per d and method: MAD with its finite-S floor, N_eq and amplification of the largest scaled
 binning, paper estimator and generation-noise corrected, and the power-law fits) and
 ``figures/dimension.png``. Every ``--set`` applies to all d (N_train, training lengths, …).
+
+The rows (``evaluation.trend_rows``) also hold, per d and method, the MAD of every same-noise
+binning against its floor, the held-out verdict and scale s of the 10 × 10 same-noise binning,
+the recalibrated amplification (÷ s²) with the trust verdict, and the trained epochs (of the
+method and of the flow-matching pretraining it starts from) read from the held-out loss curves
+(``trained_epochs``: the last recorded epoch, which is where an early stop ended the training).
+Rerunning the command on a finished folder skips every stage and only re-collects.
 """
 
 from __future__ import annotations
@@ -22,14 +29,17 @@ from pathlib import Path
 from bayesiamp_jax import evaluation as ev
 from bayesiamp_jax.checkpoint import atomic_write_json, atomic_write_text
 from experiments import config as cfgmod
-from experiments import paper, runtime, settings
+from experiments import convergence, paper, runtime, settings
 from experiments.stages import prepare_folder
 
-PANELS = {"MAD (dashed: calibrated floor)": ("mad", "mad_floor"),
-          "amplification (dashed: corrected)": ("amplification", "amplification_corrected"),
+PANELS = {"held-out scale s, 10×10 (1: calibrated)": "holdout_scale",
+          "ampl. corrected (dashed: ÷ s²)": ("amplification_corrected",
+                                            "amplification_recalibrated"),
           "averaging ampl. claimed (dashed: true)": ("averaging_model", "averaging_true"),
           "power-law slope b (dashed: corrected)": ("fit_b", "fit_corrected_b")}
-LOG_PANELS = ("amplification (dashed: corrected)", "averaging ampl. claimed (dashed: true)")
+LOG_PANELS = ("held-out scale s, 10×10 (1: calibrated)", "ampl. corrected (dashed: ÷ s²)",
+              "averaging ampl. claimed (dashed: true)")
+MAD_PANELS = ("10", "50")  # same-noise binnings drawn against their floor (where evaluated)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +74,21 @@ def shell_config(cfg, dim: int):
     return settings.validate(cfg)
 
 
+def trained_epochs(study) -> dict:
+    """{stage or label: {run: epochs}} of a finished study: the last epoch (chain step) of
+    each held-out loss curve (``experiments.convergence.curves``), where training ended."""
+    return {name: {str(r): int(e[-1]) for r, (e, _) in runs.items() if len(e)}
+            for name, (_, runs) in convergence.curves(study).items()}
+
+
+def panels(rows: list[dict]) -> dict:
+    """The figure's panels: MAD against its floor for the binnings of ``MAD_PANELS`` that the
+    rows hold, then ``PANELS``."""
+    mads = {f"MAD {n}×{n} (dashed: floor)": (f"mad_{n}", f"mad_floor_{n}")
+            for n in MAD_PANELS if rows and all(f"mad_{n}" in r for r in rows)}
+    return mads | PANELS
+
+
 def run(cfg, dims, outdir: Path, progress: bool = True, overwrite: bool = False) -> dict:
     """Run (or resume) the study for every d, then write the collected table and figure."""
     outdir = prepare_folder(outdir)
@@ -75,12 +100,14 @@ def run(cfg, dims, outdir: Path, progress: bool = True, overwrite: bool = False)
                                    overwrite=overwrite)
         seconds[d] = time.perf_counter() - start
         reports[d] = json.loads((study.outdir / "report.json").read_text())
+        reports[d]["trained_epochs"] = trained_epochs(study)
         log.info("dimension: d = %d done in %.0f s", d, seconds[d])
-    rows = ev.trend_rows(reports)
+    rows = ev.trend_rows(reports, pretrained=cfgmod.FROM_DETERMINISTIC)
     summary = {"dims": dims, "config": cfgmod.to_dict(cfg), "rows": rows,
+               "trained_epochs": {str(d): r["trained_epochs"] for d, r in reports.items()},
                "seconds": {str(d): s for d, s in seconds.items()}}
     atomic_write_json(outdir / "dimension.json", summary)
-    fig = ev.plot_trend(rows, PANELS, xlabel="dimension $d$ of the shell",
+    fig = ev.plot_trend(rows, panels(rows), xlabel="dimension $d$ of the shell",
                         log_y=LOG_PANELS)
     ev.save_figure(fig, outdir / "figures" / "dimension", ("png",), cfg.figures.dpi)
     table = ev.trend_markdown(rows)
