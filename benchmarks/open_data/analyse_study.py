@@ -8,9 +8,14 @@ standard deviation of m_ee in 80–100 GeV. Generated numbers are the median ove
 held-out and training numbers carry their statistical errors (σ/√n for the mean, σ/√(2n) for
 the standard deviation). Prints one JSON object. ``p_mee_train_precision``: the KS p-value at
 the training set's precision (``measure_field.p_train_precision``). The observable is the
-study's own ``data.observable`` (``zee:MASS_PT`` for the lab frame, ``zee:PAIR_MASS_PT`` for the pair frame).
+study's own ``data.observable`` (``zee:MASS_PT`` for the lab frame, ``zee:PAIR_MASS_PT`` for
+the pair frame).
 
     python -m benchmarks.open_data.analyse_study /tmp/zee/study adammcmc_sigma0.1
+    python -m benchmarks.open_data.analyse_study /tmp/zee/study deterministic
+
+Label ``deterministic``: the flow-matching fit the posterior starts from, its run 0 generated
+20 times with fresh noise (the spread is generation noise alone).
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ from experiments.data import (
     purpose_key,
     read_npz,
 )
-from experiments.holdout import _generate
+from experiments.deterministic import load_deterministic
+from experiments.holdout import generate_physical
 from experiments.stages import Study
 from experiments.train import load_run_draws
 
 WINDOW = (80.0, 100.0)
+DETERMINISTIC_DRAWS = 20  # label "deterministic": generations of the one fit (noise only)
 
 
 def peak(m) -> tuple[float, float, int]:
@@ -66,11 +73,18 @@ def main(argv=None):
     ho = np.asarray(observables.values(obs, held.x), np.float64)
     train = read_npz("data.path", cfg.data.path).x[:cfg.data.num_train]
     tr = np.asarray(observables.values(obs, np.asarray(train)), np.float64)
-    params = stack_runs([load_run_draws(study, a.label, 0)])
+    if a.label == "deterministic":  # the flow-matching fit itself, generated 20 times
+        fit = load_deterministic(study)[0]
+        params = jax.tree_util.tree_map(
+            lambda leaf: np.repeat(np.asarray(leaf)[:1, None], DETERMINISTIC_DRAWS, axis=1), fit)
+    else:
+        params = stack_runs([load_run_draws(study, a.label, 0)])
     num_draws = int(np.shape(jax.tree_util.tree_leaves(params)[0])[1])
     e = cfg.evaluation
-    gen = _generate(purpose_key(cfg.seed, 0, "peak"), field_from_config(cfg), params, problem,
-                    held, num_draws, ho.shape[0], Solver(e.solver, num_steps=e.solver_steps))
+    cond = None if held.c.shape[-1] == 0 else np.asarray(held.c, np.float32)
+    gen = generate_physical(purpose_key(cfg.seed, 0, "peak"), field_from_config(cfg), params,
+                            problem, cond, num_draws, ho.shape[0],
+                            Solver(e.solver, num_steps=e.solver_steps))
     rows = []
     for g in gen:
         v = np.asarray(observables.values(obs, g[:, :5]), np.float64)
