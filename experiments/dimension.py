@@ -105,7 +105,10 @@ def run(cfg, dims, outdir: Path, progress: bool = True, overwrite: bool = False)
     rows = ev.trend_rows(reports, pretrained=cfgmod.FROM_DETERMINISTIC)
     summary = {"dims": dims, "config": cfgmod.to_dict(cfg), "rows": rows,
                "trained_epochs": {str(d): r["trained_epochs"] for d, r in reports.items()},
-               "seconds": {str(d): s for d, s in seconds.items()}}
+               "seconds": {str(d): s for d, s in seconds.items()},  # of this call
+               # of each study's stages (report.json "timings"; kept when a rerun skips them)
+               "study_seconds": {str(d): (r.get("timings") or {}).get("total")
+                                 for d, r in reports.items()}}
     atomic_write_json(outdir / "dimension.json", summary)
     fig = ev.plot_trend(rows, panels(rows), xlabel="dimension $d$ of the shell",
                         log_y=LOG_PANELS)
