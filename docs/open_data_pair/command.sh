@@ -26,3 +26,7 @@ python -m benchmarks.open_data.measure_field --frame pair \
   --configs 32x3:3:2000 128x3:3:2000 128x3:3:5000 32x3:3:5000
 python -m benchmarks.open_data.measure_field --frame pair \
   --configs 128x3:3:5000:cos 32x3:3:5000:cos --solver-steps 20 8
+# the check that the likelihood's solver does not move the peak (peak_adammcmc_rk8.json): the same
+# study with --set adammcmc.solver_steps=8 -o outputs/zee_pair_rk8 (run here on a copy of
+# outputs/zee_pair without its adammcmc/evaluate/figures/report stages, so the same fit), then
+python -m benchmarks.open_data.analyse_study outputs/zee_pair_rk8 adammcmc_sigma0.1 > peak_adammcmc_rk8.json
