@@ -15,7 +15,8 @@ check chooses the label among its knob's values, the amplification of the larges
 binning — generation-noise corrected, recalibrated by the held-out ÷ s² and the true averaging
 amplification against the exact truth — the closure, the median ESS where the draws are a
 chain, and the cost: seconds and field evaluations, pretraining included) and
-``figures/compare.png`` (calibration and amplification against cost).
+``figures/compare.png`` (the MAD of the two largest calibration binnings and the
+amplification against cost).
 """
 
 from __future__ import annotations
@@ -168,38 +169,39 @@ def markdown(rows: list[dict], report: dict) -> str:
     return "\n".join(lines) + "\n\n![compare](figures/compare.png)\n"
 
 
-def plot(rows: list[dict], calib_key: str):
-    """Two panels against cost (seconds, log): the MAD of ``calib_key`` with its floor, and
-    the corrected (filled), recalibrated (open) and true averaging (cross) amplification."""
+def plot(rows: list[dict], calib_keys):
+    """Panels against cost (seconds, log): the MAD of each calibration binning of
+    ``calib_keys`` with its floor (bar), and the corrected (filled), recalibrated (open) and
+    true averaging (cross) amplification; one colour and marker per label."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    ax_mad, ax_amp = fig.subplots(1, 2)
-    families = list(dict.fromkeys(r["method"] for r in rows))
-    for r in rows:
+    fig = Figure(figsize=(4.6 * (len(calib_keys) + 1), 4), layout="constrained")
+    *mad_axes, ax_amp = fig.subplots(1, len(calib_keys) + 1)
+    for i, r in enumerate(rows):
         x = r["seconds"]
         if x is None or x <= 0:
             continue
-        color = f"C{families.index(r['method']) % 10}"
-        marker = "os^vD<>ph*"[families.index(r["method"]) // 10 % 10]
-        if r["mad"].get(calib_key) is not None:
-            ax_mad.plot(x, r["mad"][calib_key], marker, color=color, label=r["label"])
-        if r["mad_floor"].get(calib_key) is not None:
-            ax_mad.plot(x, r["mad_floor"][calib_key], "_", color=color, ms=12)
-        for key, style in (("amplification", dict(marker=marker, ls="none")),
-                           ("amplification_recalibrated",
-                            dict(marker=marker, ls="none", mfc="none")),
-                           ("averaging_true", dict(marker="x", ls="none"))):
-            if r[key] is not None and r[key] > 0:
-                ax_amp.plot(x, r[key], color=color, label=r["label"]
-                            if key == "amplification" else None, **style)
-    ax_mad.set(xscale="log", xlabel="cost: training seconds (pretraining included)",
-               ylabel=f"MAD of the coverage, {key_panel(calib_key)} (bar: floor)",
-               title="calibration against the truth")
+        color, marker = f"C{i % 10}", "os^vD<>ph*"[i // 10 % 10]
+        for ax, key in zip(mad_axes, calib_keys, strict=True):
+            if r["mad"].get(key) is not None:
+                ax.plot(x, r["mad"][key], marker, color=color, label=r["label"])
+            if r["mad_floor"].get(key) is not None:
+                ax.plot(x, r["mad_floor"][key], "_", color=color, ms=12)
+        for name, style in (("amplification", dict(marker=marker, ls="none")),
+                            ("amplification_recalibrated",
+                             dict(marker=marker, ls="none", mfc="none")),
+                            ("averaging_true", dict(marker="x", ls="none"))):
+            if r[name] is not None and r[name] > 0:
+                ax_amp.plot(x, r[name], color=color, **style)
+    for ax, key in zip(mad_axes, calib_keys, strict=True):
+        ax.set(xscale="log", xlabel="cost: training seconds (pretraining included)",
+               ylabel=f"MAD of the coverage, {key_panel(key)} (bar: floor)",
+               title=f"calibration against the truth, {key_panel(key)}")
     ax_amp.set(xscale="log", yscale="log", xlabel="cost: training seconds (pretraining included)",
-               ylabel="amplification", title="filled: corrected, open: ÷ s², x: true averaging")
+               ylabel=f"amplification, {key_panel(rows[0]['binning'])}",
+               title="filled: corrected, open: ÷ s², x: true averaging")
     ax_amp.axhline(1.0, color="0.5", ls="--", lw=1)
-    ax_mad.legend(fontsize=7)
+    mad_axes[0].legend(fontsize=7)
     return fig
 
 
@@ -214,9 +216,9 @@ def write(outdir: Path, report: dict, dpi: int = 150) -> dict:
                "selection": report.get("selection") or {}, "rows": rows}
     atomic_write_json(outdir / "compare.json", summary)
     atomic_write_text(outdir / "compare.md", markdown(rows, report))
-    calib = [str(n) for n in report["config"]["evaluation"]["calib_bins"]]
-    ev.save_figure(plot(rows, max(calib, key=key_cells)), outdir / "figures" / "compare",
-                   ("png",), dpi)
+    calib = sorted((str(n) for n in report["config"]["evaluation"]["calib_bins"]),
+                   key=key_cells)
+    ev.save_figure(plot(rows, calib[-2:]), outdir / "figures" / "compare", ("png",), dpi)
     return summary
 
 
