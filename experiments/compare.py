@@ -120,6 +120,8 @@ def rows_of(report: dict) -> list[dict]:
             "mad": {n: _num(m["mad"].get(n)) for n in calib},
             "mad_floor": {n: _num((m.get("mad_floor") or {}).get(n)) for n in calib},
             "holdout_verdict": ho.get("verdict"),
+            "holdout_scale": ((selection.get(fam) or {}).get("labels") or {}).get(
+                label, {}).get("scale"),
             "chosen": (selection.get(fam) or {}).get("chosen") == label,
             "binning": largest,
             "amplification_paper": _mean(m["amplification"][largest]),
@@ -152,7 +154,9 @@ def markdown(rows: list[dict], report: dict) -> str:
              f"Data: {cfg['data']['name']} (d = {cfg['data']['dim']}), runs: {cfg['num_runs']}, "
              f"training points per run: {cfg['data']['num_train']}. Amplifications and "
              f"closure at the largest scaled binning ({key_panel(rows[0]['binning'])}), run "
-             "means. *Chosen*: the label the held-out check picks among its knob's values "
+             "means. Held-out verdict with the recalibration s of the binning it reads (σ → s σ; "
+             "for the tempered families s² is roughly the temperature that would calibrate). "
+             "*Chosen*: the label the held-out check picks among its knob's values "
              "(`select_knob`). Median ESS: chains only (AdamMCMC, NUTS, SGLD, SGHMC). Seconds "
              "and field evaluations include the deterministic training a method starts from "
              "(report.json `cost`: formulas).", "",
@@ -161,7 +165,9 @@ def markdown(rows: list[dict], report: dict) -> str:
         lines.append("| " + " | ".join([
             f"`{r['label']}`",
             *[f"{_g(r['mad'][n])} ({_g(r['mad_floor'][n])})" for n in calib],
-            r["holdout_verdict"] or "unchecked", "yes" if r["chosen"] else "",
+            (r["holdout_verdict"] or "unchecked") + (
+                f" (s = {r['holdout_scale']:.2g})" if r["holdout_scale"] is not None else ""),
+            "yes" if r["chosen"] else "",
             _g(r["amplification"]), _g(r["amplification_recalibrated"]),
             f"{_g(r['averaging_model'])} / {_g(r['averaging_true'])}",
             f"{_g(r['closure_model'])} / {_g(r['closure_truth'])}", _g(r["ess_median"]),

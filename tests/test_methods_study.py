@@ -265,7 +265,9 @@ def test_compare_repeats_the_report_numbers(compared):
         assert r["field_evals"] == m["cost"]["field_evals"] + m["cost"]["pretrain_field_evals"]
         assert r["holdout_verdict"] == (m.get("holdout") or {}).get("verdict")
         assert (r["ess_median"] is not None) == (m["method"] in cfgmod.CHAIN_METHODS)
-        assert r["chosen"] == (report["selection"].get(r["family"], {}).get("chosen") == label)
+        sel = report["selection"].get(r["family"], {})
+        assert r["chosen"] == (sel.get("chosen") == label)
+        assert r["holdout_scale"] == sel.get("labels", {}).get(label, {}).get("scale")
     md = (out / "compare.md").read_text()
     assert all(f"`{label}`" in md for label in rows)
     assert (out / "figures" / "compare.png").stat().st_size > 1000
