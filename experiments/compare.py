@@ -34,7 +34,7 @@ from bayesiamp_jax.evaluation.summary import key_cells, key_panel
 from bayesiamp_jax.evaluation.trend import trend_rows
 from experiments import config as cfgmod
 from experiments import paper, runtime, settings
-from experiments.report import family
+from experiments.report import family, label_seconds
 
 # the families of the comparison (repulsive: --repulsive; nuts: --families nuts)
 DEFAULT_FAMILIES = ("vi", "adammcmc", "laplace", "ensemble", "bootstrap", "sgld", "sghmc",
@@ -102,6 +102,7 @@ def rows_of(report: dict) -> list[dict]:
     calib = [str(n) for n in report["config"]["evaluation"]["calib_bins"]]
     selection = report.get("selection") or {}
     trend = {r["label"]: r for r in trend_rows({0: report})}
+    seconds = label_seconds(report)  # measured: from the timings, not stored with the numbers
     rows = []
     order = {label: i for i, (_, label, _) in enumerate(
         cfgmod.method_grid(cfgmod.from_dict(report["config"])))}
@@ -133,7 +134,7 @@ def rows_of(report: dict) -> list[dict]:
             "closure_model": _num(closure.get("model")),
             "closure_truth": _num(closure.get("truth")),
             "ess_median": _median_ess(m),
-            "seconds": cost.get("seconds"),
+            "seconds": seconds[label]["seconds"],
             "field_evals": (None if not cost else
                             cost["field_evals"] + cost["pretrain_field_evals"]),
         })

@@ -11,15 +11,17 @@ report.json layout::
          "amplification": {n: [float per run]},
          "fit": {"a": float, "a_err": float, "b": float, "b_err": float},
          "closure": {n: {"model": float, "truth": float}},
-         "cost": {"seconds", "train_s", "pretrain_s", "field_evals", "pretrain_field_evals",
-                  "formula", "pretrain_formula", "num_runs"}}},
+         "cost": {"field_evals", "pretrain_field_evals", "formula", "pretrain_formula",
+                  "num_runs"}}},
      "selection": {family: {"chosen": label, "labels": {label: {"hyper", "verdict",
                    "scale", "binning"}}}}}
 
-``cost`` (``label_costs``): the label's share of its training stage's measured seconds (the
-labels of one method train together in one program: the stage time split evenly) plus, for
-methods started at the deterministic params, that stage's seconds; field evaluations counted
-from the settings (``experiments.budget.unit_cost``, its formula given) over all runs.
+``cost`` (``label_costs``): field evaluations counted from the settings
+(``experiments.budget.unit_cost``, its formula given) over all runs. The measured seconds
+(``label_seconds``: the label's share of its training stage — the labels of one method train
+together in one program, the stage time split evenly — plus, for methods started at the
+deterministic params, that stage's seconds) depend on the clock, so they are not stored with
+the numbers: they are derived from ``timings`` where shown (report.md, compare).
 ``selection`` (``select_by_holdout``): per family of labels that differ only in their knob
 (VI k, AdamMCMC σ, the temperature T of Laplace / SGLD / SGHMC / SWAG) the label
 ``evaluation.holdout.select_knob`` picks from the held-out checks, no truth used.
@@ -85,11 +87,12 @@ def validate_report(report: dict, *, calib_bins=None, scaled_bins=None, num_runs
         _keys(m["closure"], f"{where}.closure", scaled_bins)
 
 
-def label_costs(report: dict, cfg) -> dict:
-    """{label: cost} of every label of ``report`` (see the module doc) from the stage timings
-    in ``report["timings"]`` and the settings of ``cfg`` (a ``Config``)."""
-    from experiments.budget import unit_cost  # budget probes with JAX; imported when used
+CLOCK_COST = ("seconds", "train_s", "pretrain_s")  # the measured part of label_costs
 
+
+def label_seconds(report: dict) -> dict:
+    """{label: {"seconds", "train_s", "pretrain_s"}} from ``report["timings"]`` (see the module
+    doc; None where a stage has no timing)."""
     timings = report["timings"]
     per_method = {}
     for m in report["methods"].values():
@@ -97,17 +100,30 @@ def label_costs(report: dict, cfg) -> dict:
     out = {}
     for label, m in report["methods"].items():
         method = m["method"]
-        u = unit_cost(cfg, method)
         stage = timings.get(f"train_{method}")
         train_s = None if stage is None else stage / per_method[method]
+        pretrain_s = timings.get("deterministic") if method in FROM_DETERMINISTIC else 0.0
+        seconds = None if train_s is None or pretrain_s is None else train_s + pretrain_s
+        out[label] = {"seconds": seconds, "train_s": train_s, "pretrain_s": pretrain_s}
+    return out
+
+
+def label_costs(report: dict, cfg) -> dict:
+    """{label: cost} of every label of ``report``: ``label_seconds`` (from the stage timings in
+    ``report["timings"]``) and the field evaluations counted from the settings of ``cfg``."""
+    from experiments.budget import unit_cost  # budget probes with JAX; imported when used
+
+    seconds = label_seconds(report)
+    out = {}
+    for label, m in report["methods"].items():
+        method = m["method"]
+        u = unit_cost(cfg, method)
         pre = method in FROM_DETERMINISTIC
-        pretrain_s = timings.get("deterministic") if pre else 0.0
-        seconds = (None if train_s is None or pretrain_s is None else train_s + pretrain_s)
-        out[label] = {"seconds": seconds, "train_s": train_s, "pretrain_s": pretrain_s,
-                      "field_evals": u["field_evals"] * cfg.num_runs,
-                      "pretrain_field_evals": u["pretrain_field_evals"] * cfg.num_runs,
-                      "formula": u["formula"] + " per run", "num_runs": cfg.num_runs,
-                      "pretrain_formula": u["pretrain_formula"] + " per run" if pre else ""}
+        out[label] = seconds[label] | {
+            "field_evals": u["field_evals"] * cfg.num_runs,
+            "pretrain_field_evals": u["pretrain_field_evals"] * cfg.num_runs,
+            "formula": u["formula"] + " per run", "num_runs": cfg.num_runs,
+            "pretrain_formula": u["pretrain_formula"] + " per run" if pre else ""}
     return out
 
 
@@ -170,8 +186,10 @@ def _selection_table(selection: dict) -> list[str]:
     return lines
 
 
-def _cost_table(methods: dict) -> list[str]:
-    costs = {label: m["cost"] for label, m in methods.items() if m.get("cost")}
+def _cost_table(report: dict) -> list[str]:
+    methods = report["methods"]
+    seconds = label_seconds(report)
+    costs = {label: m["cost"] | seconds[label] for label, m in methods.items() if m.get("cost")}
     if not costs:
         return []
     lines = ["", "## Cost per label", "",
@@ -517,7 +535,7 @@ def render_markdown(report: dict, figures=()) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += _diagnostics_table(methods)
     lines += _selection_table(report.get("selection") or {})
-    lines += _cost_table(methods)
+    lines += _cost_table(report)
     if figures:
         lines += ["", "## Figures", ""]
         for fig in figures:

@@ -17,7 +17,7 @@ import pytest
 
 from experiments import budget, cli
 from experiments import config as cfgmod
-from experiments.report import family, label_costs, select_by_holdout
+from experiments.report import family, label_costs, label_seconds, select_by_holdout
 
 NEW = cfgmod.NEW_METHODS
 
@@ -207,7 +207,7 @@ def test_every_family_runs_end_to_end(compared):
     assert sorted(report["methods"]) == sorted(labels)
     for label, m in report["methods"].items():
         assert m["num_draws"] == 6 and np.isfinite(list(m["mad"].values())).all(), label
-        assert m["cost"]["field_evals"] > 0 and m["cost"]["seconds"] > 0, label
+        assert m["cost"]["field_evals"] > 0 and "seconds" not in m["cost"], label  # clock-free
         if m["method"] in cfgmod.FROM_DETERMINISTIC:
             assert m["cost"]["pretrain_s"] == report["timings"]["deterministic"]
     assert {f"train_{m}" for m in NEW} <= set(report["timings"])
@@ -261,7 +261,7 @@ def test_compare_repeats_the_report_numbers(compared):
         corr = m.get("amplification_corrected") or {}
         if largest in corr:
             assert r["amplification"] == pytest.approx(np.mean(corr[largest]))
-        assert r["seconds"] == m["cost"]["seconds"]
+        assert r["seconds"] == label_seconds(report)[label]["seconds"] > 0
         assert r["field_evals"] == m["cost"]["field_evals"] + m["cost"]["pretrain_field_evals"]
         assert r["holdout_verdict"] == (m.get("holdout") or {}).get("verdict")
         assert (r["ess_median"] is not None) == (m["method"] in cfgmod.CHAIN_METHODS)

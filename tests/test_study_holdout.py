@@ -93,6 +93,10 @@ def test_trust_reasons():
     assert not low.trusted and "model share" in low.reasons[0]
     chain = assess(_summary(ess=8.4, rhat=1.14), "10", num_train=10_000)
     assert not chain.trusted and "not mixed" in chain.reasons[0]
+    # independent draws (VI, Laplace, ensembles, ...) have no chain to mix: an ESS below S
+    # from 20 draws is the estimator's noise
+    assert assess(_summary(ess=8.4) | {"method": "vi"}, "10", num_train=10_000).trusted
+    assert not assess(_summary(ess=8.4) | {"method": "sgld"}, "10", num_train=10_000).trusted
     assert "not converged" in assess(_summary(), "10", num_train=10_000,
                                      converged=False).reasons[0]
     # claimed N_eq = 0.2 x 10^6 = 2·10^5 is beyond 10^4 held-out events

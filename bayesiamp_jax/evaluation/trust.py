@@ -15,7 +15,10 @@ amplification where present) and everything the study measured about it, and ret
   dominates and the corrected estimator is no longer within a few % (``amplification`` doc);
 - a chain that has not mixed: median ESS of the bin fractions below ``MIN_ESS_FRACTION`` · S or a
   median split R-hat above ``MAX_RHAT`` (numpyro's diagnostics, over the cells of a binning):
-  the draws understate the spread;
+  the draws understate the spread. Only for draws that are a Markov chain: the methods of
+  ``INDEPENDENT_DRAWS`` draw independently (VI, Laplace, SWAG: from a fitted distribution;
+  ensembles: independent members), where an ESS below S is the estimator's noise (S = 6–20),
+  not autocorrelation; unknown methods are checked;
 - training not converged (``convergence``: the held-out loss still falls at the end).
 """
 
@@ -28,6 +31,7 @@ import numpy as np
 MIN_MODEL_SHARE = 0.2
 MIN_POINTS_PER_CELL = 200
 MIN_ESS_FRACTION = 0.5
+INDEPENDENT_DRAWS = ("vi", "laplace", "swag", "ensemble", "bootstrap", "repulsive")
 MAX_RHAT = 1.1
 
 
@@ -132,6 +136,8 @@ def assess(summary: dict, key: str, *, num_train: int | None = None,
 
 
 def _mixing(summary: dict) -> list[str]:
+    if summary.get("method") in INDEPENDENT_DRAWS:
+        return []
     diag = summary.get("diagnostics") or {}
     s = diag.get("num_draws") or summary.get("num_draws")
     worst = None
