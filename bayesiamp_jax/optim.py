@@ -11,7 +11,7 @@ import optax
 
 from bayesiamp_jax import shuffle
 
-__all__ = ["BETAS", "LEARNING_RATE", "adam", "minibatch_indices"]
+__all__ = ["BETAS", "LEARNING_RATE", "adam", "cosine_decay", "minibatch_indices"]
 
 LEARNING_RATE = 1e-3
 BETAS = (0.99, 0.99)
@@ -20,6 +20,16 @@ BETAS = (0.99, 0.99)
 def adam(learning_rate: float = LEARNING_RATE, b1: float = BETAS[0], b2: float = BETAS[1]):
     """The reference optimiser: Adam, lr 1e-3, betas (0.99, 0.99)."""
     return optax.adam(learning_rate, b1=b1, b2=b2)
+
+
+def cosine_decay(num_steps: int, final_fraction: float, learning_rate: float = LEARNING_RATE):
+    """The rate at step k: f·η + (1 − f)·η·(1 + cos(π·min(k, K)/K))/2 (optax's cosine decay,
+    η = ``learning_rate``, K = ``num_steps``, f = ``final_fraction``): η at step 0, f·η from K."""
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    if not 0.0 <= final_fraction <= 1.0:
+        raise ValueError(f"final_fraction must be in [0, 1], got {final_fraction!r}")
+    return optax.cosine_decay_schedule(learning_rate, num_steps, alpha=final_fraction)
 
 
 def minibatch_indices(key: jax.Array, num_points: int, batch_size: int) -> jax.Array:

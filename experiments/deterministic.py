@@ -9,6 +9,11 @@ where it stopped with the same numbers. Run r uses the key
 ``purpose_key(seed, r, "deterministic")`` of the one-unit ``fit``. With several processes each
 trains its share of the runs (run r on process r mod N) into
 ``models/deterministic.part<I>of<N>.msgpack``; process 0 stacks them into the one file.
+
+The optimiser (``optimizer``): ``training.fit``'s reference Adam (1e-3) for
+``deterministic.learning_rate_schedule=constant``; for ``cosine`` the same Adam on
+``optim.cosine_decay`` over all steps of the run (num_epochs × ⌊num_train / batch_size⌋), its
+step count in the optimiser state, so a resumed run continues the schedule where it stopped.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesiamp_jax import _checks, optim, training
 from bayesiamp_jax import convergence as bjconv
-from bayesiamp_jax import training
 from bayesiamp_jax.checkpoint import load_pytree, restore, save_pytree
 from experiments import config as cfgmod
 from experiments import convergence, distributed
@@ -38,8 +43,28 @@ def model_path(study):
 def checkpoint_path(study):
     cfg = study.cfg
     fp = cfgmod.fingerprint(cfg.seed, cfg.data, cfg.network, cfg.deterministic.batch_size,
-                            cfg.num_runs)
+                            cfg.num_runs, *_schedule_parts(cfg.deterministic))
     return study.path("checkpoints", f"deterministic_r1_{fp}.msgpack")  # resumable format
+
+
+def _schedule_parts(d) -> tuple:
+    """The schedule in the checkpoint's name: none for a constant rate (its name as before);
+    a cosine schedule depends on the run's length too."""
+    if d.learning_rate_schedule == "constant":
+        return ()
+    return (d.learning_rate_schedule, d.final_learning_rate_fraction, d.num_epochs)
+
+
+def optimizer(d, num_points: int):
+    """The flow-matching optimiser of ``deterministic`` settings ``d`` for ``num_points``
+    training events per run: None (``training.fit``'s reference Adam, the constant 1e-3) or
+    the reference Adam on a cosine decay over num_epochs × ⌊num_points / batch_size⌋ steps."""
+    _checks.one_of("deterministic.learning_rate_schedule", d.learning_rate_schedule,
+                   cfgmod.SCHEDULES)
+    if d.learning_rate_schedule == "constant":
+        return None
+    steps = d.num_epochs * (num_points // d.batch_size)
+    return optim.adam(optim.cosine_decay(steps, d.final_learning_rate_fraction))
 
 
 def train_deterministic(study, progress: bool = True) -> None:
@@ -51,6 +76,7 @@ def train_deterministic(study, progress: bool = True) -> None:
     with _named(range(cfg.num_runs)):
         result = training.fit(keys, field_from_config(cfg), data.x, data.c, d.num_epochs,
                               batch_size=d.batch_size, chunk_epochs=d.chunk_epochs,
+                              optimizer=optimizer(d, data.x.shape[1]),
                               checkpoint_path=checkpoint_path(study), progress=progress,
                               **_holdout_kwargs(study))
     save_pytree(model_path(study), _saved(result))
@@ -109,11 +135,13 @@ def _train_shared(study, progress: bool) -> None:
     if runs and not part.is_file():
         data = load_all_data(study)
         keys = jnp.stack([purpose_key(cfg.seed, r, "deterministic") for r in runs])
-        fp = cfgmod.fingerprint(cfg.seed, cfg.data, cfg.network, d.batch_size, cfg.num_runs, runs)
+        fp = cfgmod.fingerprint(cfg.seed, cfg.data, cfg.network, d.batch_size, cfg.num_runs, runs,
+                                *_schedule_parts(d))
         with _named(runs):
             result = training.fit(keys, field_from_config(cfg), data.x[np.array(runs)],
                                   data.c[np.array(runs)], d.num_epochs, batch_size=d.batch_size,
                                   chunk_epochs=d.chunk_epochs, progress=progress,
+                                  optimizer=optimizer(d, data.x.shape[1]),
                                   checkpoint_path=study.path("checkpoints",
                                                              f"deterministic_r1_{fp}.msgpack"),
                                   **_holdout_kwargs(study, early_stop=False))

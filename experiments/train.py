@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesiamp_jax import convergence as bjconv
-from bayesiamp_jax import posteriors
+from bayesiamp_jax import optim, posteriors
 from bayesiamp_jax.checkpoint import DamagedFileError, atomic_write_json
 from bayesiamp_jax.integrate import Solver
 from bayesiamp_jax.posteriors.draws import PosteriorDraws, load_draws, save_draws, split_units
@@ -205,7 +205,9 @@ def train_adammcmc(study, progress: bool = True) -> None:
             solver=Solver("rk4", a.solver_steps, checkpoint=True), progress=progress,
             checkpoint_path=_checkpoint(study, "adammcmc", units, cfg.deterministic,
                                         a.num_adam_steps, a.thinning, a.batch_size,
-                                        a.solver_steps, a.sigma_dir),
+                                        a.solver_steps, a.sigma_dir, a.learning_rate),
+            optimizer=None if a.learning_rate == optim.LEARNING_RATE else optim.adam(
+                a.learning_rate),
             **_holdout_kwargs(study, a, epochs=False))
     _save_units(study, units, draws,
                 lambda d: f"mean acceptance {float(np.mean(d.info['acceptance_rate'])):.3f}")

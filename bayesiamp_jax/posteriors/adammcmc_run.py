@@ -315,6 +315,7 @@ def sample_adammcmc_cnf(
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
     holdout=None,
+    optimizer: optax.GradientTransformation | None = None,
 ) -> PosteriorDraws:
     """The reference AdamMCMC schedule for a CNF on (x (N, d), c (N, cond_dim)).
 
@@ -326,7 +327,8 @@ def sample_adammcmc_cnf(
        one sample every ``thinning`` steps, no burn-in. σ_dir defaults to P/50.
 
     ``holdout`` ((x, c)): the held-out potential N · mean(−log p_θ(x | c)) (N training
-    events) of every kept state and its curve (see ``sample_adammcmc``).
+    events) of every kept state and its curve (see ``sample_adammcmc``). ``optimizer``: the
+    chain's optimiser (default: the reference Adam, 1e-3), fresh moments at the start.
 
     ``key`` splits into (init, sampling). Keys (U,) with x (U, N, d), c (U, N, ·),
     ``params_init`` (U, ...) and σ scalar or (U,) run U units (runs × σ) in one program.
@@ -353,5 +355,5 @@ def sample_adammcmc_cnf(
         key_mcmc, params, loss_fn, (x, c), sigma=sigma, sigma_dir=sigma_dir,
         num_samples=num_samples, thinning=thinning, num_adam_steps=num_adam_steps,
         batch_size=batch_size, num_chains=num_chains, checkpoint_path=checkpoint_path,
-        progress=progress, holdout=holdout,
+        progress=progress, holdout=holdout, optimizer=optimizer,
     )

@@ -1,0 +1,134 @@
+"""Learning-rate settings of the study: deterministic.learning_rate_schedule (constant | cosine,
+optim.cosine_decay) and adammcmc.learning_rate (the chain's Adam)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bayesiamp_jax import integrate, optim, posteriors, training
+from bayesiamp_jax.data import sample_ring
+from bayesiamp_jax.network import VectorField
+from experiments import config as cfgmod
+from experiments import deterministic
+
+FIELD = VectorField(hidden=(8, 8))
+FILE = ["data.name=file", "data.path=benchmarks/open_data/zee_pair_events.npz",
+        "data.reference=benchmarks/open_data/zee_pair_reference.npz"]
+
+
+def _closed_form(k, num_steps, fraction, rate=1e-3):
+    """η (f + (1 − f)(1 + cos(π min(k, K)/K))/2): the cosine decay by hand."""
+    k = min(k, num_steps)
+    return rate * (fraction + (1 - fraction) * 0.5 * (1 + np.cos(np.pi * k / num_steps)))
+
+
+def _section(schedule, **kw):
+    return cfgmod.DeterministicConfig(learning_rate_schedule=schedule, **kw)
+
+
+@pytest.fixture(scope="module")
+def ring():
+    return sample_ring(jax.random.PRNGKey(3), 400)
+
+
+def test_cosine_rate_at_start_middle_end_is_the_closed_form():
+    """The study's optimiser with a constant gradient g: Adam's bias-corrected m/√v is exactly
+    sign(g), so the update at step k is −η_k/(1 + ε/|g|); 5 epochs × ⌊450/100⌋ = 20 steps."""
+    d = _section("cosine", num_epochs=5, batch_size=100, final_learning_rate_fraction=0.02)
+    opt = deterministic.optimizer(d, 450)
+    theta = jnp.zeros(())
+    state = opt.init(theta)
+    steps = []
+    for _ in range(23):
+        update, state = opt.update(jnp.ones(()), state, theta)
+        steps.append(-float(update))
+    for k in (0, 10, 20, 22):
+        assert steps[k] == pytest.approx(_closed_form(k, 20, 0.02), rel=1e-5), k
+    assert steps[0] == pytest.approx(1e-3, rel=1e-5)
+    assert steps[10] == pytest.approx(0.51e-3, rel=1e-5)  # (1 + 0.02)/2 · 1e-3
+    assert steps[20] == pytest.approx(2e-5, rel=1e-5)
+
+
+def test_cosine_decay_rejects_bad_arguments_in_one_line():
+    for kw, name in ((dict(num_steps=0, final_fraction=0.1), "num_steps"),
+                     (dict(num_steps=10, final_fraction=1.5), "final_fraction")):
+        with pytest.raises(ValueError, match=name) as e:
+            optim.cosine_decay(**kw)
+        assert "\n" not in str(e.value)
+
+
+def test_constant_schedule_is_the_reference_adam_bit_for_bit(ring):
+    """constant -> no optimiser of its own: training.fit's default, the same numbers as an
+    explicit reference Adam (1e-3, β 0.99/0.99); the checkpoint name does not change."""
+    d = _section("constant", batch_size=100)
+    assert deterministic.optimizer(d, 400) is None
+    assert deterministic._schedule_parts(d) == ()
+    kw = dict(batch_size=100, chunk_epochs=3, progress=False)
+    key = jax.random.PRNGKey(0)
+    plain = training.fit(key, FIELD, ring.x, ring.c, 3, optimizer=deterministic.optimizer(d, 400),
+                         **kw)
+    ref = training.fit(key, FIELD, ring.x, ring.c, 3, optimizer=optim.adam(1e-3), **kw)
+    chex.assert_trees_all_equal(plain.state.params, ref.state.params)
+    cosine = training.fit(key, FIELD, ring.x, ring.c, 3,
+                          optimizer=deterministic.optimizer(_section("cosine", num_epochs=3,
+                                                                     batch_size=100), 400), **kw)
+    differ = jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)),
+                                          plain.state.params, cosine.state.params))
+    assert any(differ)
+
+
+def test_cosine_resumed_run_continues_the_schedule(ring, tmp_path):
+    """Stopped after 2 of 4 epochs and resumed = uninterrupted (the step count is in the
+    optimiser state); the count after 4 epochs is 4 × 4 steps."""
+    d = _section("cosine", num_epochs=4, batch_size=100, final_learning_rate_fraction=0.01)
+    opt = deterministic.optimizer(d, 400)
+    kw = dict(batch_size=100, chunk_epochs=2, progress=False, optimizer=opt)
+    key = jax.random.PRNGKey(5)
+    full = training.fit(key, FIELD, ring.x, ring.c, 4, **kw)
+    path = tmp_path / "state.msgpack"
+    first = training.fit(key, FIELD, ring.x, ring.c, 2, checkpoint_path=path, **kw)
+    resumed = training.fit(key, FIELD, ring.x, ring.c, 4, checkpoint_path=path, **kw)
+    assert int(first.state.epoch) == 2
+    chex.assert_trees_all_equal(full.state, resumed.state)
+    counts = [int(c) for c in jax.tree.leaves(full.state.opt_state) if jnp.ndim(c) == 0]
+    assert 16 in counts
+
+
+def test_schedule_defaults_per_data_and_errors():
+    assert cfgmod.resolve("quick", []).deterministic.learning_rate_schedule == "constant"
+    shell = cfgmod.resolve("quick", ["data.name=shell"])
+    assert shell.deterministic.learning_rate_schedule == "constant"
+    assert cfgmod.resolve("quick", FILE).deterministic.learning_rate_schedule == "cosine"
+    chosen = cfgmod.resolve("quick", FILE + ["deterministic.learning_rate_schedule=constant"])
+    assert chosen.deterministic.learning_rate_schedule == "constant"
+    assert cfgmod.resolve("quick", []).adammcmc.learning_rate == optim.LEARNING_RATE
+    for bad in ("deterministic.learning_rate_schedule=linear",
+                "deterministic.final_learning_rate_fraction=2", "adammcmc.learning_rate=-1"):
+        with pytest.raises(ValueError, match=bad.split("=")[0]) as e:
+            cfgmod.resolve("quick", [bad])
+        assert "\n" not in str(e.value)
+    cosine = cfgmod.resolve("quick", FILE).deterministic
+    assert deterministic._schedule_parts(cosine) == ("cosine", 0.01, cosine.num_epochs)
+
+
+def test_adammcmc_uses_the_given_optimizer(ring):
+    """With σ and σ_dir negligible the proposal is θ minus the optimiser's step. Adam at rate 0:
+    a symmetric proposal with no loss change, every step accepted and the draws stay at the
+    start; the reference rate (1e-3): the reverse step cannot return to θ within σ, every step
+    rejected (the default optimiser is in use)."""
+    start = FIELD.init(jax.random.PRNGKey(1))
+    kw = dict(sigma=1e-12, sigma_dir=1e-12, params_init=start, num_adam_steps=0, num_samples=2,
+              thinning=2, batch_size=100, solver=integrate.Solver("rk4", 2), progress=False)
+    x, c = ring.x[:200], ring.c[:200]
+    frozen = posteriors.sample_adammcmc_cnf(jax.random.key(0), FIELD, x, c,
+                                            optimizer=optax.adam(0.0), **kw)
+    moved = posteriors.sample_adammcmc_cnf(jax.random.key(0), FIELD, x, c, **kw)
+    flat0 = jax.flatten_util.ravel_pytree(start)[0]
+    for s in range(2):
+        np.testing.assert_allclose(jax.flatten_util.ravel_pytree(frozen.draw(s))[0], flat0,
+                                   atol=1e-9)
+    assert float(np.min(frozen.info["acceptance_rate"])) > 0.9
+    assert float(np.max(moved.info["acceptance_rate"])) < 0.1
