@@ -2,8 +2,6 @@
 observables against four-vectors, the pair frame's maps (round trips, four-vectors and the
 Collins-Soper closed forms), and the reference MLP's default for file data."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -105,23 +103,6 @@ def test_ks_p_at_the_training_precision():
                                                                                 rel=0.03)
     plain = stats.ks_2samp(rng.normal(size=20000), b, method="asymp")
     assert p_train_precision(plain.statistic, 4000, 7000, 20000) > plain.pvalue
-
-
-def test_cosine_adam_rate_and_the_study_wrapper_refuses_bad_steps():
-    from benchmarks.open_data import study_cosine
-
-    opt = study_cosine.cosine_adam(100)
-    params = {"w": jnp.zeros(1)}
-    update = jax.jit(opt.update)
-    state, grad, rates = opt.init(params), {"w": jnp.ones(1)}, []
-    for _ in range(101):  # at a constant gradient Adam's bias-corrected step is exactly lr(t)
-        upd, state = update(grad, state, params)
-        rates.append(-float(upd["w"][0]))
-    # cosine decay lr(t) = 1e-3 (0.01 + 0.99 (1 + cos(pi t / 100)) / 2)
-    want = [1e-3 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t / 100))) for t in (0, 50, 100)]
-    assert np.allclose([rates[0], rates[50], rates[100]], want, rtol=1e-3)
-    with pytest.raises(ValueError, match="decay_steps"):
-        study_cosine.cosine_adam(0)
 
 
 def test_conversion_columns_and_split(tmp_path, monkeypatch):
