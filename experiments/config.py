@@ -742,9 +742,22 @@ def load(path) -> Config:
 
 def fingerprint(*parts) -> str:
     """Short stable hash of JSON-able parts (config sections, upstream fingerprints)."""
-    text = json.dumps([p if not dataclasses.is_dataclass(p) else to_dict(p) for p in parts],
-                      sort_keys=True)
+    text = json.dumps([_fingerprinted(p) for p in parts], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _fingerprinted(part):
+    """A section as hashed: settings added after studies were run are left out where they
+    reproduce the training before them (a constant flow-matching rate, AdamMCMC's reference
+    1e-3), so finished stages of older output folders keep their fingerprints."""
+    if not dataclasses.is_dataclass(part):
+        return part
+    d = to_dict(part)
+    if isinstance(part, DeterministicConfig) and d["learning_rate_schedule"] in ("", "constant"):
+        del d["learning_rate_schedule"], d["final_learning_rate_fraction"]
+    if isinstance(part, AdamMCMCConfig) and d["learning_rate"] == 1e-3:
+        del d["learning_rate"]
+    return d
 
 
 def method_grid(cfg: Config) -> list[tuple[str, str, float | None]]:

@@ -205,7 +205,7 @@ def train_adammcmc(study, progress: bool = True) -> None:
             solver=Solver("rk4", a.solver_steps, checkpoint=True), progress=progress,
             checkpoint_path=_checkpoint(study, "adammcmc", units, cfg.deterministic,
                                         a.num_adam_steps, a.thinning, a.batch_size,
-                                        a.solver_steps, a.sigma_dir, a.learning_rate),
+                                        a.solver_steps, a.sigma_dir),
             optimizer=None if a.learning_rate == optim.LEARNING_RATE else optim.adam(
                 a.learning_rate),
             **_holdout_kwargs(study, a, epochs=False))

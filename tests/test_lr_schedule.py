@@ -132,3 +132,25 @@ def test_adammcmc_uses_the_given_optimizer(ring):
                                    atol=1e-9)
     assert float(np.min(frozen.info["acceptance_rate"])) > 0.9
     assert float(np.max(moved.info["acceptance_rate"])) < 0.1
+
+
+def test_neutral_settings_leave_stage_fingerprints_as_before():
+    """A constant schedule and AdamMCMC's 1e-3 hash as the sections did before the settings
+    existed (sha256 of the JSON without them), so older output folders stay done; a cosine
+    schedule or another chain rate changes the hash."""
+    import hashlib
+    import json
+
+    cfg = cfgmod.resolve("quick", [])
+
+    def before(section, *new):
+        d = {k: v for k, v in cfgmod.to_dict(section).items() if k not in new}
+        return hashlib.sha256(json.dumps([d], sort_keys=True).encode()).hexdigest()[:12]
+
+    det = before(cfg.deterministic, "learning_rate_schedule", "final_learning_rate_fraction")
+    assert cfgmod.fingerprint(cfg.deterministic) == det
+    assert cfgmod.fingerprint(cfg.adammcmc) == before(cfg.adammcmc, "learning_rate")
+    cosine = cfgmod.resolve("quick", ["deterministic.learning_rate_schedule=cosine"])
+    assert cfgmod.fingerprint(cosine.deterministic) != det
+    slow = cfgmod.resolve("quick", ["adammcmc.learning_rate=1e-5"])
+    assert cfgmod.fingerprint(slow.adammcmc) != cfgmod.fingerprint(cfg.adammcmc)
