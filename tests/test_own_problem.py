@@ -64,7 +64,12 @@ def test_file_data_with_a_user_field_and_observable_runs_end_to_end(files, tmp_p
                             "--set", f"data.path={files / 'train.npz'}",
                             "--set", f"data.reference={files / 'ref.npz'}",
                             "--set", "data.observable=own_problem_user:norm",
-                            "--set", "network.module=own_problem_user:field"])
+                            "--set", "network.module=own_problem_user:field",
+                            # VI alone: AdamMCMC and the classifier test on a study are
+                            # tests/test_experiments.py's (CI time)
+                            "--set", "adammcmc.enabled=false",
+                            "--set", "deterministic.enabled=false",
+                            "--set", "evaluation.classifier_events=0"])
     assert rc == 0
     with np.load(files / "train.npz") as f:
         rows = f["x"][:400]
