@@ -116,8 +116,9 @@ def log_budget(cfg, logger=None, threshold_s: float = 600.0, probe: bool = True)
         msg = (f"preset {cfg.preset!r} will take long on this device ({platform_name}): about "
                f"{budget.format_duration(total)}.")
         if platform_name == "cpu":
-            msg += (" It is meant for a GPU; on a CPU use --preset quick or reduce sizes with "
-                    "--set (see `bayesiamp paper --help`). Interrupted runs resume where they "
-                    "stopped.")
+            smaller = ("reduce sizes with --set" if cfg.preset in ("quick", "tiny") else
+                       "use --preset quick or reduce sizes with --set")
+            msg += (f" On a CPU {smaller} (see `bayesiamp paper --help`) or use a GPU. "
+                    "Interrupted runs resume where they stopped.")
         logger.warning(msg)
     return {k: budget.as_json(v) for k, v in plans.items()}
