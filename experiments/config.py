@@ -427,6 +427,9 @@ class SGHMCConfig(SGLDConfig):
         super().validate(name)
         _checks.non_negative("sghmc.friction", self.friction)
         _checks.positive_int("sghmc.num_integration_steps", self.num_integration_steps)
+        if self.num_integration_steps < 2:
+            raise ValueError("sghmc.num_integration_steps must be >= 2 (with 1 step no gradient "
+                             f"acts on the momentum), got {self.num_integration_steps}")
 
 
 @dataclass(frozen=True)

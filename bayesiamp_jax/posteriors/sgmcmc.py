@@ -396,6 +396,9 @@ def sample_sghmc(key, params_init, loss_fn: Callable, data, *, step_size, num_sa
     """
     friction = _checks.non_negative("friction", friction)
     num_integration_steps = _checks.positive_int("num_integration_steps", num_integration_steps)
+    if num_integration_steps < 2:  # blackjax moves θ before the first force acts
+        raise ValueError("num_integration_steps must be >= 2 (with 1 step blackjax's SGHMC moves "
+                         f"the position before any gradient acts), got {num_integration_steps}")
     return _sample("sghmc", key, params_init, loss_fn, data, step_size=step_size,
                    num_samples=num_samples, thinning=thinning, num_burnin=num_burnin,
                    batch_size=batch_size, temperature=temperature, prior_scale=prior_scale,
