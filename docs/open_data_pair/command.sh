@@ -34,3 +34,7 @@ python -m benchmarks.open_data.measure_field --frame pair \
 # study with --set adammcmc.solver_steps=8 -o outputs/zee_pair_rk8 (run here on a copy of
 # outputs/zee_pair without its adammcmc/evaluate/figures/report stages, so the same fit), then
 python -m benchmarks.open_data.analyse_study outputs/zee_pair_rk8 adammcmc_sigma0.1 > peak_adammcmc_rk8.json
+# the chain's learning rate matched to the fit's final 1e-5 (the peak stays; lr1e-5/: command.sh,
+# config, report, peak.json): the same study with --set adammcmc.learning_rate=1e-5
+# -o outputs/zee_pair_lr1e-5, then
+python -m benchmarks.open_data.analyse_study outputs/zee_pair_lr1e-5 adammcmc_sigma0.1 > lr1e-5/peak.json
