@@ -72,12 +72,6 @@ def test_constant_schedule_is_the_reference_adam_bit_for_bit(ring):
                          **kw)
     ref = training.fit(key, FIELD, ring.x, ring.c, 3, optimizer=optim.adam(1e-3), **kw)
     chex.assert_trees_all_equal(plain.state.params, ref.state.params)
-    cosine = training.fit(key, FIELD, ring.x, ring.c, 3,
-                          optimizer=deterministic.optimizer(_section("cosine", num_epochs=3,
-                                                                     batch_size=100), 400), **kw)
-    differ = jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)),
-                                          plain.state.params, cosine.state.params))
-    assert any(differ)
 
 
 def test_cosine_resumed_run_continues_the_schedule(ring, tmp_path):
@@ -121,8 +115,8 @@ def test_adammcmc_uses_the_given_optimizer(ring):
     rejected (the default optimiser is in use)."""
     start = FIELD.init(jax.random.PRNGKey(1))
     kw = dict(sigma=1e-12, sigma_dir=1e-12, params_init=start, num_adam_steps=0, num_samples=2,
-              thinning=2, batch_size=100, solver=integrate.Solver("rk4", 2), progress=False)
-    x, c = ring.x[:200], ring.c[:200]
+              thinning=2, batch_size=50, solver=integrate.Solver("rk4", 1), progress=False)
+    x, c = ring.x[:100], ring.c[:100]
     frozen = posteriors.sample_adammcmc_cnf(jax.random.key(0), FIELD, x, c,
                                             optimizer=optax.adam(0.0), **kw)
     moved = posteriors.sample_adammcmc_cnf(jax.random.key(0), FIELD, x, c, **kw)
