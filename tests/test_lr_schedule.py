@@ -99,6 +99,11 @@ def test_schedule_defaults_per_data_and_errors():
     chosen = cfgmod.resolve("quick", FILE + ["deterministic.learning_rate_schedule=constant"])
     assert chosen.deterministic.learning_rate_schedule == "constant"
     assert cfgmod.resolve("quick", []).adammcmc.learning_rate == optim.LEARNING_RATE
+    # the chain continues at the rate the deterministic training ended at, unless set
+    assert cfgmod.resolve("quick", FILE).adammcmc.learning_rate == pytest.approx(1e-5, rel=1e-12)
+    assert chosen.adammcmc.learning_rate == optim.LEARNING_RATE
+    assert cfgmod.resolve("quick", FILE + ["adammcmc.learning_rate=3e-4"]
+                          ).adammcmc.learning_rate == 3e-4
     for bad in ("deterministic.learning_rate_schedule=linear",
                 "deterministic.final_learning_rate_fraction=2", "adammcmc.learning_rate=-1"):
         with pytest.raises(ValueError, match=bad.split("=")[0]) as e:
