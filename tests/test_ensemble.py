@@ -204,6 +204,8 @@ def test_weighted_flow_matching_loss_equals_the_loss_of_duplicated_events(ring):
     np.testing.assert_allclose(ones, cfm_loss(key, FIELD, params, x, c), rtol=1e-5)
 
 
+@pytest.mark.slow  # ~13 s: CI keeps the weighted loss (= duplicated events) and the
+# linear Poisson bootstrap's spread against the sampling covariance
 def test_cnf_poisson_bootstrap_trains_every_member(ring):
     x, c, _, _ = ring
     draws = fit_ensemble_cnf(jax.random.key(8), FIELD, x, c, num_members=2, bootstrap="poisson",

@@ -198,6 +198,7 @@ def compared(tmp_path_factory):
     return out, cfg, again
 
 
+@pytest.mark.slow  # the tiny study with every family: ~100 s CPU (docs/testing.md)
 def test_every_family_runs_end_to_end(compared):
     out, cfg, _ = compared
     report = json.loads((out / "report.json").read_text())
@@ -215,6 +216,7 @@ def test_every_family_runs_end_to_end(compared):
     assert "## Cost per label" in md and "`swag_T1`" in md
 
 
+@pytest.mark.slow  # the tiny study with every family: ~100 s CPU (docs/testing.md)
 def test_draws_round_trip_and_start_at_the_deterministic_params(compared):
     from bayesiamp_jax.posteriors.draws import load_draws, save_draws
     from experiments.train import draws_path
@@ -240,6 +242,7 @@ def test_draws_round_trip_and_start_at_the_deterministic_params(compared):
     assert not np.allclose(leaf0, leaf1) and not np.allclose(leaf0[0], leaf0[1])
 
 
+@pytest.mark.slow  # the tiny study with every family: ~100 s CPU (docs/testing.md)
 def test_a_second_invocation_retrains_nothing(compared):
     _, _, again = compared
     assert again.ran == ["report"]
@@ -247,6 +250,7 @@ def test_a_second_invocation_retrains_nothing(compared):
             *(f"train_{m}" for m in NEW)} <= set(again.skipped)
 
 
+@pytest.mark.slow  # the tiny study with every family: ~100 s CPU (docs/testing.md)
 def test_compare_repeats_the_report_numbers(compared):
     out, cfg, _ = compared
     report = json.loads((out / "report.json").read_text())
