@@ -193,3 +193,20 @@ def _few(names, limit: int = 6) -> str:
     shown = " ".join(names[:limit])
     more = f" ... ({len(names)} in all)" if len(names) > limit else ""
     return f"{shown}{more}" if names else "no leaves"
+
+
+def data_points(data, batch_size=None) -> int:
+    """N of one unit's data pytree: every leaf an array with leading axis N > 0, finite;
+    ``batch_size`` (None: full batch) a positive integer <= N. One-line ValueErrors."""
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves or np.ndim(leaves[0]) == 0 or np.shape(leaves[0])[0] == 0:
+        raise ValueError("data is empty: give a pytree of arrays with a leading axis N > 0")
+    n = int(np.shape(leaves[0])[0])
+    for i, leaf in enumerate(leaves):
+        if np.ndim(leaf) == 0 or np.shape(leaf)[0] != n:
+            raise ValueError(f"every data array must share the leading axis N={n}; "
+                             f"leaf {i} has shape {tuple(np.shape(leaf))}")
+        finite(f"data leaf {i}", leaf)
+    if batch_size is not None and positive_int("batch_size", batch_size) > n:
+        raise ValueError(f"batch_size={batch_size} exceeds the number of points N={n}")
+    return n

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesiamp_jax import _checks
+
 
 def key_batch_shape(key) -> tuple[int, ...]:
     """Batch shape of a typed key array or of a raw uint32 key array (..., 2)."""
@@ -57,6 +59,24 @@ def check_leading(name: str, tree, units: int | None) -> None:
         if np.ndim(leaf) == 0 or np.shape(leaf)[0] != units:
             raise ValueError(f"{name} leaf {i} has shape {tuple(np.shape(leaf))}; with {units} "
                              f"unit keys it needs leading axis {units} (one slice per unit)")
+
+
+def check_data(data, units: int | None, batch_size: int) -> int:
+    """N of a data pytree whose leaves share the axis N after the unit axis (leading U with
+    units), every leaf finite, ``batch_size`` <= N. One-line ValueErrors."""
+    check_leading("data", data, units)
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves:
+        raise ValueError("data must be a pytree holding at least one array")
+    axis = 0 if units is None else 1
+    n = int(np.shape(leaves[0])[axis])
+    for i, leaf in enumerate(leaves):
+        if np.shape(leaf)[axis:axis + 1] != (n,):
+            raise ValueError(f"data leaf {i} has shape {np.shape(leaf)}, expected leading axis {n}")
+        _checks.finite(f"data leaf {i}", leaf)
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} exceeds the number of data points {n}")
+    return n
 
 
 def first_unit(tree, units: int | None):

@@ -212,9 +212,9 @@ def sample_adammcmc(
     _units.check_leading("data", data, units)
     _units.check_leading("params_init", params_init, units)
     if units is None:
-        _check_data(data, batch_size)
+        _checks.data_points(data, batch_size)
     else:
-        _check_data(_units.first_unit(data, units), batch_size)
+        _checks.data_points(_units.first_unit(data, units), batch_size)
         for i, leaf in enumerate(jax.tree_util.tree_leaves(data)):
             _checks.finite(f"data leaf {i}", leaf)
     one_start = _units.first_unit(params_init, units)
@@ -267,23 +267,6 @@ def sample_adammcmc(
         steps[0] = 0
         info |= conv.holdout_info(steps, held.mean(lead - 1), units)
     return PosteriorDraws(jax.device_get(params), "adammcmc", info)
-
-
-def _check_data(data, batch_size):
-    leaves = jax.tree_util.tree_leaves(data)
-    if not leaves or np.ndim(leaves[0]) == 0 or np.shape(leaves[0])[0] == 0:
-        raise ValueError("data is empty: give a pytree of arrays with a leading axis N > 0")
-    n = int(np.shape(leaves[0])[0])
-    for i, leaf in enumerate(leaves):
-        if np.ndim(leaf) == 0 or np.shape(leaf)[0] != n:
-            raise ValueError(f"every data array must share the leading axis N={n}; "
-                             f"leaf {i} has shape {tuple(np.shape(leaf))}")
-        _checks.finite(f"data leaf {i}", leaf)
-    if batch_size is not None:
-        batch_size = _checks.positive_int("batch_size", batch_size)
-        if batch_size > n:
-            raise ValueError(f"batch_size={batch_size} exceeds the number of points N={n}")
-    return n
 
 
 class _Scaled(NamedTuple):

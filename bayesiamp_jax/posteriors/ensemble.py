@@ -225,18 +225,7 @@ def fit_ensemble(
     num_members, method = _check_common(num_members, num_epochs, chunk_epochs, batch_size,
                                         bootstrap)
     units = _units.num_units(key)
-    _units.check_leading("data", data, units)
-    leaves = jax.tree_util.tree_leaves(data)
-    if not leaves:
-        raise ValueError("data must be a pytree holding at least one array")
-    axis = 0 if units is None else 1
-    n = int(np.shape(leaves[0])[axis])
-    for i, leaf in enumerate(leaves):
-        if np.shape(leaf)[axis:axis + 1] != (n,):
-            raise ValueError(f"data leaf {i} has shape {np.shape(leaf)}, expected leading axis {n}")
-        _checks.finite(f"data leaf {i}", leaf)
-    if batch_size > n:
-        raise ValueError(f"batch_size={batch_size} exceeds the number of data points {n}")
+    _units.check_data(data, units, batch_size)
     keys, member_data, weights = _members_data(key, data, units, num_members, bootstrap)
     start = jax.vmap(lambda k: init_fn(jax.random.split(k)[0]))(keys)
     algorithm = ensemble_algorithm(loss_fn, batch_size=batch_size, optimizer=optimizer,

@@ -38,7 +38,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -301,18 +300,7 @@ def fit_repulsive(
     chunk_epochs = _checks.positive_int("chunk_epochs", chunk_epochs)
     batch_size = _checks.positive_int("batch_size", batch_size)
     units = _units.num_units(key)
-    _units.check_leading("data", data, units)
-    leaves = jax.tree_util.tree_leaves(data)
-    if not leaves:
-        raise ValueError("data must be a pytree holding at least one array")
-    axis = 0 if units is None else 1
-    n = int(np.shape(leaves[0])[axis])
-    for i, leaf in enumerate(leaves):
-        if np.shape(leaf)[axis:axis + 1] != (n,):
-            raise ValueError(f"data leaf {i} has shape {np.shape(leaf)}, expected leading axis {n}")
-        _checks.finite(f"data leaf {i}", leaf)
-    if batch_size > n:
-        raise ValueError(f"batch_size={batch_size} exceeds the number of data points {n}")
+    n = _units.check_data(data, units, batch_size)
     _checks.non_negative("repulsion", repulsion)
     if prior_scale is not None:
         _checks.positive("prior_scale", prior_scale)

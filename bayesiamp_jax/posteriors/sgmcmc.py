@@ -251,21 +251,6 @@ def _positive_per_unit(name, value, units):
     return _units.per_unit(name, arr, units)
 
 
-def _check_data(data, batch_size):
-    leaves = jax.tree_util.tree_leaves(data)
-    if not leaves or np.ndim(leaves[0]) == 0 or np.shape(leaves[0])[0] == 0:
-        raise ValueError("data is empty: give a pytree of arrays with a leading axis N > 0")
-    n = int(np.shape(leaves[0])[0])
-    for i, leaf in enumerate(leaves):
-        if np.ndim(leaf) == 0 or np.shape(leaf)[0] != n:
-            raise ValueError(f"every data array must share the leading axis N={n}; "
-                             f"leaf {i} has shape {tuple(np.shape(leaf))}")
-        _checks.finite(f"data leaf {i}", leaf)
-    if batch_size is not None and _checks.positive_int("batch_size", batch_size) > n:
-        raise ValueError(f"batch_size={batch_size} exceeds the number of points N={n}")
-    return n
-
-
 def _sample(kind, key, params_init, loss_fn, data, *, step_size, num_samples, thinning,
             num_burnin, batch_size, temperature, prior_scale, batch_noise, cycle_length,
             chunk_samples, checkpoint_path, progress, holdout, extra) -> PosteriorDraws:
@@ -287,7 +272,7 @@ def _sample(kind, key, params_init, loss_fn, data, *, step_size, num_samples, th
     data = jax.tree_util.tree_map(jnp.asarray, data)
     _units.check_leading("data", data, units)
     _units.check_leading("params_init", params_init, units)
-    _check_data(_units.first_unit(data, units), batch_size)
+    _checks.data_points(_units.first_unit(data, units), batch_size)
     if units is not None:
         for i, leaf in enumerate(jax.tree_util.tree_leaves(data)):
             _checks.finite(f"data leaf {i}", leaf)

@@ -301,19 +301,8 @@ def fit_swag(
     temperature_arr = _units.per_unit("temperature", temperature, units)
     if not np.all(np.asarray(temperature_arr) > 0):
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    _units.check_leading("data", data, units)
     _units.check_leading("params_init", params_init, units)
-    leaves = jax.tree_util.tree_leaves(data)
-    if not leaves:
-        raise ValueError("data must be a pytree holding at least one array")
-    axis = 0 if units is None else 1
-    n = int(np.shape(leaves[0])[axis])
-    for i, leaf in enumerate(leaves):
-        if np.shape(leaf)[axis:axis + 1] != (n,):
-            raise ValueError(f"data leaf {i} has shape {np.shape(leaf)}, expected leading axis {n}")
-        _checks.finite(f"data leaf {i}", leaf)
-    if batch_size > n:
-        raise ValueError(f"batch_size={batch_size} exceeds the number of data points {n}")
+    n = _units.check_data(data, units, batch_size)
     num_data = float(n) if num_data is None else _checks.positive("num_data", num_data)
     prior_weight = 0.0
     if prior_scale is not None:
