@@ -336,7 +336,7 @@ def for_report(outdir, timings: dict) -> dict | None:
     if not path.is_file():
         return None
     plans = json.loads(path.read_text())
-    return {k: with_measured(v, timings) for k, v in plans.items()}
+    return {k: with_measured(v, timings) for k, v in plans.items() if isinstance(v, dict)}
 
 
 def with_measured(plan: dict, timings: dict) -> dict:

@@ -704,7 +704,7 @@ def tiny() -> Config:
         evaluation=EvaluationConfig(
             calib_bins=(3, 5), calib_samples=4_000, scaled_bins=(2, 3, 4, 5), scaled_factor=50,
             fit_bins=(3, 4, 5), deviation_bins=10, solver="rk4", solver_steps=4,
-            chunk_size=4_000, classifier_retrain=0,
+            chunk_size=4_000, classifier_retrain=0, differential_samples=1_000,
         ),
         figures=FiguresConfig(formats=("png",), label_formats=("png",), label_sets="headline",
                               dpi=60),

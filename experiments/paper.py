@@ -29,8 +29,8 @@ from functools import partial
 from pathlib import Path
 
 from bayesiamp_jax.checkpoint import atomic_write_json
-from experiments import config as cfgmod
 from experiments import (
+    budget,
     data,
     deterministic,
     distributed,
@@ -41,7 +41,15 @@ from experiments import (
     settings,
     train,
 )
-from experiments.stages import FolderLock, Study, StudyError, check_no_clobber, prepare_folder
+from experiments import config as cfgmod
+from experiments.stages import (
+    FolderLock,
+    Study,
+    StudyError,
+    check_no_clobber,
+    prepare_folder,
+    read_json,
+)
 
 METHODS = cfgmod.METHODS
 UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
@@ -121,6 +129,23 @@ def fingerprints(cfg, methods=None) -> dict:
     return fp
 
 
+def study_budget(cfg, outdir, logger) -> dict:
+    """The study's plans (``log_budget``), probed once per configuration and device: a resumed
+    study keeps those saved in ``outdir/budget.json`` when it started (its stages' measured
+    times are compared with them), so resuming spends no probe. Returns the plans with their
+    ``signature`` (configuration and device), as saved."""
+    info = runtime.device_info()
+    signature = cfgmod.fingerprint(cfgmod.to_dict(cfg), {k: info[k] for k in (
+        "platform", "device_kind", "num_devices", "host")})
+    saved = read_json(Path(outdir) / "budget.json")
+    if isinstance(saved, dict) and saved.get("signature") == signature \
+            and isinstance(saved.get("device"), dict) and "total_s" in saved["device"]:
+        logger.info("budget: predicted %s when the study started (budget.json)",
+                    budget.format_duration(saved["device"]["total_s"]))
+        return saved
+    return {**runtime.log_budget(cfg, logger), "signature": signature}
+
+
 def _cleaner(study, *rel):
     def clean():
         for r in rel:
@@ -162,7 +187,7 @@ def _run_stages(cfg, outdir, chosen, only, methods, progress) -> Study:
         log.info("process %d of %d", distributed.process_index(), distributed.process_count())
     if distributed.is_main():
         atomic_write_json(outdir / "config.json", cfgmod.to_dict(cfg))
-        atomic_write_json(outdir / "budget.json", runtime.log_budget(cfg, log))
+        atomic_write_json(outdir / "budget.json", study_budget(cfg, outdir, log))
     fp = fingerprints(cfg, methods)
     grid = [(m, label, h) for m, label, h in cfgmod.method_grid(cfg) if m in chosen]
     labels = [label for _, label, _ in grid]

@@ -10,7 +10,19 @@ do not depend on the code under test.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import tempfile
 from typing import NamedTuple
+
+# The suite's programs are tiny and compiling them is most of its time: XLA's CPU backend
+# compiles them without its LLVM optimisation passes (several times faster to compile, slower
+# to run; the same operations, so the same numbers up to rounding, and every test compares
+# within its own tolerance or two programs built alike). Set before JAX starts its backend;
+# subprocesses of the tests inherit it. docs/testing.md has the measurement.
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +34,33 @@ import scipy.stats
 from bayesiamp_jax.data import sample_ring
 from bayesiamp_jax.network import VectorField
 from bayesiamp_jax.training import fit
+
+_CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": (None, str),
+              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": ("0", float),
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": ("0", int)}
+
+
+def pytest_configure(config):
+    """One persistent compilation cache per test run, in a fresh temporary folder shared by
+    the xdist workers and the subprocesses the tests start (they inherit the environment).
+    Tests build the same programs again and again (every study invocation makes new
+    closures of the same trainers, generators and probes), and an identical program is then
+    loaded instead of compiled; the compiled code, hence every number, is the same. Each run
+    starts empty, so nothing carries over between runs (docs/testing.md). A folder already
+    named by ``JAX_COMPILATION_CACHE_DIR`` is used as it is."""
+    if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="bayesiamp-jax-compile-cache-")
+        config._bayesiamp_cache = folder
+        os.environ.update({k: v or folder for k, (v, _) in _CACHE_ENV.items()})
+    for name, (_, kind) in _CACHE_ENV.items():
+        if name in os.environ:
+            jax.config.update(name.lower(), kind(os.environ[name]))
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_bayesiamp_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclasses.dataclass(frozen=True)

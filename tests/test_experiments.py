@@ -165,10 +165,14 @@ def test_one_method_is_a_whole_study(study_dir):
 
 
 def test_second_invocation_skips_completed_stages(study_dir):
-    _, _, first, second, third, *_ = study_dir
+    out, _, first, second, third, *_ = study_dir
     assert first.skipped == ["data", "deterministic", "train_vi"]
     assert second.skipped == ["data", "deterministic", "train_vi", "train_adammcmc"]
     assert third.ran == ["report"]
+    # the budget is probed when the study starts; the three resumed invocations keep it
+    log = (out / "log.txt").read_text()
+    assert log.count("budget (probe on this device") == 1
+    assert log.count("when the study started (budget.json)") == 3
 
 
 def test_report_numbers_match_saved_histograms(study_dir):
