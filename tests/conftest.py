@@ -15,15 +15,6 @@ import shutil
 import tempfile
 from typing import NamedTuple
 
-# The suite's programs are tiny and compiling them is most of its time: XLA's CPU backend
-# compiles them without its LLVM optimisation passes (several times faster to compile, slower
-# to run; the same operations, so the same numbers up to rounding, and every test compares
-# within its own tolerance or two programs built alike). Set before JAX starts its backend;
-# subprocesses of the tests inherit it. docs/testing.md has the measurement.
-_FAST_COMPILE = "--xla_backend_optimization_level=0"
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,6 +25,16 @@ import scipy.stats
 from bayesiamp_jax.data import sample_ring
 from bayesiamp_jax.network import VectorField
 from bayesiamp_jax.training import fit
+
+# The suite's programs are tiny and compiling them is most of its time: XLA's CPU backend
+# compiles them without its LLVM optimisation passes (several times faster to compile, slower
+# to run; the same operations, so the same numbers up to rounding, and every test compares
+# within its own tolerance or two programs built alike). Set at import, before JAX starts its
+# backend (importing JAX does not); subprocesses of the tests inherit it. Measured in
+# docs/testing.md.
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 
 _CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": (None, str),
               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": ("0", float),
