@@ -7,15 +7,19 @@ Work per stage (``work``), in units whose cost is measured or documented:
   (≈ 3 field evaluations; VI ≈ 2 point-steps: weight sampling and the KL term).
 - adammcmc: *likelihood point-steps* = steps × 2 (current and proposed point) × batch ×
   solver_steps; one RK4 step of the exact log-likelihood gradient of one point = 4 stages ×
-  (1 + d) (exact divergence, d = 2) × 3 (reverse mode) = 36 field evaluations.
+  (1 + d) (exact divergence, d = 2) × 3 (reverse mode) = 36 field evaluations; plus the
+  held-out log-likelihood of the start and every kept state (*log-prob point-steps*, forward
+  only) and a fixed cost: tracing and compiling the sampler's programs,
+  ``ADAMMCMC_COMPILE_RATIO`` times one compilation of the likelihood gradient (probed).
 - nuts: draws × 2^(tree depth) likelihood gradients of num_points points (as adammcmc).
 - laplace, ensemble, bootstrap, sgld, sghmc, swag: *training point-steps* (value and
   gradient of the flow-matching loss of one point), counted per unit by ``unit_cost`` (the
   formula is in its result and in report.json's ``cost``).
 - evaluate: *generated points* (same-noise calib_samples, scaled scaled_factor · n² per
-  binning, or scaled_factor · max n² with ``scaled_shared``) per run and draw, each
-  ``Solver.num_evals`` field evaluations (RK4: solver_steps × 4; Adams–Bashforth "abk":
-  solver_steps + 3 (k − 1)).
+  binning, or scaled_factor · max n² with ``scaled_shared``) per run and draw, the marginals'
+  events of run 0 and, with held-out events, the classifier test's two generated samples,
+  each ``Solver.num_evals`` field evaluations (RK4: solver_steps × 4; Adams–Bashforth "abk":
+  solver_steps + 3 (k − 1)). The classifier's own training (early-stopped) is not counted.
 
 FLOPs = field evaluations × the field's FLOPs per point (XLA's cost analysis of the compiled
 field). Time = work × cost per unit + compiled programs × the probe's compile time (what a
@@ -37,9 +41,11 @@ import numpy as np
 import optax
 
 import bayesiamp_jax as bj
+from bayesiamp_jax.convergence import HOLDOUT_POINTS
 from experiments import config as cfgmod
 from experiments.config import NEW_METHODS, method_grid
-from experiments.data import data_dims, field_from_config
+from experiments.data import data_dims, field_from_config, holdout_size
+from experiments.marginals import NUM_EVENTS as MARGINAL_EVENTS
 
 # One H100, seconds per unit. field_eval: MEASURED.md, plain-XLA fixed-step RK4 (32 steps)
 # over 10M samples in 0.72 s = 0.72 / (10⁷ · 128) s per point and field evaluation (a fused
@@ -51,6 +57,7 @@ GPU_COSTS = {
     "train_point_step": 0.02 / 10_000,
     "vi_point_step": 0.05 / 10_000,
     "likelihood_point_step": 1e-6,
+    "log_prob_point_step": 0.15e-6,
     "nuts_draw": 0.5,
     "parallel": 32,
     "source": "documented H100 costs (MEASURED.md, PAPER.md)",
@@ -62,6 +69,7 @@ CPU_COSTS = {
     "train_point_step": 0.02 / 10_000,
     "vi_point_step": 0.04 / 10_000,
     "likelihood_point_step": 6e-6,
+    "log_prob_point_step": 0.15 * 6e-6,
     "nuts_draw": 0.35,
     "parallel": 1,
     "source": "documented 2-core CPU costs (MEASURED.md)",
@@ -75,13 +83,32 @@ ADAPTIVE_EVALS_PER_STEP = 10  # an adaptive solver: a guess of evaluations per "
 # histogram group, plus the marginals' and the classifier test's
 TRAIN_PROGRAMS = 2
 PROBE_STEPS = 8  # optimiser steps per timed call of the probe
+HOLDOUT_PROBE_POINTS = 1024  # points of the probe's forward log-likelihood
+# forward log-likelihood per point and RK4 step over its value and gradient: 0.12-0.16
+# measured (the three settings of ADAMMCMC_COMPILE_RATIO); used where it is not probed
+LOG_PROB_FRACTION = 0.15
 PROBE_EPOCHS = 10  # epochs per timed call of a trainer (probe with num_train)
 TRAINER_PROBE_S = 10.0  # studies predicted longer are probed with the trainer too
-EVALUATE_PROGRAMS = 2
+# compiled programs per evaluated label beside its histogram groups (the held-out check, the
+# marginals, the closure and KS tests), and once per study the classifier test's training:
+# measured on the file study of tests/test_budget_holds.py (held-out check 1.9 s, classifier
+# 3.7 s per label at a compile unit of 1.2 s), 2026-12-06
+EVALUATE_PROGRAMS = 4
+CLASSIFIER_PROGRAMS = 3
 TIMING_KEYS = {"deterministic": "deterministic", "vi": "train_vi", "adammcmc": "train_adammcmc",
                "nuts": "train_nuts", "repulsive": "train_repulsive", "evaluate": "evaluate",
                **{m: f"train_{m}" for m in NEW_METHODS}}
 FM_EVALS = 3  # field evaluations of the value and gradient of the flow-matching loss per point
+# The AdamMCMC sampler's first call (tracing and compiling its warm-up, chain and held-out
+# programs) over one compilation of the value and gradient of its likelihood, both timed after
+# the process's first compilations (as the probe and the stage run): 7.0-7.7 on three settings
+# (d = 2, 3, 5; 2-3 layers of 32-128; 4-8 RK4 steps; 1-2 units; batch 100-200) and 9.6 in the
+# file study of tests/test_budget_holds.py, on the 2-core CPU, 2026-12-06
+ADAMMCMC_COMPILE_RATIO = 8.0
+# The sampler's compiled chain per point and RK4 step (two values and gradients per step)
+# over the same value and gradient timed alone: 2.9 without and 2.5 with the held-out check
+# (the quick preset's chain: d = 2, 32-32-32, 8 RK4 steps, batch 500), 2-core CPU, 2026-12-06
+CHAIN_STEP_FACTOR = 2.7
 
 
 def field_flops(field) -> float:
@@ -99,10 +126,12 @@ def probe_for(cfg, field) -> dict:
     """``probe`` of the study's field at its batch size; when the study is predicted to take
     longer than ``TRAINER_PROBE_S``, probed again with the trainer itself on the study's shapes
     (a compilation more, worth it only for a study that long)."""
-    costs = probe(field, batch_size=cfg.deterministic.batch_size)
+    a = cfg.adammcmc
+    likelihood = (a.batch_size, a.solver_steps) if a.enabled else None
+    costs = probe(field, batch_size=cfg.deterministic.batch_size, likelihood=likelihood)
     if budget(cfg, costs, 0.0)["total_s"] > TRAINER_PROBE_S:
         costs = probe(field, batch_size=cfg.deterministic.batch_size,
-                      num_train=cfg.data.num_train)
+                      num_train=cfg.data.num_train, likelihood=likelihood)
     return costs
 
 
@@ -136,14 +165,49 @@ def _trainer_costs(field, num_train, batch, compile_s, step, vi_step):
     return out["fm"], VI_FACTOR * out["fm"]
 
 
+def _likelihood_costs(field, batch: int, solver_steps: int, repeats: int) -> dict:
+    """AdamMCMC's costs measured with its own likelihood (``exact_nll_loss_fn``, checkpointed
+    RK4 of ``solver_steps``): seconds per point and RK4 step of its value and gradient (a
+    mini-batch of ``batch``; × ``CHAIN_STEP_FACTOR``, as the compiled chain runs it) and of the
+    forward log-likelihood (the held-out check), and the sampler's fixed cost,
+    ``ADAMMCMC_COMPILE_RATIO`` × the gradient's compilation."""
+    from bayesiamp_jax.posteriors.model import exact_nll_loss_fn
+
+    loss = exact_nll_loss_fn(field, bj.Solver("rk4", solver_steps, checkpoint=True))
+    params = field.init(jax.random.key(0))
+    k = getattr(field, "cond_dim", 1)
+    out, compile_s = {}, 0.0
+    for name, fn, n in (("likelihood_point_step", jax.value_and_grad(loss), batch),
+                        ("log_prob_point_step", loss, HOLDOUT_PROBE_POINTS)):
+        x = jax.random.normal(jax.random.key(5), (n, field.data_dim))
+        batch_xc = (x, None if k == 0 else jnp.full((n, k), 4.0))
+        compiled = jax.jit(lambda p, b, fn=fn: fn(p, b))
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(params, batch_xc))
+        first = time.perf_counter() - t0
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled(params, batch_xc))
+            ts.append(time.perf_counter() - t0)
+        out[name] = float(np.median(ts)) / (n * solver_steps)
+        if name == "likelihood_point_step":
+            compile_s = max(first - float(np.median(ts)), 0.0)
+            out[name] *= CHAIN_STEP_FACTOR
+    out["adammcmc_compile"] = ADAMMCMC_COMPILE_RATIO * compile_s
+    return out
+
+
 def probe(field, points: int = 4096, repeats: int = 3, batch_size: int = 1000,
-          num_train: int | None = None) -> dict:
+          num_train: int | None = None, likelihood: tuple[int, int] | None = None) -> dict:
     """Costs per unit measured on this device (a few seconds, most of it compilation) with the
     study's own field (its width, depth and data dimension d): an RK4 decode of ``points``
     points (4 steps, as the generation runs it: one field evaluation alone costs ~3× more per
     point on a CPU), and one flow-matching optimiser step on a mini-batch of the study's
     ``batch_size`` (per-point costs grow at small batches); the likelihood point-step counts
-    4 · (1 + d) · 3 field evaluations (exact divergence of d dimensions)."""
+    4 · (1 + d) · 3 field evaluations (exact divergence of d dimensions), or, with
+    ``likelihood`` = (AdamMCMC's batch, its RK4 steps), is measured with AdamMCMC's own
+    likelihood (``_likelihood_costs``), as is its fixed cost."""
     params = field.init(jax.random.key(0))
     z = jax.random.normal(jax.random.key(1), (points, field.data_dim))
     c = jnp.full((points, getattr(field, "cond_dim", 1)), 4.0)
@@ -184,10 +248,13 @@ def probe(field, points: int = 4096, repeats: int = 3, batch_size: int = 1000,
     if num_train:  # the trainers themselves on the study's shapes (their epoch overheads)
         step, vi_step = _trainer_costs(field, int(num_train), batch, compile_s, step, vi_step)
     platform = jax.devices()[0].platform
+    lik = likelihood_evals(field.data_dim) * field_eval
+    measured = {} if likelihood is None else _likelihood_costs(field, *likelihood, repeats)
     return {"field_eval": field_eval, "train_point_step": step,
             "compile": float(np.mean(compile_s)),
             "vi_point_step": vi_step,
-            "likelihood_point_step": likelihood_evals(field.data_dim) * field_eval,
+            "likelihood_point_step": lik, "log_prob_point_step": LOG_PROB_FRACTION * lik,
+            **measured,
             "nuts_draw": NUTS_DRAW_CPU * (field_eval / 1.4e-7),
             "parallel": 1 if platform == "cpu" else GPU_COSTS["parallel"],
             "source": f"probe on this device ({platform}, {jax.devices()[0].device_kind})"}
@@ -226,8 +293,16 @@ def work(cfg) -> dict:
     if cfg.adammcmc.enabled:
         a = cfg.adammcmc
         steps = a.num_samples * a.thinning + a.num_adam_steps
+        chains = runs * len(a.sigmas)
+        evals = likelihood_evals(data_dims(cfg)[0])
         out["adammcmc"] = _train("likelihood_point_step", steps * 2 * a.batch_size * a.solver_steps,
-                                 runs * len(a.sigmas), likelihood_evals(data_dims(cfg)[0]))
+                                 chains, evals)
+        # the held-out log-likelihood of the start and every kept state (forward only)
+        held = float((a.num_samples + 1) * min(holdout_size(cfg), HOLDOUT_POINTS)
+                     * a.solver_steps * chains)
+        out["adammcmc"] |= {"extra_unit": "log_prob_point_step", "extra_units": held,
+                            "compile_unit": "adammcmc_compile"}
+        out["adammcmc"]["field_evals"] += held * evals / 3
     if cfg.nuts.enabled:
         n = cfg.nuts
         # cost per draw at depth 6 and 10k points (the documented unit), scaled
@@ -247,9 +322,18 @@ def work(cfg) -> dict:
     per_sample = (e.solver_steps * ADAPTIVE_EVALS_PER_STEP if e.solver in bj.integrate.ADAPTIVE
                   else bj.Solver(e.solver, e.solver_steps).num_evals)
     points = float(runs * draws * (e.calib_samples + scaled_points(e)))
+    # run 0 only: the marginals' events per draw, and the classifier test's two generated
+    # samples (the size of the held-out set or classifier_events) with held-out events
+    n_held = holdout_size(cfg)
+    n_class = (0 if not n_held or not e.classifier_events else
+               n_held if e.classifier_events < 0 else min(e.classifier_events, n_held))
+    points += float(draws * MARGINAL_EVENTS + len(method_grid(cfg)) * 2 * n_class)
+    if cfg.data.name != "file":  # a truth sampler: the KS differential amplification
+        points += float(runs * draws * e.differential_samples)
     groups = 1 + (0 if not e.scaled else 1 if e.scaled_shared else len(e.scaled_bins))
+    programs = len(method_grid(cfg)) * (groups + EVALUATE_PROGRAMS)
     out["evaluate"] = {"unit": "field_eval", "units": points * per_sample, "parallel_units": 1,
-                       "programs": len(method_grid(cfg)) * (groups + EVALUATE_PROGRAMS),
+                       "programs": programs + (CLASSIFIER_PROGRAMS if n_class else 0),
                        "field_evals": points * per_sample, "samples": points,
                        "samples_calibration": float(runs * draws * e.calib_samples),
                        "samples_scaled": float(runs * draws * scaled_points(e))}
@@ -318,9 +402,14 @@ def budget(cfg, costs: dict, flops_per_eval: float | None = None) -> dict:
         units = w["units"]
         if w["parallel_units"] > 1 and costs["parallel"] > 1:  # vmapped units share the device
             units *= -(-w["parallel_units"] // costs["parallel"]) / w["parallel_units"]
-        compile_s = w["programs"] * costs.get("compile", 0.0)
+            extra = w.get("extra_units", 0.0) * units / w["units"] if w["units"] else 0.0
+        else:
+            extra = w.get("extra_units", 0.0)
+        compile_s = (costs[w["compile_unit"]] if w.get("compile_unit") in costs
+                     else w["programs"] * costs.get("compile", 0.0))
+        extra_s = extra * costs.get(w.get("extra_unit"), 0.0)
         stages[name] = dict(w, flops=w["field_evals"] * flops_per_eval, compile_s=compile_s,
-                            predicted_s=units * costs[w["unit"]] + compile_s)
+                            predicted_s=units * costs[w["unit"]] + extra_s + compile_s)
     return {"costs": costs, "flops_per_eval": flops_per_eval, "stages": stages,
             "total_s": sum(s["predicted_s"] for s in stages.values())}
 

@@ -193,6 +193,24 @@ def make_holdout(study) -> None:
     study.log.info("held-out data (%s): %d events, never trained on", d.name, s.x.shape[0])
 
 
+def holdout_size(cfg) -> int:
+    """How many held-out events ``make_holdout`` will save (0: none), from the settings and,
+    for a file, its number of events (what the budget counts before the data exist)."""
+    d = cfg.data
+    if d.name != "file":
+        return d.num_train if d.num_holdout == -1 else d.num_holdout
+    if d.num_holdout == 0:
+        return 0
+    left = (_file_rows(d.holdout_path) if d.holdout_path else
+            _file_rows(d.path) - cfg.num_runs * d.num_train)
+    return max(0, left if d.num_holdout == -1 else min(d.num_holdout, left))
+
+
+@lru_cache(maxsize=8)
+def _file_rows(path: str) -> int:
+    return int(read_npz("data.path", path).x.shape[0])
+
+
 def load_holdout(study) -> bj.data.RingSample | None:
     """The held-out events: x (n, d), c (n, k) (k = 0: unconditional); None without any."""
     path = holdout_path(study)
