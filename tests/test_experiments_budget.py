@@ -19,10 +19,16 @@ def test_work_and_predicted_seconds_by_hand():
     a = cfg.adammcmc
     steps = a.num_samples * a.thinning + a.num_adam_steps
     assert st["adammcmc"]["units"] == steps * 2 * a.batch_size * a.solver_steps * runs
+    # the held-out log-likelihood of the start and the kept states (400 held-out points: the
+    # toy's default is num_train)
+    assert st["adammcmc"]["extra_units"] == (a.num_samples + 1) * n * a.solver_steps * runs
     e = cfg.evaluation  # VI draws + AdamMCMC samples per run, RK4: 4 evaluations a step
     draws = cfg.vi.num_draws + a.num_samples
     points = runs * draws * (e.calib_samples
                              + e.scaled_factor * sum(k * k for k in e.scaled_bins))
+    # run 0's marginals (10,000 events a draw), the classifier test's two samples of the
+    # held-out set's size per label, the KS differential amplification's points of every draw
+    points += draws * 10_000 + 2 * 2 * n + runs * draws * e.differential_samples
     assert st["evaluate"]["samples"] == points
     assert st["evaluate"]["field_evals"] == points * e.solver_steps * 4
     assert st["evaluate"]["flops"] == points * e.solver_steps * 4 * 1000.0
