@@ -1,5 +1,6 @@
 """The budget of a file study counts its own data dimension and compiled programs (by hand)."""
 
+import numpy as np
 import pytest
 
 from experiments import budget, config
@@ -18,10 +19,19 @@ def test_file_study_counts_its_dimension_and_programs():
     a, d = cfg.adammcmc, 5  # five columns: 4 RK4 stages x (1 + d) x 3 evaluations
     steps = a.num_samples * a.thinning + a.num_adam_steps
     units = steps * 2 * a.batch_size * a.solver_steps * cfg.num_runs
-    assert st["adammcmc"]["field_evals"] == units * 4 * (1 + d) * 3
+    # the held-out events are those after the runs' training sets; the held-out check of
+    # each kept state and the start uses at most 2,048 of them (forward only: 4 (1 + d) each)
+    left = np.load("benchmarks/open_data/zee_events.npz")["x"].shape[0] - 2 * 400
+    held = (a.num_samples + 1) * min(left, 2048) * a.solver_steps * cfg.num_runs
+    assert st["adammcmc"]["extra_units"] == held
+    assert st["adammcmc"]["field_evals"] == units * 4 * (1 + d) * 3 + held * 4 * (1 + d)
     assert st["adammcmc"]["predicted_s"] == pytest.approx(units * 5e-6 + 2 * 0.5)
-    labels = len(config.method_grid(cfg))  # same-noise + one group per scaled binning + 2
-    programs = labels * (1 + len(cfg.evaluation.scaled_bins) + 2)
+    with_held = budget.budget(cfg, dict(COSTS, log_prob_point_step=1e-6, adammcmc_compile=7.0),
+                              flops_per_eval=1.0)["stages"]["adammcmc"]
+    assert with_held["predicted_s"] == pytest.approx(units * 5e-6 + held * 1e-6 + 7.0)
+    labels = len(config.method_grid(cfg))  # same-noise + one group per scaled binning + 4,
+    # and the classifier test's training once
+    programs = labels * (1 + len(cfg.evaluation.scaled_bins) + 4) + 3
     assert st["evaluate"]["compile_s"] == pytest.approx(programs * 0.5)
     assert st["deterministic"]["predicted_s"] == pytest.approx(
         cfg.deterministic.num_epochs * cfg.data.num_train * cfg.num_runs * 2e-6 + 2 * 0.5)
