@@ -143,3 +143,16 @@ def test_file_data_default_to_the_measured_field():
                                                            config.FILE_FREQUENCIES)
     assert config.resolve("quick", FILE + ["network.hidden=64,64"]).network.hidden == (64, 64)
     assert config.resolve("tiny", FILE).network.hidden == (16, 16)  # a preset's own choice
+
+
+def test_file_data_default_to_the_measured_training_length():
+    """The ring's quick and paper flow-matching lengths stand for the file default (5,000
+    epochs, the cosine schedule); another length, the tiny preset's and the ring's stay."""
+    assert config.resolve("quick").deterministic.num_epochs == 300
+    assert config.resolve("paper").deterministic.num_epochs == 2_501
+    for preset in ("quick", "paper"):
+        d = config.resolve(preset, FILE).deterministic
+        assert (d.num_epochs, d.learning_rate_schedule) == (5_000, "cosine")
+    assert config.resolve("quick", FILE + ["deterministic.num_epochs=800"]
+                          ).deterministic.num_epochs == 800
+    assert config.resolve("tiny", FILE).deterministic.num_epochs == 20
