@@ -63,7 +63,8 @@ def check_leading(name: str, tree, units: int | None) -> None:
 
 def check_data(data, units: int | None, batch_size: int) -> int:
     """N of a data pytree whose leaves share the axis N after the unit axis (leading U with
-    units), every leaf finite, ``batch_size`` <= N. One-line ValueErrors."""
+    units), every leaf finite, ``batch_size`` <= N. One-line ValueErrors (the trainers'
+    wording; ``data_points`` checks the samplers' data with ``_checks.data_points``')."""
     check_leading("data", data, units)
     leaves = jax.tree_util.tree_leaves(data)
     if not leaves:
@@ -76,6 +77,16 @@ def check_data(data, units: int | None, batch_size: int) -> int:
         _checks.finite(f"data leaf {i}", leaf)
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} exceeds the number of data points {n}")
+    return n
+
+
+def data_points(data, units: int | None, batch_size=None) -> int:
+    """``_checks.data_points`` of one unit's data (its N, every leaf sharing it, ``batch_size``
+    <= N) and, with units, every unit's leaves finite (after ``check_leading``)."""
+    n = _checks.data_points(first_unit(data, units), batch_size)
+    if units is not None:
+        for i, leaf in enumerate(jax.tree_util.tree_leaves(data)):
+            _checks.finite(f"data leaf {i}", leaf)
     return n
 
 

@@ -211,12 +211,7 @@ def sample_adammcmc(
     data = jax.tree_util.tree_map(jnp.asarray, data)
     _units.check_leading("data", data, units)
     _units.check_leading("params_init", params_init, units)
-    if units is None:
-        _checks.data_points(data, batch_size)
-    else:
-        _checks.data_points(_units.first_unit(data, units), batch_size)
-        for i, leaf in enumerate(jax.tree_util.tree_leaves(data)):
-            _checks.finite(f"data leaf {i}", leaf)
+    _units.data_points(data, units, batch_size)
     one_start = _units.first_unit(params_init, units)
     if stacked_init:
         lead = {int(np.shape(leaf)[0]) for leaf in jax.tree_util.tree_leaves(one_start)}

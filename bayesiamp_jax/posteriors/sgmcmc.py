@@ -272,10 +272,7 @@ def _sample(kind, key, params_init, loss_fn, data, *, step_size, num_samples, th
     data = jax.tree_util.tree_map(jnp.asarray, data)
     _units.check_leading("data", data, units)
     _units.check_leading("params_init", params_init, units)
-    _checks.data_points(_units.first_unit(data, units), batch_size)
-    if units is not None:
-        for i, leaf in enumerate(jax.tree_util.tree_leaves(data)):
-            _checks.finite(f"data leaf {i}", leaf)
+    _units.data_points(data, units, batch_size)
     params_init = jax.tree_util.tree_map(jnp.asarray, params_init)
     settings = dict(loss_fn=loss_fn, thinning=thinning, num_burnin=num_burnin,
                     batch_size=None if batch_size is None else int(batch_size),
