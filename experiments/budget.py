@@ -165,6 +165,22 @@ def _trainer_costs(field, num_train, batch, compile_s, step, vi_step):
     return out["fm"], VI_FACTOR * out["fm"]
 
 
+def _typical(fn, *args, repeats: int) -> tuple[float, float]:
+    """(seconds of a call, compilation) of ``fn(*args)``: the median of ``repeats`` calls after
+    the first (the median, not the least: a shared machine's stages see its load), and the
+    first call's excess over it."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        ts.append(time.perf_counter() - t0)
+    median = float(np.median(ts))
+    return median, max(first - median, 0.0)
+
+
 def _likelihood_costs(field, batch: int, solver_steps: int, repeats: int) -> dict:
     """AdamMCMC's costs measured with its own likelihood (``exact_nll_loss_fn``, checkpointed
     RK4 of ``solver_steps``): seconds per point and RK4 step of its value and gradient (a
@@ -176,25 +192,17 @@ def _likelihood_costs(field, batch: int, solver_steps: int, repeats: int) -> dic
     loss = exact_nll_loss_fn(field, bj.Solver("rk4", solver_steps, checkpoint=True))
     params = field.init(jax.random.key(0))
     k = getattr(field, "cond_dim", 1)
-    out, compile_s = {}, 0.0
+    out = {}
     for name, fn, n in (("likelihood_point_step", jax.value_and_grad(loss), batch),
                         ("log_prob_point_step", loss, HOLDOUT_PROBE_POINTS)):
         x = jax.random.normal(jax.random.key(5), (n, field.data_dim))
         batch_xc = (x, None if k == 0 else jnp.full((n, k), 4.0))
-        compiled = jax.jit(lambda p, b, fn=fn: fn(p, b))
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(params, batch_xc))
-        first = time.perf_counter() - t0
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(compiled(params, batch_xc))
-            ts.append(time.perf_counter() - t0)
-        out[name] = float(np.median(ts)) / (n * solver_steps)
+        seconds, compile_s = _typical(jax.jit(lambda p, b, fn=fn: fn(p, b)), params, batch_xc,
+                                      repeats=repeats)
+        out[name] = seconds / (n * solver_steps)
         if name == "likelihood_point_step":
-            compile_s = max(first - float(np.median(ts)), 0.0)
             out[name] *= CHAIN_STEP_FACTOR
-    out["adammcmc_compile"] = ADAMMCMC_COMPILE_RATIO * compile_s
+            out["adammcmc_compile"] = ADAMMCMC_COMPILE_RATIO * compile_s
     return out
 
 
@@ -230,17 +238,10 @@ def probe(field, points: int = 4096, repeats: int = 3, batch_size: int = 1000,
 
     compile_s = []
 
-    def typical(fn, *args):  # the median, not the least: a shared machine's stages see its load
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        first = time.perf_counter() - t0
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            ts.append(time.perf_counter() - t0)
-        compile_s.append(max(first - float(np.median(ts)), 0.0))
-        return float(np.median(ts))
+    def typical(fn, *args):
+        seconds, compiled = _typical(fn, *args, repeats=repeats)
+        compile_s.append(compiled)
+        return seconds
 
     field_eval = typical(decode, params, z, c) / (points * steps * 4)
     step = typical(grad, params, jax.random.key(2)) / (batch * PROBE_STEPS)
@@ -278,6 +279,7 @@ def scaled_points(e) -> int:
 def work(cfg) -> dict:
     """Units of work per stage: {stage: {"unit", "units", "field_evals", "parallel_units"}}."""
     runs, n_train = cfg.num_runs, cfg.data.num_train
+    n_held = holdout_size(cfg)
     out = {}
     if cfg.deterministic.enabled:
         d = cfg.deterministic
@@ -298,7 +300,7 @@ def work(cfg) -> dict:
         out["adammcmc"] = _train("likelihood_point_step", steps * 2 * a.batch_size * a.solver_steps,
                                  chains, evals)
         # the held-out log-likelihood of the start and every kept state (forward only)
-        held = float((a.num_samples + 1) * min(holdout_size(cfg), HOLDOUT_POINTS)
+        held = float((a.num_samples + 1) * min(n_held, HOLDOUT_POINTS)
                      * a.solver_steps * chains)
         out["adammcmc"] |= {"extra_unit": "log_prob_point_step", "extra_units": held,
                             "compile_unit": "adammcmc_compile"}
@@ -324,7 +326,6 @@ def work(cfg) -> dict:
     points = float(runs * draws * (e.calib_samples + scaled_points(e)))
     # run 0 only: the marginals' events per draw, and the classifier test's two generated
     # samples (the size of the held-out set or classifier_events) with held-out events
-    n_held = holdout_size(cfg)
     n_class = (0 if not n_held or not e.classifier_events else
                n_held if e.classifier_events < 0 else min(e.classifier_events, n_held))
     points += float(draws * MARGINAL_EVENTS + len(method_grid(cfg)) * 2 * n_class)
@@ -399,12 +400,10 @@ def budget(cfg, costs: dict, flops_per_eval: float | None = None) -> dict:
     flops_per_eval = field_flops(_field(cfg)) if flops_per_eval is None else flops_per_eval
     stages = {}
     for name, w in work(cfg).items():
-        units = w["units"]
+        scale = 1.0
         if w["parallel_units"] > 1 and costs["parallel"] > 1:  # vmapped units share the device
-            units *= -(-w["parallel_units"] // costs["parallel"]) / w["parallel_units"]
-            extra = w.get("extra_units", 0.0) * units / w["units"] if w["units"] else 0.0
-        else:
-            extra = w.get("extra_units", 0.0)
+            scale = -(-w["parallel_units"] // costs["parallel"]) / w["parallel_units"]
+        units, extra = w["units"] * scale, w.get("extra_units", 0.0) * scale
         compile_s = (costs[w["compile_unit"]] if w.get("compile_unit") in costs
                      else w["programs"] * costs.get("compile", 0.0))
         extra_s = extra * costs.get(w.get("extra_unit"), 0.0)

@@ -201,14 +201,14 @@ def holdout_size(cfg) -> int:
         return d.num_train if d.num_holdout == -1 else d.num_holdout
     if d.num_holdout == 0:
         return 0
-    left = (_file_rows(d.holdout_path) if d.holdout_path else
-            _file_rows(d.path) - cfg.num_runs * d.num_train)
+    left = (_file_rows("data.holdout_path", d.holdout_path) if d.holdout_path else
+            _file_layout(d.path)[0] - cfg.num_runs * d.num_train)
     return max(0, left if d.num_holdout == -1 else min(d.num_holdout, left))
 
 
 @lru_cache(maxsize=8)
-def _file_rows(path: str) -> int:
-    return int(read_npz("data.path", path).x.shape[0])
+def _file_rows(setting: str, path: str) -> int:
+    return int(read_npz(setting, path).x.shape[0])
 
 
 def load_holdout(study) -> bj.data.RingSample | None:
@@ -259,17 +259,18 @@ def data_dims(cfg) -> tuple[int, int]:
         return 2, 1
     if d.name == "shell":
         return d.dim, 1
-    return _file_dims(d.path)
+    return _file_layout(d.path)[1:]
 
 
 @lru_cache(maxsize=8)
-def _file_dims(path: str) -> tuple[int, int]:
+def _file_layout(path: str) -> tuple[int, int, int]:
+    """(N, d, k) of the ``data.path`` file, read once (discrete columns refused)."""
     s = read_npz("data.path", path)
     try:
         refuse_discrete(s.x, f"data file {path!r} (data.path)")
     except ValueError as e:
         raise DataError(str(e)) from None
-    return int(s.x.shape[1]), 0 if s.c is None else int(s.c.shape[1])
+    return int(s.x.shape[0]), int(s.x.shape[1]), 0 if s.c is None else int(s.c.shape[1])
 
 
 def _resolve(spec: str, what: str):
