@@ -87,9 +87,6 @@ def validate_report(report: dict, *, calib_bins=None, scaled_bins=None, num_runs
         _keys(m["closure"], f"{where}.closure", scaled_bins)
 
 
-CLOCK_COST = ("seconds", "train_s", "pretrain_s")  # the measured part of label_costs
-
-
 def label_seconds(report: dict) -> dict:
     """{label: {"seconds", "train_s", "pretrain_s"}} from ``report["timings"]`` (see the module
     doc; None where a stage has no timing)."""
@@ -109,17 +106,16 @@ def label_seconds(report: dict) -> dict:
 
 
 def label_costs(report: dict, cfg) -> dict:
-    """{label: cost} of every label of ``report``: ``label_seconds`` (from the stage timings in
-    ``report["timings"]``) and the field evaluations counted from the settings of ``cfg``."""
+    """{label: cost} of every label of ``report``: the field evaluations counted from the
+    settings of ``cfg`` (clock-free; ``label_seconds`` gives the measured seconds)."""
     from experiments.budget import unit_cost  # budget probes with JAX; imported when used
 
-    seconds = label_seconds(report)
     out = {}
     for label, m in report["methods"].items():
         method = m["method"]
         u = unit_cost(cfg, method)
         pre = method in FROM_DETERMINISTIC
-        out[label] = seconds[label] | {
+        out[label] = {
             "field_evals": u["field_evals"] * cfg.num_runs,
             "pretrain_field_evals": u["pretrain_field_evals"] * cfg.num_runs,
             "formula": u["formula"] + " per run", "num_runs": cfg.num_runs,

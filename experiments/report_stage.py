@@ -6,13 +6,7 @@ from experiments import budget, convergence, runtime
 from experiments import config as cfgmod
 from experiments.evaluate import load_results
 from experiments.figures import figure_paths
-from experiments.report import (
-    CLOCK_COST,
-    label_costs,
-    select_by_holdout,
-    validate_report,
-    write_report,
-)
+from experiments.report import label_costs, select_by_holdout, validate_report, write_report
 
 
 def build(study, labels=None) -> dict:
@@ -34,7 +28,7 @@ def build(study, labels=None) -> dict:
         "methods": results,
     }
     for label, cost in label_costs(report, cfg).items():  # field evaluations; the seconds
-        results[label]["cost"] = {k: v for k, v in cost.items() if k not in CLOCK_COST}  # timings
+        results[label]["cost"] = cost  # come from the timings (report.label_seconds)
     report["selection"] = select_by_holdout(results)  # the knob the held-out check picks
     judged = convergence.load(study)  # held-out loss curves of every training
     if judged:

@@ -133,11 +133,11 @@ def test_label_costs_split_the_stage_and_add_the_pretraining():
                                    "ensemble.enabled=true"])
     methods = {"sgld_T1": {"method": "sgld"}, "sgld_T2": {"method": "sgld"},
                "ensemble_m10": {"method": "ensemble"}, "vi_k10": {"method": "vi"}}
-    costs = label_costs(_report(methods, {"deterministic": 10.0, "train_sgld": 8.0,
-                                          "train_ensemble": 30.0}), cfg)
-    assert costs["sgld_T1"]["train_s"] == 4.0 and costs["sgld_T1"]["seconds"] == 14.0
-    assert costs["ensemble_m10"]["seconds"] == 30.0 and costs["ensemble_m10"]["pretrain_s"] == 0
-    assert costs["vi_k10"]["seconds"] is None  # no train_vi marker: unknown, not zero
+    report = _report(methods, {"deterministic": 10.0, "train_sgld": 8.0, "train_ensemble": 30.0})
+    seconds, costs = label_seconds(report), label_costs(report, cfg)
+    assert seconds["sgld_T1"]["train_s"] == 4.0 and seconds["sgld_T1"]["seconds"] == 14.0
+    assert seconds["ensemble_m10"]["seconds"] == 30.0 and seconds["ensemble_m10"]["pretrain_s"] == 0
+    assert seconds["vi_k10"]["seconds"] is None  # no train_vi marker: unknown, not zero
     assert costs["sgld_T2"]["field_evals"] == 3 * budget.unit_cost(cfg, "sgld")["field_evals"]
 
 
