@@ -382,7 +382,7 @@ def unit_cost(cfg, method: str) -> dict:
         raise ValueError(f"method must be one of {list(cfgmod.METHODS)}, got {method!r}")
     out = {"field_evals": float(evals), "formula": formula,
            "pretrain_field_evals": 0.0, "pretrain_formula": ""}
-    if method in cfgmod.FROM_DETERMINISTIC:
+    if method in cfgmod.pretrained_methods(cfg):
         out["pretrain_field_evals"] = float(cfg.deterministic.num_epochs * n * FM_EVALS)
         out["pretrain_formula"] = "deterministic epochs × N × 3"
     return out

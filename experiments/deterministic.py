@@ -43,28 +43,21 @@ def model_path(study):
 def checkpoint_path(study):
     cfg = study.cfg
     fp = cfgmod.fingerprint(cfg.seed, cfg.data, cfg.network, cfg.deterministic.batch_size,
-                            cfg.num_runs, *_schedule_parts(cfg.deterministic))
+                            cfg.num_runs, *cfgmod.schedule_parts(cfg, "deterministic"))
     return study.path("checkpoints", f"deterministic_r1_{fp}.msgpack")  # resumable format
 
 
-def _schedule_parts(d) -> tuple:
-    """The schedule in the checkpoint's name: none for a constant rate (its name as before);
-    a cosine schedule depends on the run's length too."""
-    if d.learning_rate_schedule == "constant":
-        return ()
-    return (d.learning_rate_schedule, d.final_learning_rate_fraction, d.num_epochs)
-
-
-def optimizer(d, num_points: int):
-    """The flow-matching optimiser of ``deterministic`` settings ``d`` for ``num_points``
-    training events per run: None (``training.fit``'s reference Adam, the constant 1e-3) or
-    the reference Adam on a cosine decay over num_epochs × ⌊num_points / batch_size⌋ steps."""
-    _checks.one_of("deterministic.learning_rate_schedule", d.learning_rate_schedule,
-                   cfgmod.SCHEDULES)
-    if d.learning_rate_schedule == "constant":
+def optimizer(cfg, method: str, num_points: int):
+    """The Adam of ``method``'s flow-matching-loss training (deterministic, VI, the ensembles)
+    for ``num_points`` training events per run: None (the library's reference Adam, the
+    constant 1e-3) or the reference Adam on a cosine decay over its epochs × ⌊num_points /
+    batch_size⌋ steps."""
+    schedule, fraction = cfgmod.learning_rate_schedule(cfg, method)
+    _checks.one_of(f"{method}.learning_rate_schedule", schedule, cfgmod.SCHEDULES)
+    if schedule == "constant":
         return None
-    steps = d.num_epochs * (num_points // d.batch_size)
-    return optim.adam(optim.cosine_decay(steps, d.final_learning_rate_fraction))
+    steps = cfgmod.num_epochs(cfg, method) * (num_points // cfgmod.batch_size(cfg, method))
+    return optim.adam(optim.cosine_decay(steps, fraction))
 
 
 def train_deterministic(study, progress: bool = True) -> None:
@@ -76,7 +69,7 @@ def train_deterministic(study, progress: bool = True) -> None:
     with _named(range(cfg.num_runs)):
         result = training.fit(keys, field_from_config(cfg), data.x, data.c, d.num_epochs,
                               batch_size=d.batch_size, chunk_epochs=d.chunk_epochs,
-                              optimizer=optimizer(d, data.x.shape[1]),
+                              optimizer=optimizer(cfg, "deterministic", data.x.shape[1]),
                               checkpoint_path=checkpoint_path(study), progress=progress,
                               **_holdout_kwargs(study))
     save_pytree(model_path(study), _saved(result))
@@ -136,12 +129,12 @@ def _train_shared(study, progress: bool) -> None:
         data = load_all_data(study)
         keys = jnp.stack([purpose_key(cfg.seed, r, "deterministic") for r in runs])
         fp = cfgmod.fingerprint(cfg.seed, cfg.data, cfg.network, d.batch_size, cfg.num_runs, runs,
-                                *_schedule_parts(d))
+                                *cfgmod.schedule_parts(cfg, "deterministic"))
         with _named(runs):
             result = training.fit(keys, field_from_config(cfg), data.x[np.array(runs)],
                                   data.c[np.array(runs)], d.num_epochs, batch_size=d.batch_size,
                                   chunk_epochs=d.chunk_epochs, progress=progress,
-                                  optimizer=optimizer(d, data.x.shape[1]),
+                                  optimizer=optimizer(cfg, "deterministic", data.x.shape[1]),
                                   checkpoint_path=study.path("checkpoints",
                                                              f"deterministic_r1_{fp}.msgpack"),
                                   **_holdout_kwargs(study, early_stop=False))

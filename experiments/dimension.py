@@ -102,7 +102,7 @@ def run(cfg, dims, outdir: Path, progress: bool = True, overwrite: bool = False)
         reports[d] = json.loads((study.outdir / "report.json").read_text())
         reports[d]["trained_epochs"] = trained_epochs(study)
         log.info("dimension: d = %d done in %.0f s", d, seconds[d])
-    rows = ev.trend_rows(reports, pretrained=cfgmod.FROM_DETERMINISTIC)
+    rows = ev.trend_rows(reports, pretrained=cfgmod.pretrained_methods(cfg))
     summary = {"dims": dims, "config": cfgmod.to_dict(cfg), "rows": rows,
                "trained_epochs": {str(d): r["trained_epochs"] for d, r in reports.items()},
                "seconds": {str(d): s for d, s in seconds.items()},  # of this call

@@ -193,7 +193,8 @@ def evaluate_all(study, units, progress: bool = True) -> None:
         largest = max(s["amplification"], key=key_cells)
         amps = (s.get("amplification_corrected") or s["amplification"])[largest]
         trust = assess(s, largest, num_train=study.cfg.data.num_train,
-                       converged=converged(label, method, judged))
+                       converged=converged(label, method, judged,
+                                           cfgmod.pretrained_methods(study.cfg)))
         study.log.info("evaluate: %s MAD %s, %samplification at %s: %s (held-out: %s, model "
                        "share %s), fit b = %.3g ± %.2g", label,
                        {k: round(v, 4) for k, v in s["mad"].items()},

@@ -114,11 +114,14 @@ def fingerprints(cfg, methods=None) -> dict:
     fp["deterministic"] = cfgmod.fingerprint(fp["data"], cfg.network, cfg.deterministic)
     for m in ("vi", "repulsive"):
         fp[f"train_{m}"] = cfgmod.fingerprint(fp["data"], cfg.network, getattr(cfg, m))
+    if "vi" in cfgmod.pretrained_methods(cfg):  # the guide's means start at the fit
+        fp["train_vi"] = cfgmod.fingerprint(fp["deterministic"], cfg.vi)
     for m in ("adammcmc", "nuts"):  # start from the deterministic network
         fp[f"train_{m}"] = cfgmod.fingerprint(fp["deterministic"], getattr(cfg, m))
     for m in ("ensemble", "bootstrap"):  # epochs and batch size may be the deterministic's
         fp[f"train_{m}"] = cfgmod.fingerprint(fp["data"], cfg.network, getattr(cfg, m),
-                                              cfgmod.num_epochs(cfg, m), cfgmod.batch_size(cfg, m))
+                                              cfgmod.num_epochs(cfg, m), cfgmod.batch_size(cfg, m),
+                                              *cfgmod.schedule_parts(cfg, m))
     for m in ("laplace", "sgld", "sghmc", "swag"):  # start from the deterministic network
         fp[f"train_{m}"] = cfgmod.fingerprint(
             fp["deterministic"], getattr(cfg, m),

@@ -39,7 +39,7 @@ from bayesiamp_jax.checkpoint import atomic_write_json, atomic_write_text
 from bayesiamp_jax.evaluation.holdout import HoldoutCheck, select_knob
 from bayesiamp_jax.evaluation.summary import key_cells, key_panel
 from bayesiamp_jax.evaluation.trust import assess, holdout_entry
-from experiments.config import FROM_DETERMINISTIC
+from experiments.config import FROM_DETERMINISTIC, pretrained_methods
 
 TOP_LEVEL = {"preset": str, "config": dict, "timings": dict, "versions": dict, "device": dict,
              "methods": dict}
@@ -94,12 +94,12 @@ def label_seconds(report: dict) -> dict:
     per_method = {}
     for m in report["methods"].values():
         per_method[m["method"]] = per_method.get(m["method"], 0) + 1
-    out = {}
+    out, pretrained = {}, pretrained_methods(report.get("config") or {})
     for label, m in report["methods"].items():
         method = m["method"]
         stage = timings.get(f"train_{method}")
         train_s = None if stage is None else stage / per_method[method]
-        pretrain_s = timings.get("deterministic") if method in FROM_DETERMINISTIC else 0.0
+        pretrain_s = timings.get("deterministic") if method in pretrained else 0.0
         seconds = None if train_s is None or pretrain_s is None else train_s + pretrain_s
         out[label] = {"seconds": seconds, "train_s": train_s, "pretrain_s": pretrain_s}
     return out
@@ -114,7 +114,7 @@ def label_costs(report: dict, cfg) -> dict:
     for label, m in report["methods"].items():
         method = m["method"]
         u = unit_cost(cfg, method)
-        pre = method in FROM_DETERMINISTIC
+        pre = method in pretrained_methods(cfg)
         out[label] = {
             "field_evals": u["field_evals"] * cfg.num_runs,
             "pretrain_field_evals": u["pretrain_field_evals"] * cfg.num_runs,
@@ -309,10 +309,12 @@ def _diagnostics_table(methods: dict) -> list[str]:
     return lines
 
 
-def converged(label: str, method: str, convergence: dict) -> bool | None:
+def converged(label: str, method: str, convergence: dict,
+              pretrained=FROM_DETERMINISTIC) -> bool | None:
     """False if a held-out loss curve of the label's training (or of the flow-matching
-    pretraining its chains start from) still falls; None when nothing was recorded."""
-    names = [label] + (["deterministic"] if method in FROM_DETERMINISTIC else [])
+    pretraining it starts from, for the methods in ``pretrained``: see
+    ``config.pretrained_methods``) still falls; None when nothing was recorded."""
+    names = [label] + (["deterministic"] if method in pretrained else [])
     runs = [d for n in names for d in (convergence.get(n) or {}).values()]
     if not runs:
         return None
@@ -321,7 +323,8 @@ def converged(label: str, method: str, convergence: dict) -> bool | None:
 
 def _trust(label: str, m: dict, key: str, cfg: dict, convergence: dict):
     return assess(m, key, num_train=cfg["data"]["num_train"],
-                  converged=converged(label, m.get("method", ""), convergence))
+                  converged=converged(label, m.get("method", ""), convergence,
+                                      pretrained_methods(cfg)))
 
 
 def _convergence_table(convergence: dict) -> list[str]:

@@ -43,7 +43,7 @@ from bayesiamp_jax.posteriors.draws import PosteriorDraws, load_draws, save_draw
 from experiments import config as cfgmod
 from experiments import convergence, distributed
 from experiments.data import field_from_config, load_all_data, load_data, purpose_key
-from experiments.deterministic import load_deterministic
+from experiments.deterministic import load_deterministic, optimizer
 from experiments.stages import naming_units
 
 METHODS = cfgmod.METHODS
@@ -165,6 +165,12 @@ def _holdout_kwargs(study, section, epochs: bool = True, num_epochs: int | None 
             "early_stop": convergence.plateau(section)}
 
 
+def _starts(study, field, run_idx):
+    """The deterministic params of the runs ``run_idx`` stacked on a unit axis (U, ...)."""
+    pretrained, _ = load_deterministic(study, jax.jit(field.init)(jax.random.key(0)))
+    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[run_idx]), pretrained)
+
+
 def train_vi(study, progress: bool = True) -> None:
     """Mean-field VI for all pending (k, run) units at once, then ``num_draws`` draws each."""
     cfg, v = study.cfg, study.cfg.vi
@@ -172,17 +178,32 @@ def train_vi(study, progress: bool = True) -> None:
     if todo is None:
         return
     units = todo.units
+    field, start = field_from_config(cfg), {}
+    if v.init == "deterministic":  # the guide's means at each run's flow-matching fit
+        start = {"params_init": _starts(study, field, todo.run_idx),
+                 "init_loc_from_params": True}
     with _named("vi", units):
         result = posteriors.fit_vi_cnf(
-            todo.keys, field_from_config(cfg), todo.x, todo.c,
+            todo.keys, field, todo.x, todo.c, init_rho=v.init_rho, **start,
             kl_weight=np.array([k for _, k, _ in units]),
             num_epochs=v.num_epochs, batch_size=v.batch_size,
             kl_normalisation=v.kl_normalisation, chunk_epochs=v.chunk_epochs, progress=progress,
-            checkpoint_path=_checkpoint(study, "vi", units, v.kl_normalisation, v.batch_size),
+            optimizer=optimizer(cfg, "vi", todo.x.shape[1]),
+            checkpoint_path=_checkpoint(study, "vi", units, v.kl_normalisation, v.batch_size,
+                                        *cfgmod.schedule_parts(cfg, "vi"), *_vi_start(cfg)),
             **_holdout_kwargs(study, v))
     draw_keys = jnp.stack([purpose_key(cfg.seed, r, label + "/draws") for label, _, r in units])
     draws = posteriors.sample_vi(draw_keys, result, v.num_draws)
     _save_units(study, units, draws, lambda d: f"final loss {float(d.info['final_loss']):.4f}")
+
+
+def _vi_start(cfg) -> tuple:
+    """The guide's start in VI's checkpoint name: none for the reference's (names as before
+    the settings existed); the flow-matching fit's settings when it starts there."""
+    v = cfg.vi
+    if all(getattr(v, k) == n for k, n in cfgmod.NEUTRAL[cfgmod.VIConfig].items()):
+        return ()
+    return (v.init, v.init_rho) + ((cfg.deterministic,) if v.init == "deterministic" else ())
 
 
 def train_adammcmc(study, progress: bool = True) -> None:
@@ -194,8 +215,7 @@ def train_adammcmc(study, progress: bool = True) -> None:
         return
     units = todo.units
     field = field_from_config(cfg)
-    pretrained, _ = load_deterministic(study, jax.jit(field.init)(jax.random.key(0)))
-    starts = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[todo.run_idx]), pretrained)
+    starts = _starts(study, field, todo.run_idx)
     with _named("adammcmc", units):
         draws = posteriors.sample_adammcmc_cnf(
             todo.keys, field, todo.x, todo.c, sigma=np.array([s for _, s, _ in units]),
@@ -255,12 +275,6 @@ def train_repulsive(study, progress: bool = True) -> None:
 # ----------------------------------------------------------------------------- issue 24 families
 
 
-def _starts(study, field, run_idx):
-    """The deterministic params of the runs ``run_idx`` stacked on a unit axis (U, ...)."""
-    pretrained, _ = load_deterministic(study, jax.jit(field.init)(jax.random.key(0)))
-    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[run_idx]), pretrained)
-
-
 def _hypers(units) -> np.ndarray:
     """The units' temperatures (U,) as one settings array of the library call."""
     return np.array([h for _, h, _ in units], np.float32)
@@ -311,7 +325,9 @@ def _train_members(method):
                 todo.keys, field_from_config(cfg), todo.x, todo.c, num_members=e.num_members,
                 bootstrap=getattr(e, "resampling", None), num_epochs=epochs,
                 batch_size=batch, chunk_epochs=e.chunk_epochs, progress=progress,
-                checkpoint_path=_checkpoint(study, method, units, e, epochs, batch),
+                optimizer=optimizer(cfg, method, todo.x.shape[1]),
+                checkpoint_path=_checkpoint(study, method, units, e, epochs, batch,
+                                            *cfgmod.schedule_parts(cfg, method)),
                 **_holdout_kwargs(study, e, num_epochs=epochs))
         _save_units(study, units, draws, _describe_loss)
 

@@ -26,7 +26,9 @@ def _closed_form(k, num_steps, fraction, rate=1e-3):
 
 
 def _section(schedule, **kw):
-    return cfgmod.DeterministicConfig(learning_rate_schedule=schedule, **kw)
+    """A study whose deterministic section has the schedule ``schedule``."""
+    return cfgmod.Config(deterministic=cfgmod.DeterministicConfig(
+        learning_rate_schedule=schedule, **kw))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def test_cosine_rate_at_start_middle_end_is_the_closed_form():
     """The study's optimiser with a constant gradient g: Adam's bias-corrected m/√v is exactly
     sign(g), so the update at step k is −η_k/(1 + ε/|g|); 5 epochs × ⌊450/100⌋ = 20 steps."""
     d = _section("cosine", num_epochs=5, batch_size=100, final_learning_rate_fraction=0.02)
-    opt = deterministic.optimizer(d, 450)
+    opt = deterministic.optimizer(d, "deterministic", 450)
     theta = jnp.zeros(())
     state = opt.init(theta)
     steps = []
@@ -64,12 +66,12 @@ def test_constant_schedule_is_the_reference_adam_bit_for_bit(ring):
     """constant -> no optimiser of its own: training.fit's default, the same numbers as an
     explicit reference Adam (1e-3, β 0.99/0.99); the checkpoint name does not change."""
     d = _section("constant", batch_size=100)
-    assert deterministic.optimizer(d, 400) is None
-    assert deterministic._schedule_parts(d) == ()
+    assert deterministic.optimizer(d, "deterministic", 400) is None
+    assert cfgmod.schedule_parts(d, "deterministic") == ()
     kw = dict(batch_size=100, chunk_epochs=3, progress=False)
     key = jax.random.PRNGKey(0)
-    plain = training.fit(key, FIELD, ring.x, ring.c, 3, optimizer=deterministic.optimizer(d, 400),
-                         **kw)
+    plain = training.fit(key, FIELD, ring.x, ring.c, 3,
+                         optimizer=deterministic.optimizer(d, "deterministic", 400), **kw)
     ref = training.fit(key, FIELD, ring.x, ring.c, 3, optimizer=optim.adam(1e-3), **kw)
     chex.assert_trees_all_equal(plain.state.params, ref.state.params)
 
@@ -78,7 +80,7 @@ def test_cosine_resumed_run_continues_the_schedule(ring, tmp_path):
     """Stopped after 2 of 4 epochs and resumed = uninterrupted (the step count is in the
     optimiser state); the count after 4 epochs is 4 × 4 steps."""
     d = _section("cosine", num_epochs=4, batch_size=100, final_learning_rate_fraction=0.01)
-    opt = deterministic.optimizer(d, 400)
+    opt = deterministic.optimizer(d, "deterministic", 400)
     kw = dict(batch_size=100, chunk_epochs=2, progress=False, optimizer=opt)
     key = jax.random.PRNGKey(5)
     full = training.fit(key, FIELD, ring.x, ring.c, 4, **kw)
@@ -109,8 +111,9 @@ def test_schedule_defaults_per_data_and_errors():
         with pytest.raises(ValueError, match=bad.split("=")[0]) as e:
             cfgmod.resolve("quick", [bad])
         assert "\n" not in str(e.value)
-    cosine = cfgmod.resolve("quick", FILE).deterministic
-    assert deterministic._schedule_parts(cosine) == ("cosine", 0.01, cosine.num_epochs)
+    cosine = cfgmod.resolve("quick", FILE)
+    assert cfgmod.schedule_parts(cosine, "deterministic") == (
+        "cosine", 0.01, cosine.deterministic.num_epochs)
 
 
 def test_adammcmc_uses_the_given_optimizer(ring):
@@ -153,3 +156,75 @@ def test_neutral_settings_leave_stage_fingerprints_as_before():
     assert cfgmod.fingerprint(cosine.deterministic) != det
     slow = cfgmod.resolve("quick", ["adammcmc.learning_rate=1e-5"])
     assert cfgmod.fingerprint(slow.adammcmc) != cfgmod.fingerprint(cfg.adammcmc)
+
+
+def _steps_taken(opt, num_steps):
+    """The update sizes of ``opt`` under a constant unit gradient (Adam: exactly η_k)."""
+    theta = jnp.zeros(())
+    state = opt.init(theta)
+    out = []
+    for _ in range(num_steps):
+        update, state = opt.update(jnp.ones(()), state, theta)
+        out.append(-float(update))
+    return out
+
+
+@pytest.mark.parametrize("method", ["vi", "ensemble", "bootstrap"])
+def test_vi_and_ensembles_decay_over_their_own_epochs(method):
+    """Each method's cosine runs over its own epochs × ⌊N / batch⌋ steps: vi.num_epochs, or the
+    ensembles' (−1: the deterministic's); 6 epochs × ⌊450/100⌋ = 24 steps here."""
+    det = cfgmod.DeterministicConfig(num_epochs=9, batch_size=100,
+                                     final_learning_rate_fraction=0.05,
+                                     learning_rate_schedule="cosine")
+    sections = {"vi": cfgmod.VIConfig(num_epochs=6, batch_size=100,
+                                      learning_rate_schedule="cosine",
+                                      final_learning_rate_fraction=0.05),
+                "ensemble": cfgmod.EnsembleConfig(num_epochs=6),
+                "bootstrap": cfgmod.BootstrapConfig(num_epochs=6)}
+    cfg = cfgmod.Config(deterministic=det, **{method: sections[method]})
+    steps = _steps_taken(deterministic.optimizer(cfg, method, 450), 26)
+    for k in (0, 12, 24, 25):
+        assert steps[k] == pytest.approx(_closed_form(k, 24, 0.05), rel=1e-5), k
+
+
+def test_vi_and_ensemble_schedule_defaults():
+    """VI: the data's default (constant for the ring, cosine for file data); the ensembles:
+    the deterministic's schedule and final fraction unless set."""
+    ring, file = cfgmod.resolve("quick", []), cfgmod.resolve("quick", FILE)
+    assert cfgmod.learning_rate_schedule(ring, "vi") == ("constant", 0.01)
+    assert cfgmod.learning_rate_schedule(file, "vi") == ("cosine", 0.01)
+    assert cfgmod.learning_rate_schedule(ring, "ensemble") == ("constant", 0.01)
+    assert cfgmod.learning_rate_schedule(file, "bootstrap") == ("cosine", 0.01)
+    own = cfgmod.resolve("quick", FILE + ["ensemble.learning_rate_schedule=constant",
+                                          "bootstrap.final_learning_rate_fraction=0.1"])
+    assert cfgmod.learning_rate_schedule(own, "ensemble")[0] == "constant"
+    assert cfgmod.learning_rate_schedule(own, "bootstrap") == ("cosine", 0.1)
+    assert deterministic.optimizer(ring, "vi", 1000) is None
+    for bad in ("vi.learning_rate_schedule=linear", "vi.final_learning_rate_fraction=-1",
+                "ensemble.learning_rate_schedule=step", "bootstrap.final_learning_rate_fraction=2"):
+        with pytest.raises(ValueError, match=bad.split("=")[0]) as e:
+            cfgmod.resolve("quick", [bad])
+        assert "\n" not in str(e.value)
+
+
+def test_schedule_settings_keep_vi_and_ensemble_fingerprints_when_constant():
+    """A constant VI or ensemble rate hashes as the sections did before the settings existed;
+    an ensemble inheriting the deterministic's cosine changes its stage's fingerprint."""
+    import hashlib
+    import json
+
+    from experiments.paper import fingerprints
+
+    def before(section):
+        d = {k: v for k, v in cfgmod.to_dict(section).items()  # VI's start: test_vi_start
+             if k not in ("learning_rate_schedule", "final_learning_rate_fraction", "init",
+                          "init_rho")}
+        return hashlib.sha256(json.dumps([d], sort_keys=True).encode()).hexdigest()[:12]
+
+    on = ["ensemble.enabled=true", "vi.enabled=true"]
+    ring = cfgmod.resolve("quick", on)
+    assert cfgmod.fingerprint(ring.vi) == before(ring.vi)
+    assert cfgmod.fingerprint(ring.ensemble) == before(ring.ensemble)
+    cosine = cfgmod.resolve("quick", on + ["deterministic.learning_rate_schedule=cosine"])
+    assert fingerprints(cosine)["train_ensemble"] != fingerprints(ring)["train_ensemble"]
+    assert fingerprints(cosine)["train_vi"] == fingerprints(ring)["train_vi"]
