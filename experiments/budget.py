@@ -42,6 +42,7 @@ import optax
 
 import bayesiamp_jax as bj
 from bayesiamp_jax.convergence import HOLDOUT_POINTS
+from bayesiamp_jax.evaluation.generate import decoded_points
 from experiments import config as cfgmod
 from experiments.config import NEW_METHODS, method_grid
 from experiments.data import data_dims, field_from_config, holdout_size
@@ -276,6 +277,17 @@ def scaled_points(e) -> int:
     return e.scaled_factor * sum(n * n for n in e.scaled_bins)
 
 
+def decoded_per_draw(e) -> int:
+    """Points a draw actually decodes in the calibration and scaled evaluations: whole chunks
+    (``generate.decoded_points``), so a little more than they ask for."""
+    sizes = [e.calib_samples]
+    if e.scaled:
+        cells = [n * n for n in e.scaled_bins]
+        sizes += [e.scaled_factor * max(cells)] if e.scaled_shared else [
+            e.scaled_factor * c for c in cells]
+    return sum(decoded_points(n, e.chunk_size) for n in sizes)
+
+
 def work(cfg) -> dict:
     """Units of work per stage: {stage: {"unit", "units", "field_evals", "parallel_units"}}."""
     runs, n_train = cfg.num_runs, cfg.data.num_train
@@ -323,7 +335,8 @@ def work(cfg) -> dict:
     e = cfg.evaluation
     per_sample = (e.solver_steps * ADAPTIVE_EVALS_PER_STEP if e.solver in bj.integrate.ADAPTIVE
                   else bj.Solver(e.solver, e.solver_steps).num_evals)
-    points = float(runs * draws * (e.calib_samples + scaled_points(e)))
+    histogram_points = float(runs * draws * (e.calib_samples + scaled_points(e)))
+    points = histogram_points
     # run 0 only: the marginals' events per draw, and the classifier test's two generated
     # samples (the size of the held-out set or classifier_events) with held-out events
     n_class = (0 if not n_held or not e.classifier_events else
@@ -333,9 +346,12 @@ def work(cfg) -> dict:
         points += float(runs * draws * e.differential_samples)
     groups = 1 + (0 if not e.scaled else 1 if e.scaled_shared else len(e.scaled_bins))
     programs = len(method_grid(cfg)) * (groups + EVALUATE_PROGRAMS)
-    out["evaluate"] = {"unit": "field_eval", "units": points * per_sample, "parallel_units": 1,
+    # the histograms decode whole chunks: a little more than they count
+    decoded = points - histogram_points + float(runs * draws * decoded_per_draw(e))
+    evals = decoded * per_sample
+    out["evaluate"] = {"unit": "field_eval", "units": evals, "parallel_units": 1,
                        "programs": programs + (CLASSIFIER_PROGRAMS if n_class else 0),
-                       "field_evals": points * per_sample, "samples": points,
+                       "field_evals": evals, "samples": points,
                        "samples_calibration": float(runs * draws * e.calib_samples),
                        "samples_scaled": float(runs * draws * scaled_points(e))}
     return out

@@ -103,6 +103,20 @@ def _scale_draws(runs, draws, theta=SCALE_THETA):
     return {"theta": jnp.full((runs, draws), theta, jnp.float32)}
 
 
+@pytest.mark.parametrize("n, size, chunk, decoded", [
+    (40_000, 2**15, 20_224, 40_448),  # two even chunks (were two of 32,768: 65,536 decoded)
+    (18_000, 2**15, 18_176, 18_176),  # one chunk, rounded up to 256 (was 32,768)
+    (80, 2**15, 256, 256),
+    (65_536, 2**15, 2**15, 65_536),
+    (5_000, 1_000, 1_000, 5_000),  # chunk_size bounds the chunk even off the 256 grid
+    (2_500, 512, 512, 2_560),  # the tests' CHUNK: 5 chunks (2,500 / 5 = 500 -> 512)
+])
+def test_chunks_split_evenly_within_chunk_size(n, size, chunk, decoded):
+    """Fewest chunks of at most chunk_size, split evenly and rounded up to 256 (by hand)."""
+    assert gen_module.chunk_for(n, size) == chunk
+    assert gen_module.decoded_points(n, size) == decoded
+
+
 def test_chunked_equals_unchunked():
     field, params = ScaleField(), _scale_draws(1, 2)
     kw = dict(has_run_axis=True, progress=False)

@@ -30,12 +30,19 @@ def test_work_and_predicted_seconds_by_hand():
     # held-out set's size per label, the KS differential amplification's points of every draw
     points += draws * 10_000 + 2 * 2 * n + runs * draws * e.differential_samples
     assert st["evaluate"]["samples"] == points
-    assert st["evaluate"]["field_evals"] == points * e.solver_steps * 4
-    assert st["evaluate"]["flops"] == points * e.solver_steps * 4 * 1000.0
+    # the histograms decode whole chunks (at most 4,000 here, multiples of 256 below it): the
+    # calibration's 4,000 points one chunk, the scaled 200, 450, 800, 1,250 as 256, 512, 1,024,
+    # 1,280
+    padded = runs * draws * ((256 - 200) + (512 - 450) + (1024 - 800) + (1280 - 1250))
+    assert (e.calib_samples, e.chunk_size, e.scaled_factor, e.scaled_bins) == (4000, 4000, 50,
+                                                                               (2, 3, 4, 5))
+    decoded = points + padded
+    assert st["evaluate"]["field_evals"] == decoded * e.solver_steps * 4
+    assert st["evaluate"]["flops"] == decoded * e.solver_steps * 4 * 1000.0
     assert plan["total_s"] == pytest.approx(sum(s["predicted_s"] for s in st.values()))
     ab4 = budget.work(config.resolve("tiny", ["evaluation.solver=ab4",
                                               "evaluation.solver_steps=30"]))
-    assert ab4["evaluate"]["field_evals"] == points * (30 + 3 * 3)  # 3 RK4 starting steps
+    assert ab4["evaluate"]["field_evals"] == decoded * (30 + 3 * 3)  # 3 RK4 starting steps
     shared = budget.work(config.resolve("tiny", ["evaluation.scaled_shared=true"]))
     assert shared["evaluate"]["samples_scaled"] == runs * draws * e.scaled_factor * 5 * 5
 

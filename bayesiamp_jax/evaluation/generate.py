@@ -226,6 +226,24 @@ def _block_fn(field, solver, observable, chunk, total_cells, fresh, mesh):
 # ------------------------------------------------------------------------------ host driver
 
 
+CHUNK_GRANULE = 256  # chunks are multiples of it (the fused kernel's block) up to chunk_size
+
+
+def chunk_for(num_samples: int, chunk_size: int) -> int:
+    """The points decoded at once for ``num_samples`` points per draw: the fewest chunks of at
+    most ``chunk_size``, split evenly and rounded up to ``CHUNK_GRANULE`` (40,000 points at
+    2**15: two chunks of 20,224, not two of 32,768; counts do not depend on it)."""
+    num_chunks = -(-num_samples // chunk_size)
+    even = -(-num_samples // num_chunks)
+    return min(chunk_size, -(-even // CHUNK_GRANULE) * CHUNK_GRANULE)
+
+
+def decoded_points(num_samples: int, chunk_size: int) -> int:
+    """Points a draw of ``num_samples`` actually decodes (whole chunks of ``chunk_for``)."""
+    chunk = chunk_for(num_samples, chunk_size)
+    return -(-num_samples // chunk) * chunk
+
+
 def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, chunk_size,
                devices, draws_per_device, progress_bar, ckpt, group):
     """Fused counts (num_models, total_cells) of one group of binnings, block by block.
@@ -236,8 +254,7 @@ def _run_group(key, field, flat_params, binnings, num_samples, fresh, solver, ch
     """
     num_models = jax.tree_util.tree_leaves(flat_params)[0].shape[0]
     total_cells = sum(b.num_cells for b in binnings) + 1  # + the non-finite points
-    # a chunk beyond the sample size only wastes work; powers of two bound the compilations
-    chunk = min(chunk_size, 1 << max(num_samples - 1, 1).bit_length())
+    chunk = chunk_for(num_samples, chunk_size)
     num_processes, me = jax.process_count(), jax.process_index()
     if num_processes > 1:
         devices = [d for d in devices if d.process_index == me]
