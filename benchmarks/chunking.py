@@ -30,6 +30,7 @@ import numpy as np
 
 from bayesiamp_jax.evaluation import generate
 from benchmarks.common import environment
+from experiments import budget
 from experiments import config as cfgmod
 from experiments.data import field_from_config, problem_from_config
 from experiments.evaluate import evaluation_plan
@@ -48,8 +49,7 @@ def old_rule(num_samples: int, chunk_size: int) -> int:
 
 def label_sizes(cfg) -> list[int]:
     """Points per draw of one label: the calibration's, then every scaled group's."""
-    e = cfg.evaluation
-    return [e.calib_samples] + [e.scaled_factor * n * n for n in e.scaled_bins]
+    return [cfg.evaluation.calib_samples, *budget.scaled_sizes(cfg.evaluation)]
 
 
 def study(cfg):

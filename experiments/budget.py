@@ -268,24 +268,25 @@ def likelihood_evals(dim: int) -> int:
     return 4 * (1 + int(dim)) * 3
 
 
+def scaled_sizes(e) -> list[int]:
+    """Generated points per draw of each scaled group (one group with ``scaled_shared``)."""
+    if not e.scaled:
+        return []
+    cells = [n * n for n in e.scaled_bins]
+    if getattr(e, "scaled_shared", False):
+        return [e.scaled_factor * max(cells)]
+    return [e.scaled_factor * c for c in cells]
+
+
 def scaled_points(e) -> int:
     """Generated points per draw of the scaled evaluation."""
-    if not e.scaled:
-        return 0
-    if getattr(e, "scaled_shared", False):
-        return e.scaled_factor * max(n * n for n in e.scaled_bins)
-    return e.scaled_factor * sum(n * n for n in e.scaled_bins)
+    return sum(scaled_sizes(e))
 
 
 def decoded_per_draw(e) -> int:
     """Points a draw actually decodes in the calibration and scaled evaluations: whole chunks
     (``generate.decoded_points``), so a little more than they ask for."""
-    sizes = [e.calib_samples]
-    if e.scaled:
-        cells = [n * n for n in e.scaled_bins]
-        sizes += [e.scaled_factor * max(cells)] if e.scaled_shared else [
-            e.scaled_factor * c for c in cells]
-    return sum(decoded_points(n, e.chunk_size) for n in sizes)
+    return sum(decoded_points(n, e.chunk_size) for n in [e.calib_samples, *scaled_sizes(e)])
 
 
 def work(cfg) -> dict:
@@ -335,23 +336,22 @@ def work(cfg) -> dict:
     e = cfg.evaluation
     per_sample = (e.solver_steps * ADAPTIVE_EVALS_PER_STEP if e.solver in bj.integrate.ADAPTIVE
                   else bj.Solver(e.solver, e.solver_steps).num_evals)
-    histogram_points = float(runs * draws * (e.calib_samples + scaled_points(e)))
-    points = histogram_points
     # run 0 only: the marginals' events per draw, and the classifier test's two generated
     # samples (the size of the held-out set or classifier_events) with held-out events
     n_class = (0 if not n_held or not e.classifier_events else
                n_held if e.classifier_events < 0 else min(e.classifier_events, n_held))
-    points += float(draws * MARGINAL_EVENTS + len(method_grid(cfg)) * 2 * n_class)
+    others = float(draws * MARGINAL_EVENTS + len(method_grid(cfg)) * 2 * n_class)
     if cfg.data.name != "file":  # a truth sampler: the KS differential amplification
-        points += float(runs * draws * e.differential_samples)
-    groups = 1 + (0 if not e.scaled else 1 if e.scaled_shared else len(e.scaled_bins))
+        others += float(runs * draws * e.differential_samples)
+    groups = 1 + len(scaled_sizes(e))
     programs = len(method_grid(cfg)) * (groups + EVALUATE_PROGRAMS)
     # the histograms decode whole chunks: a little more than they count
-    decoded = points - histogram_points + float(runs * draws * decoded_per_draw(e))
-    evals = decoded * per_sample
+    evals = (float(runs * draws * decoded_per_draw(e)) + others) * per_sample
     out["evaluate"] = {"unit": "field_eval", "units": evals, "parallel_units": 1,
                        "programs": programs + (CLASSIFIER_PROGRAMS if n_class else 0),
-                       "field_evals": evals, "samples": points,
+                       "field_evals": evals,
+                       "samples": float(runs * draws * (e.calib_samples + scaled_points(e)))
+                       + others,
                        "samples_calibration": float(runs * draws * e.calib_samples),
                        "samples_scaled": float(runs * draws * scaled_points(e))}
     return out

@@ -60,6 +60,10 @@ DATA_NAMES = ("ring", "shell", "file")
 # the Z peak 0.3-0.7 GeV off, docs/open_data/field_measurements_pair.json)
 SCHEDULES = ("constant", "cosine")
 DEFAULT_SCHEDULE = {"ring": "constant", "shell": "constant", "file": "cosine"}
+SCHEDULE_HELP = ("Adam's rate: constant (1e-3) or cosine (optax's cosine decay from 1e-3 to "
+                 "final_learning_rate_fraction x 1e-3 over num_epochs x batches); empty: the "
+                 "data's default, constant for ring and shell, cosine for data.name=file")
+FRACTION_HELP = "cosine schedule: the last step's rate as a fraction of 1e-3"
 OBSERVABLES = ("polar", "radius_cosine", "coordinates")
 GENERATION_SOLVERS = tuple(FIXED_STEP) + tuple(ADAPTIVE)
 # the weight-posterior methods (config sections, ``--method`` choices, training stages), in
@@ -185,12 +189,8 @@ class DeterministicConfig:
         "improvement of early_stop_min_delta; 0: off")
     early_stop_min_delta: float = setting(0.0, "early stop: the held-out loss improvement "
                                                "that counts (loss units)")
-    learning_rate_schedule: str = setting("",
-        "Adam's rate: constant (1e-3) or cosine (optax's cosine decay from 1e-3 to "
-        "final_learning_rate_fraction x 1e-3 over num_epochs x batches); empty: the data's "
-        "default, constant for ring and shell, cosine for data.name=file")
-    final_learning_rate_fraction: float = setting(0.01,
-        "cosine schedule: the last step's rate as a fraction of 1e-3")
+    learning_rate_schedule: str = setting("", SCHEDULE_HELP)
+    final_learning_rate_fraction: float = setting(0.01, FRACTION_HELP)
 
     def validate(self):
         _early_stop("deterministic", self)
@@ -221,12 +221,8 @@ class VIConfig:
         "improvement of early_stop_min_delta; 0: off")
     early_stop_min_delta: float = setting(0.0, "early stop: the held-out loss improvement "
                                                "that counts (loss units)")
-    learning_rate_schedule: str = setting("",
-        "Adam's rate: constant (1e-3) or cosine (optax's cosine decay from 1e-3 to "
-        "final_learning_rate_fraction x 1e-3 over num_epochs x batches); empty: the data's "
-        "default, constant for ring and shell, cosine for data.name=file")
-    final_learning_rate_fraction: float = setting(0.01,
-        "cosine schedule: the last step's rate as a fraction of 1e-3")
+    learning_rate_schedule: str = setting("", SCHEDULE_HELP)
+    final_learning_rate_fraction: float = setting(0.01, FRACTION_HELP)
     init: str = setting("",
         "where the guide's means start: random (the reference's mu ~ N(0, 0.1^2)) or "
         "deterministic (the run's flow-matching fit); empty: the data's default, random for "

@@ -39,7 +39,7 @@ from bayesiamp_jax.checkpoint import atomic_write_json, atomic_write_text
 from bayesiamp_jax.evaluation.holdout import HoldoutCheck, select_knob
 from bayesiamp_jax.evaluation.summary import key_cells, key_panel
 from bayesiamp_jax.evaluation.trust import assess, holdout_entry
-from experiments.config import FROM_DETERMINISTIC, pretrained_methods
+from experiments.config import pretrained_methods
 
 TOP_LEVEL = {"preset": str, "config": dict, "timings": dict, "versions": dict, "device": dict,
              "methods": dict}
@@ -113,13 +113,12 @@ def label_costs(report: dict, cfg) -> dict:
     out = {}
     for label, m in report["methods"].items():
         method = m["method"]
-        u = unit_cost(cfg, method)
-        pre = method in pretrained_methods(cfg)
+        u = unit_cost(cfg, method)  # its pretraining: the methods started at the fit
         out[label] = {
             "field_evals": u["field_evals"] * cfg.num_runs,
             "pretrain_field_evals": u["pretrain_field_evals"] * cfg.num_runs,
             "formula": u["formula"] + " per run", "num_runs": cfg.num_runs,
-            "pretrain_formula": u["pretrain_formula"] + " per run" if pre else ""}
+            "pretrain_formula": u["pretrain_formula"] and u["pretrain_formula"] + " per run"}
     return out
 
 
@@ -309,8 +308,7 @@ def _diagnostics_table(methods: dict) -> list[str]:
     return lines
 
 
-def converged(label: str, method: str, convergence: dict,
-              pretrained=FROM_DETERMINISTIC) -> bool | None:
+def converged(label: str, method: str, convergence: dict, pretrained) -> bool | None:
     """False if a held-out loss curve of the label's training (or of the flow-matching
     pretraining it starts from, for the methods in ``pretrained``: see
     ``config.pretrained_methods``) still falls; None when nothing was recorded."""
